@@ -1,0 +1,361 @@
+//! The pipeline: decide (policy) → confirm (gate) → prepare (plan) →
+//! execute (backend or host file tools) → Outcome.
+//!
+//! `check` is everything but execution, so dry-run is exactly what `run`
+//! would do up to the point where something happens.
+
+use crate::call::{Tool, ToolCall};
+use crate::error::Error;
+use crate::gate::{self, Answer, Approver, ConfirmationRequest, DenyAll};
+use crate::outcome::{LimitHit, Outcome, Status, Truncation};
+use crate::plan::{BackendKind, Plan};
+use crate::policy::{Decision, Policy, Verdict};
+use crate::sandbox::hostfs::{FsError, Workspace};
+use crate::sandbox::wasm::{WasmBackend, WasmConfig};
+use crate::sandbox::{Backend, Job, Program, SandboxError};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What `check` reports: the verdict and the plan, nothing executed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    pub id: String,
+    pub tool: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub plan: Plan,
+    pub policy: String,
+}
+
+/// Builds an [`Executor`]. Defaults: the workspace is the current
+/// directory, `ask` is answered by [`DenyAll`] (fail closed), a pending
+/// confirmation expires after [`gate::DEFAULT_TTL`], the wasm backend is
+/// enabled without a warm pool, and no docker backend is attached.
+pub struct ExecutorBuilder {
+    policy: Policy,
+    workspace: Option<PathBuf>,
+    approver: Arc<dyn Approver>,
+    ttl: Duration,
+    wasm: Option<WasmConfig>,
+    docker: Option<Arc<dyn Backend>>,
+}
+
+impl ExecutorBuilder {
+    pub fn workspace(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.workspace = Some(dir.into());
+        self
+    }
+
+    pub fn approver(mut self, a: Arc<dyn Approver>) -> Self {
+        self.approver = a;
+        self
+    }
+
+    pub fn confirmation_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Configures the wasm backend; `None` disables it.
+    pub fn wasm(mut self, cfg: Option<WasmConfig>) -> Self {
+        self.wasm = cfg;
+        self
+    }
+
+    /// Attaches a docker (or other) backend for `run_command` and `sh`.
+    pub fn docker(mut self, b: Arc<dyn Backend>) -> Self {
+        self.docker = Some(b);
+        self
+    }
+
+    pub fn build(self) -> Result<Executor, Error> {
+        let ws = match self.workspace {
+            Some(w) => w,
+            None => std::env::current_dir().map_err(|e| Error::Workspace {
+                path: ".".into(),
+                detail: e.to_string(),
+            })?,
+        };
+        let workspace = std::fs::canonicalize(&ws).map_err(|e| Error::Workspace {
+            path: ws.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        if !workspace.is_dir() {
+            return Err(Error::Workspace {
+                path: ws.display().to_string(),
+                detail: "not a directory".into(),
+            });
+        }
+        let wasm = match self.wasm {
+            Some(cfg) => Some(WasmBackend::new(cfg).map_err(SandboxError::from)?),
+            None => None,
+        };
+        Ok(Executor {
+            policy: Arc::new(self.policy),
+            workspace,
+            approver: self.approver,
+            ttl: self.ttl,
+            wasm,
+            docker: self.docker,
+        })
+    }
+}
+
+/// Runs tool calls under a policy. Cheap to share behind an `Arc`.
+pub struct Executor {
+    policy: Arc<Policy>,
+    workspace: PathBuf,
+    approver: Arc<dyn Approver>,
+    ttl: Duration,
+    wasm: Option<WasmBackend>,
+    docker: Option<Arc<dyn Backend>>,
+}
+
+impl Executor {
+    pub fn builder(policy: Policy) -> ExecutorBuilder {
+        ExecutorBuilder {
+            policy,
+            workspace: None,
+            approver: Arc::new(DenyAll),
+            ttl: gate::DEFAULT_TTL,
+            wasm: Some(WasmConfig::default()),
+            docker: None,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn workspace(&self) -> &Path {
+        &self.workspace
+    }
+
+    pub fn wasm(&self) -> Option<&WasmBackend> {
+        self.wasm.as_ref()
+    }
+
+    /// Decides and prepares, executing nothing.
+    pub fn check(&self, call: &ToolCall) -> Result<DryRun, Error> {
+        self.policy.check_sizes(call)?;
+        let verdict = self.policy.evaluate(call, &self.workspace);
+        let plan = Plan::prepare(
+            &self.policy,
+            call,
+            &self.workspace,
+            verdict.decision == Decision::Ask,
+        );
+        Ok(DryRun {
+            id: call.id.clone(),
+            tool: call.tool.name().to_string(),
+            verdict,
+            plan,
+            policy: self.policy.source.clone(),
+        })
+    }
+
+    /// Runs one call through the whole pipeline.
+    ///
+    /// `Err` is for bad input and unavailable backends; everything the
+    /// call itself does — denied, killed, failed — is an `Outcome`.
+    pub async fn run(&self, call: &ToolCall) -> Result<Outcome, Error> {
+        let t0 = Instant::now();
+        let dry = self.check(call)?;
+        let decision = dry.verdict.decision;
+        let mut answer: Option<Answer> = None;
+        match decision {
+            Decision::Deny => {
+                let mut o = Outcome::new(&call.id, &dry.tool, decision, Status::Denied);
+                o.reasons = dry.verdict.reasons;
+                o.duration_ms = ms(t0.elapsed());
+                return Ok(o);
+            }
+            Decision::Ask => {
+                let req = self.confirmation_request(call, &dry);
+                let a = gate::confirm(self.approver.as_ref(), &req, self.ttl).await;
+                if !a.approved {
+                    let mut o = Outcome::new(&call.id, &dry.tool, decision, Status::Denied);
+                    o.reasons = dry.verdict.reasons;
+                    o.reasons.push(format!(
+                        "confirmation {} rejected by {}",
+                        a.confirmation_id, a.by
+                    ));
+                    o.confirmation = Some(a);
+                    o.duration_ms = ms(t0.elapsed());
+                    return Ok(o);
+                }
+                answer = Some(a);
+            }
+            Decision::Allow => {}
+        }
+        let mut o = self.execute(call, &dry.plan, decision).await?;
+        o.confirmation = answer;
+        o.duration_ms = ms(t0.elapsed());
+        Ok(o)
+    }
+
+    fn confirmation_request(&self, call: &ToolCall, dry: &DryRun) -> ConfirmationRequest {
+        let now = gate::now_ms();
+        let args = serde_json::to_value(&call.tool)
+            .ok()
+            .and_then(|v| v.get("args").cloned())
+            .unwrap_or(serde_json::Value::Null);
+        ConfirmationRequest {
+            id: format!("conf_{}", uuid::Uuid::new_v4().simple()),
+            call_id: call.id.clone(),
+            tool: dry.tool.clone(),
+            args,
+            reasons: dry.verdict.reasons.clone(),
+            matched_rules: dry.verdict.matched_rules.clone(),
+            created_unix_ms: now,
+            expires_unix_ms: now + self.ttl.as_millis(),
+        }
+    }
+
+    /// Executes an allowed (or approved) call according to its plan.
+    async fn execute(
+        &self,
+        call: &ToolCall,
+        plan: &Plan,
+        decision: Decision,
+    ) -> Result<Outcome, Error> {
+        let tool = call.tool.name();
+        let mut o = Outcome::new(&call.id, tool, decision, Status::Completed);
+        o.backend = Some(plan.backend);
+        let ws = &self.workspace;
+        let fs_fail = |o: &mut Outcome, e: FsError| {
+            o.status = Status::Failed;
+            o.error = Some(e.to_string());
+        };
+        match &call.tool {
+            Tool::ReadFile(a) => {
+                let max = a.limit.unwrap_or(u64::MAX).min(plan.limits.output_bytes);
+                match Workspace::open(ws)?.read(ws, &a.path, a.offset.unwrap_or(0), max) {
+                    Ok(r) => {
+                        o.stdout = r.content;
+                        o.truncated.stdout = r.truncated;
+                        if r.truncated {
+                            o.limits_hit.push(LimitHit::OutputTruncated);
+                        }
+                        if r.binary {
+                            o.reasons
+                                .push("file is not UTF-8 text; invalid bytes were replaced".into());
+                        }
+                    }
+                    Err(e) => fs_fail(&mut o, e),
+                }
+            }
+            Tool::WriteFile(a) => match Workspace::open(ws)?.write(
+                ws,
+                &a.path,
+                a.content.as_bytes(),
+                a.append,
+                plan.limits.file_size,
+            ) {
+                Ok(n) => o.stdout = format!("wrote {n} bytes to {}", a.path),
+                Err(e) => fs_fail(&mut o, e),
+            },
+            Tool::ListDir(a) => match Workspace::open(ws)?.list(ws, &a.path) {
+                Ok((entries, truncated)) => {
+                    o.stdout = serde_json::to_string(&entries).map_err(|e| Error::Internal {
+                        op: "list_dir",
+                        detail: e.to_string(),
+                    })?;
+                    o.truncated.stdout = truncated;
+                }
+                Err(e) => fs_fail(&mut o, e),
+            },
+            Tool::RunCode(a) => {
+                if !a.files.is_empty() {
+                    let w = Workspace::open(ws)?;
+                    for f in &a.files {
+                        if let Err(e) = w.write(
+                            ws,
+                            &f.path,
+                            f.content.as_bytes(),
+                            false,
+                            plan.limits.file_size,
+                        ) {
+                            fs_fail(&mut o, e);
+                            return Ok(o);
+                        }
+                    }
+                }
+                let job = Job {
+                    program: Program::Code {
+                        language: a.language,
+                        code: a.code.clone(),
+                    },
+                    stdin: a.stdin.clone(),
+                    cwd: None,
+                };
+                self.sandboxed(plan, &job, &mut o).await?;
+            }
+            Tool::RunCommand(a) => {
+                let job = Job {
+                    program: Program::Command(a.command.clone()),
+                    stdin: None,
+                    cwd: a.cwd.clone(),
+                };
+                self.sandboxed(plan, &job, &mut o).await?;
+            }
+        }
+        Ok(o)
+    }
+
+    async fn sandboxed(&self, plan: &Plan, job: &Job, o: &mut Outcome) -> Result<(), Error> {
+        let backend: &dyn Backend = match plan.backend {
+            BackendKind::Wasm => match &self.wasm {
+                Some(w) => w,
+                None => {
+                    return Err(SandboxError::Unavailable {
+                        backend: "wasm",
+                        detail: "disabled in this executor".into(),
+                    }
+                    .into());
+                }
+            },
+            BackendKind::Docker => match &self.docker {
+                Some(d) => d.as_ref(),
+                None => {
+                    return Err(SandboxError::Unavailable {
+                        backend: "docker",
+                        detail: "no docker backend is attached to this executor (python and javascript run on wasm; run_command and sh need docker)".into(),
+                    }
+                    .into());
+                }
+            },
+            BackendKind::Host => {
+                return Err(Error::Internal {
+                    op: "route",
+                    detail: "code cannot run on the host backend".into(),
+                });
+            }
+        };
+        let raw = backend.execute(plan, job).await?;
+        o.exit_code = raw.exit_code;
+        o.stdout = String::from_utf8_lossy(&raw.stdout).into_owned();
+        o.stderr = String::from_utf8_lossy(&raw.stderr).into_owned();
+        o.truncated = Truncation {
+            stdout: raw.stdout_truncated,
+            stderr: raw.stderr_truncated,
+        };
+        o.output_untrusted = raw.output_untrusted;
+        o.error = raw.detail;
+        o.limits_hit = raw.limits_hit;
+        let killed = o
+            .limits_hit
+            .iter()
+            .any(|h| !matches!(h, LimitHit::OutputTruncated | LimitHit::Memory));
+        if killed || raw.exit_code.is_none() {
+            o.status = Status::Killed;
+        }
+        Ok(())
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}

@@ -1,0 +1,47 @@
+//! toolgate — a sandboxed tool-execution runtime for AI agents.
+//!
+//! An agent emits a tool call; toolgate parses it ([`ToolCall`]), decides
+//! on it from a policy ([`Policy::evaluate`] → [`Verdict`]), asks a human
+//! when the verdict is `ask` ([`gate`]), prepares a [`Plan`] (backend,
+//! limits, network, mounts), runs it in a sandbox ([`sandbox`]) and returns
+//! an [`Outcome`]. [`Executor`] ties the steps together; [`Executor::check`]
+//! is the dry run: every step but the last.
+//!
+//! | part | module | what it owns |
+//! |---|---|---|
+//! | tool calls | [`call`] | toolgate / OpenAI / Anthropic shapes, typed arguments, size caps |
+//! | tool definitions | [`tools`] | JSON Schemas for agent frameworks |
+//! | policy | [`policy`] | TOML rules, path confinement, shell parsing, input flags; pure |
+//! | plan | [`plan`] | limits, network mode, backend choice, mounts |
+//! | gate | [`gate`] | confirmations, approvers, expiry that denies |
+//! | sandboxes | [`sandbox`] | host file tools (cap-std), wasm (Wasmtime + WASI) |
+//! | pipeline | [`Executor`] | decide → confirm → prepare → execute |
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), toolgate::Error> {
+//! use toolgate::{Executor, Policy, ToolCall};
+//! let exec = Executor::builder(Policy::builtin_default()).workspace(".").build()?;
+//! let call = ToolCall::parse(r#"{"tool":"run_code","args":{"language":"python","code":"print(6*7)"}}"#)?;
+//! let outcome = exec.run(&call).await?;
+//! assert_eq!(outcome.stdout, "42\n");
+//! # Ok(()) }
+//! ```
+
+pub mod call;
+mod error;
+mod executor;
+pub mod gate;
+mod outcome;
+pub mod plan;
+pub mod policy;
+pub mod sandbox;
+pub mod tools;
+
+pub use call::{CallError, Language, Tool, ToolCall};
+pub use error::{Error, exit};
+pub use executor::{DryRun, Executor, ExecutorBuilder};
+pub use gate::{Answer, Approver, ConfirmationRequest};
+pub use outcome::{LimitHit, Outcome, Status, Truncation};
+pub use plan::{BackendKind, Limits, NetworkMode, Plan};
+pub use policy::{Decision, Policy, PolicyError, Verdict};
+pub use sandbox::wasm::{WasmBackend, WasmConfig};

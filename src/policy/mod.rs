@@ -1,0 +1,800 @@
+//! Policy: decide whether a call may run. Pure — it never runs anything and
+//! knows no transport; it reads file metadata only to follow symlinks.
+//!
+//! Loading is two-stage (`raw` → [`Policy`]): the raw serde structs refuse
+//! unknown keys; validation compiles globs and regexes, parses sizes, checks
+//! every rule's examples and refuses network modes a backend cannot enforce.
+//! A `Policy` therefore cannot exist invalid.
+//!
+//! Evaluation collects every matching rule; the strictest decision wins
+//! (`Deny > Ask > Allow`).
+
+pub mod command;
+pub mod inspect;
+pub mod paths;
+mod raw;
+pub mod shell;
+pub mod units;
+
+use crate::call::{Command, Tool, ToolCall};
+use crate::plan::{BackendChoice, BackendKind, Limits, MountAccess, NetworkMode};
+use command::{CommandPolicy, CommandRule};
+use inspect::{Flag, Inspector};
+use paths::{Access, AccessSel, PathPolicy, PathRule};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use toml::Spanned;
+
+/// The shipped default policy, embedded so the binary works with no files.
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
+/// Shipped policies by name, for `--policy strict` and tests.
+pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
+    ("default", DEFAULT_POLICY),
+    ("strict", include_str!("../../policies/strict.toml")),
+    (
+        "permissive-dev",
+        include_str!("../../policies/permissive-dev.toml"),
+    ),
+];
+
+/// Allow < Ask < Deny: `max` is "strictest wins".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow,
+    Ask,
+    Deny,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Ask => "ask",
+            Decision::Deny => "deny",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Decision> {
+        match s {
+            "allow" => Some(Decision::Allow),
+            "ask" => Some(Decision::Ask),
+            "deny" => Some(Decision::Deny),
+            _ => None,
+        }
+    }
+}
+
+/// A rule that matched, with what it matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatchedRule {
+    pub id: String,
+    pub decision: Decision,
+    pub reason: String,
+    pub subject: String,
+}
+
+/// The decision on one call and everything that led to it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// Why the decision is not `allow` (empty when allowed).
+    pub reasons: Vec<String>,
+    pub matched_rules: Vec<MatchedRule>,
+    pub flags: Vec<Flag>,
+}
+
+/// Errors loading a policy; each names the file and, where known, the line and key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    #[error("cannot read policy {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}:{line}: {key}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct NetworkPolicy {
+    pub run_command: NetworkMode,
+    pub run_code: NetworkMode,
+    /// Hosts the output filter lets URLs point at.
+    pub allow_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DockerSettings {
+    pub image: String,
+    pub workspace: MountAccess,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedactionSettings {
+    pub enabled: bool,
+    pub secret_env: Vec<String>,
+    pub secret_files: Vec<String>,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Where it came from (file path or `built-in:NAME`), for messages.
+    pub source: String,
+    pub description: String,
+    pub tools: BTreeMap<String, Decision>,
+    pub max_arg_bytes: usize,
+    pub flag_decision: Decision,
+    inspector: Inspector,
+    pub paths: PathPolicy,
+    pub commands: CommandPolicy,
+    pub network: NetworkPolicy,
+    pub limits: Limits,
+    pub backends: BackendChoice,
+    pub wasm_workspace: MountAccess,
+    pub docker: DockerSettings,
+    pub redaction: RedactionSettings,
+    pub audit_path: Option<String>,
+}
+
+/// Converts byte spans to line numbers for error messages.
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line(&self, span: std::ops::Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text[..end].bytes().filter(|&b| b == b'\n').count() + 1
+    }
+
+    fn err(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> PolicyError {
+        PolicyError::Invalid {
+            file: self.file.to_string(),
+            line: self.line(span),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn decision(&self, v: &Spanned<String>, key: &str) -> Result<Decision, PolicyError> {
+        Decision::parse(v.get_ref()).ok_or_else(|| {
+            self.err(
+                v.span(),
+                key,
+                format!("{:?} is not allow, ask or deny", v.get_ref()),
+            )
+        })
+    }
+
+    fn opt_decision(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: Decision,
+    ) -> Result<Decision, PolicyError> {
+        v.as_ref().map_or(Ok(default), |v| self.decision(v, key))
+    }
+
+    fn size(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: u64,
+    ) -> Result<u64, PolicyError> {
+        match v {
+            None => Ok(default),
+            Some(v) => units::parse_size(v.get_ref()).map_err(|m| self.err(v.span(), key, m)),
+        }
+    }
+
+    fn duration(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: std::time::Duration,
+    ) -> Result<std::time::Duration, PolicyError> {
+        match v {
+            None => Ok(default),
+            Some(v) => units::parse_duration(v.get_ref()).map_err(|m| self.err(v.span(), key, m)),
+        }
+    }
+
+    fn regex(&self, v: &Spanned<String>, key: &str) -> Result<regex::Regex, PolicyError> {
+        regex::RegexBuilder::new(v.get_ref())
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| self.err(v.span(), key, format!("invalid regex: {e}")))
+    }
+
+    fn network(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        hosts: &[String],
+    ) -> Result<NetworkMode, PolicyError> {
+        match v.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+            None | Some(("none", _)) => Ok(NetworkMode::None),
+            Some(("open", _)) => Ok(NetworkMode::Open),
+            Some(("allowlist", span)) => {
+                if hosts.is_empty() {
+                    return Err(self.err(span, key, "allowlist mode needs network.allow_hosts"));
+                }
+                Ok(NetworkMode::Allowlist(hosts.to_vec()))
+            }
+            Some((other, span)) => Err(self.err(
+                span,
+                key,
+                format!("{other:?} is not none, allowlist or open"),
+            )),
+        }
+    }
+
+    fn backend(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: BackendKind,
+    ) -> Result<BackendKind, PolicyError> {
+        match v {
+            None => Ok(default),
+            Some(v) => BackendKind::parse(v.get_ref()).ok_or_else(|| {
+                self.err(
+                    v.span(),
+                    key,
+                    format!("{:?} is not wasm or docker", v.get_ref()),
+                )
+            }),
+        }
+    }
+
+    fn mount(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: MountAccess,
+    ) -> Result<MountAccess, PolicyError> {
+        match v.as_ref().map(|v| v.get_ref().as_str()) {
+            None => Ok(default),
+            Some("ro" | "read-only") => Ok(MountAccess::ReadOnly),
+            Some("rw" | "read-write") => Ok(MountAccess::ReadWrite),
+            Some(other) => Err(self.err(
+                v.as_ref().map_or(0..0, |v| v.span()),
+                key,
+                format!("{other:?} is not ro or rw"),
+            )),
+        }
+    }
+}
+
+impl Policy {
+    /// The embedded `policies/default.toml`.
+    pub fn builtin_default() -> Policy {
+        match Policy::from_toml(DEFAULT_POLICY, "built-in:default") {
+            Ok(p) => p,
+            // The shipped file is checked by tests; reaching this is a build defect.
+            Err(e) => panic!("embedded default policy is invalid: {e}"),
+        }
+    }
+
+    /// Loads a policy file, or a built-in one by name (`default`, `strict`, `permissive-dev`).
+    pub fn load(spec: &str) -> Result<Policy, PolicyError> {
+        if let Some((name, text)) = BUILTIN_POLICIES.iter().find(|(n, _)| *n == spec) {
+            return Policy::from_toml(text, &format!("built-in:{name}"));
+        }
+        let text = std::fs::read_to_string(spec).map_err(|source| PolicyError::Io {
+            path: spec.to_string(),
+            source,
+        })?;
+        Policy::from_toml(&text, spec)
+    }
+
+    /// Parses and validates policy text; `file` names it in errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<Policy, PolicyError> {
+        let raw: raw::RawPolicy = toml::from_str(text).map_err(|e| PolicyError::Parse {
+            file: file.to_string(),
+            message: e.to_string().trim().replace('\n', " ").replace("  ", " "),
+        })?;
+        let cx = Ctx { file, text };
+        if raw.version != 1 {
+            return Err(cx.err(
+                0..0,
+                "version",
+                format!("unsupported policy version {} (expected 1)", raw.version),
+            ));
+        }
+
+        let mut tools = BTreeMap::new();
+        for (name, d) in &raw.tools {
+            if !crate::call::TOOL_NAMES.contains(&name.as_str()) {
+                return Err(cx.err(d.span(), &format!("tools.{name}"), "unknown tool"));
+            }
+            tools.insert(name.clone(), cx.decision(d, &format!("tools.{name}"))?);
+        }
+
+        let inj: Vec<String> = raw
+            .input
+            .injection_patterns
+            .iter()
+            .map(|p| p.get_ref().clone())
+            .collect();
+        for (i, p) in raw.input.injection_patterns.iter().enumerate() {
+            cx.regex(p, &format!("input.injection_patterns[{i}]"))?;
+        }
+        let inspector = Inspector::new(&inj)
+            .map_err(|e| cx.err(0..0, "input.injection_patterns", e.to_string()))?;
+
+        let paths = Self::path_policy(&cx, &raw.paths)?;
+        let commands = Self::command_policy(&cx, &raw.commands)?;
+
+        let defaults = Limits::default();
+        let limits = Limits {
+            memory_bytes: cx.size(&raw.limits.memory, "limits.memory", defaults.memory_bytes)?,
+            cpu_time: cx.duration(&raw.limits.cpu_time, "limits.cpu_time", defaults.cpu_time)?,
+            wall_time: cx.duration(
+                &raw.limits.wall_time,
+                "limits.wall_time",
+                defaults.wall_time,
+            )?,
+            pids: raw.limits.pids.unwrap_or(defaults.pids),
+            output_bytes: cx.size(
+                &raw.limits.output_bytes,
+                "limits.output_bytes",
+                defaults.output_bytes,
+            )?,
+            file_size: cx.size(
+                &raw.limits.file_size,
+                "limits.file_size",
+                defaults.file_size,
+            )?,
+        };
+        if limits.memory_bytes < (16 << 20) || limits.memory_bytes > (64u64 << 30) {
+            return Err(cx.err(
+                raw.limits.memory.as_ref().map_or(0..0, |v| v.span()),
+                "limits.memory",
+                "must be between 16MiB and 64GiB",
+            ));
+        }
+        if limits.wall_time.is_zero() || limits.cpu_time.is_zero() {
+            return Err(cx.err(0..0, "limits", "cpu_time and wall_time must be positive"));
+        }
+        if limits.pids == 0 {
+            return Err(cx.err(0..0, "limits.pids", "must be at least 1"));
+        }
+
+        let backends = BackendChoice {
+            run_command: cx.backend(
+                &raw.backends.run_command,
+                "backends.run_command",
+                BackendKind::Docker,
+            )?,
+            python: cx.backend(&raw.backends.python, "backends.python", BackendKind::Wasm)?,
+            javascript: cx.backend(
+                &raw.backends.javascript,
+                "backends.javascript",
+                BackendKind::Wasm,
+            )?,
+            sh: cx.backend(&raw.backends.sh, "backends.sh", BackendKind::Docker)?,
+        };
+        if backends.sh == BackendKind::Wasm || backends.run_command == BackendKind::Wasm {
+            return Err(cx.err(
+                0..0,
+                "backends",
+                "the wasm backend runs python and javascript only; sh and run_command need docker",
+            ));
+        }
+
+        let network = NetworkPolicy {
+            run_command: cx.network(
+                &raw.network.run_command,
+                "network.run_command",
+                &raw.network.allow_hosts,
+            )?,
+            run_code: cx.network(
+                &raw.network.run_code,
+                "network.run_code",
+                &raw.network.allow_hosts,
+            )?,
+            allow_hosts: raw.network.allow_hosts.clone(),
+        };
+        // Refuse what a backend cannot enforce rather than widen it silently.
+        let code_backends = [backends.python, backends.javascript, backends.sh];
+        if !backends.run_command.supports_network(&network.run_command) {
+            return Err(cx.err(
+                raw.network.run_command.as_ref().map_or(0..0, |v| v.span()),
+                "network.run_command",
+                format!(
+                    "the {} backend cannot enforce this network mode",
+                    backends.run_command.as_str()
+                ),
+            ));
+        }
+        if let Some(b) = code_backends
+            .iter()
+            .find(|b| !b.supports_network(&network.run_code))
+        {
+            return Err(cx.err(
+                raw.network.run_code.as_ref().map_or(0..0, |v| v.span()),
+                "network.run_code",
+                format!(
+                    "the {} backend cannot enforce this network mode",
+                    b.as_str()
+                ),
+            ));
+        }
+
+        for g in &raw.redaction.secret_env {
+            paths::compile_glob(g)
+                .map_err(|e| cx.err(0..0, "redaction.secret_env", e.to_string()))?;
+        }
+
+        Ok(Policy {
+            source: file.to_string(),
+            description: raw.description.clone(),
+            tools,
+            max_arg_bytes: cx.size(&raw.input.max_arg_bytes, "input.max_arg_bytes", 256 << 10)?
+                as usize,
+            flag_decision: cx.opt_decision(
+                &raw.input.flag_decision,
+                "input.flag_decision",
+                Decision::Ask,
+            )?,
+            inspector,
+            paths,
+            commands,
+            network,
+            limits,
+            backends,
+            wasm_workspace: cx.mount(
+                &raw.wasm.workspace,
+                "wasm.workspace",
+                MountAccess::ReadOnly,
+            )?,
+            docker: DockerSettings {
+                image: raw
+                    .docker
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| "toolgate-python:bookworm".into()),
+                workspace: cx.mount(
+                    &raw.docker.workspace,
+                    "docker.workspace",
+                    MountAccess::ReadOnly,
+                )?,
+            },
+            redaction: RedactionSettings {
+                enabled: raw.redaction.enabled.unwrap_or(true),
+                secret_env: raw.redaction.secret_env.clone(),
+                secret_files: raw.redaction.secret_files.clone(),
+            },
+            audit_path: raw.audit.path.clone(),
+        })
+    }
+
+    fn path_policy(cx: &Ctx, raw: &raw::RawPaths) -> Result<PathPolicy, PolicyError> {
+        let mut rules = Vec::new();
+        for (i, r) in raw.rules.iter().enumerate() {
+            let key = format!("paths.rules[{i}]");
+            let span = r.span();
+            let r = r.get_ref();
+            if r.globs.is_empty() {
+                return Err(cx.err(span, &key, "globs is empty"));
+            }
+            if r.reason.trim().is_empty() {
+                return Err(cx.err(span, &key, "every rule needs a reason"));
+            }
+            let mut b = globset::GlobSetBuilder::new();
+            for g in &r.globs {
+                b.add(paths::compile_glob(g.get_ref()).map_err(|e| {
+                    cx.err(
+                        g.span(),
+                        &format!("{key}.globs"),
+                        format!("invalid glob: {e}"),
+                    )
+                })?);
+            }
+            let globs = b
+                .build()
+                .map_err(|e| cx.err(span.clone(), &key, e.to_string()))?;
+            let access = match r.access.get_ref().as_str() {
+                "read" => AccessSel::Read,
+                "write" => AccessSel::Write,
+                "any" => AccessSel::Any,
+                other => {
+                    return Err(cx.err(
+                        r.access.span(),
+                        &format!("{key}.access"),
+                        format!("{other:?} is not read, write or any"),
+                    ));
+                }
+            };
+            for ex in &r.examples.must_match {
+                if !globs.is_match(ex) {
+                    return Err(cx.err(
+                        span.clone(),
+                        &format!("{key}.examples.match"),
+                        format!("example {ex:?} does not match the rule"),
+                    ));
+                }
+            }
+            for ex in &r.examples.no_match {
+                if globs.is_match(ex) {
+                    return Err(cx.err(
+                        span.clone(),
+                        &format!("{key}.examples.no_match"),
+                        format!("example {ex:?} matches the rule"),
+                    ));
+                }
+            }
+            rules.push(PathRule {
+                id: r.id.clone().unwrap_or(key.clone()),
+                globs,
+                access,
+                decision: cx.decision(&r.decision, &format!("{key}.decision"))?,
+                reason: r.reason.clone(),
+            });
+        }
+        Ok(PathPolicy {
+            // Deny by default: a policy that says nothing about paths grants nothing.
+            read_default: cx.opt_decision(
+                &raw.read_default,
+                "paths.read_default",
+                Decision::Deny,
+            )?,
+            write_default: cx.opt_decision(
+                &raw.write_default,
+                "paths.write_default",
+                Decision::Deny,
+            )?,
+            rules,
+        })
+    }
+
+    fn command_policy(cx: &Ctx, raw: &raw::RawCommands) -> Result<CommandPolicy, PolicyError> {
+        let mut rules = Vec::new();
+        for (i, r) in raw.rules.iter().enumerate() {
+            let key = format!("commands.rules[{i}]");
+            let span = r.span();
+            let r = r.get_ref();
+            if r.programs.is_empty() && r.args.is_none() && r.pattern.is_none() {
+                return Err(cx.err(span, &key, "a rule needs programs, args or pattern"));
+            }
+            if r.reason.trim().is_empty() {
+                return Err(cx.err(span, &key, "every rule needs a reason"));
+            }
+            let rule = CommandRule {
+                id: r.id.clone().unwrap_or(key.clone()),
+                programs: r.programs.clone(),
+                args: r
+                    .args
+                    .as_ref()
+                    .map(|a| cx.regex(a, &format!("{key}.args")))
+                    .transpose()?,
+                pattern: r
+                    .pattern
+                    .as_ref()
+                    .map(|a| cx.regex(a, &format!("{key}.pattern")))
+                    .transpose()?,
+                decision: cx.decision(&r.decision, &format!("{key}.decision"))?,
+                reason: r.reason.clone(),
+            };
+            // Examples are judged against this rule alone, through the real parser.
+            let single = CommandPolicy {
+                default: Decision::Allow,
+                unresolved: Decision::Allow,
+                rules: vec![rule.clone()],
+            };
+            let hits = |ex: &str| {
+                let mut m = Vec::new();
+                single.judge(&command::analyse_shell(ex), &mut m, &mut Vec::new());
+                !m.is_empty()
+            };
+            for ex in &r.examples.must_match {
+                if !hits(ex) {
+                    return Err(cx.err(
+                        span.clone(),
+                        &format!("{key}.examples.match"),
+                        format!("example {ex:?} does not match the rule"),
+                    ));
+                }
+            }
+            for ex in &r.examples.no_match {
+                if hits(ex) {
+                    return Err(cx.err(
+                        span.clone(),
+                        &format!("{key}.examples.no_match"),
+                        format!("example {ex:?} matches the rule"),
+                    ));
+                }
+            }
+            rules.push(rule);
+        }
+        let unresolved = cx.opt_decision(&raw.unresolved, "commands.unresolved", Decision::Ask)?;
+        if unresolved == Decision::Allow {
+            return Err(cx.err(
+                raw.unresolved.as_ref().map_or(0..0, |v| v.span()),
+                "commands.unresolved",
+                "what cannot be resolved statically is never allowed: use ask or deny",
+            ));
+        }
+        Ok(CommandPolicy {
+            default: cx.opt_decision(&raw.default, "commands.default", Decision::Deny)?,
+            unresolved,
+            rules,
+        })
+    }
+
+    /// Refuses arguments over `input.max_arg_bytes` (bad input, not a verdict).
+    pub fn check_sizes(&self, call: &ToolCall) -> Result<(), crate::call::CallError> {
+        for (arg, s) in call.tool.strings() {
+            if s.len() > self.max_arg_bytes {
+                return Err(crate::call::CallError::Args {
+                    tool: call.tool.name(),
+                    detail: format!(
+                        "argument `{arg}` is {} bytes, over the policy's {}-byte limit",
+                        s.len(),
+                        self.max_arg_bytes
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Judges a call. Pure: no side effects, nothing runs.
+    pub fn evaluate(&self, call: &ToolCall, workspace: &Path) -> Verdict {
+        let mut v = Eval::new();
+        let tool = call.tool.name();
+        match self.tools.get(tool) {
+            Some(d) => {
+                v.raise(*d);
+                if *d > Decision::Allow {
+                    v.reasons.push(format!(
+                        "tool `{tool}` is set to {} by the policy",
+                        d.as_str()
+                    ));
+                }
+            }
+            None => {
+                v.raise(Decision::Deny);
+                v.reasons
+                    .push(format!("tool `{tool}` is not enabled by the policy"));
+            }
+        }
+        // Inspect every string argument.
+        let mut flags = Vec::new();
+        for (arg, s) in call.tool.strings() {
+            let text_like = matches!(arg, "content" | "code" | "stdin" | "files.content");
+            if s.contains('\0') {
+                v.raise(Decision::Deny);
+                v.reasons
+                    .push(format!("argument `{arg}` contains a NUL byte"));
+            } else if !text_like && s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+                v.raise(Decision::Deny);
+                v.reasons
+                    .push(format!("argument `{arg}` contains a control character"));
+            }
+            self.inspector.inspect(arg, s, &mut flags);
+        }
+        if !flags.is_empty() {
+            v.raise(self.flag_decision);
+            for f in &flags {
+                v.reasons
+                    .push(format!("suspicious input in `{}`: {}", f.arg, f.detail));
+            }
+        }
+        v.flags = flags;
+
+        match &call.tool {
+            Tool::ReadFile(a) => v.path(self, workspace, &a.path, Access::Read),
+            Tool::ListDir(a) => v.path(self, workspace, &a.path, Access::Read),
+            Tool::WriteFile(a) => {
+                v.path(self, workspace, &a.path, Access::Write);
+                if a.content.len() as u64 > self.limits.file_size {
+                    v.raise(Decision::Deny);
+                    v.reasons.push(format!(
+                        "content is {} bytes, over the {}-byte file size limit",
+                        a.content.len(),
+                        self.limits.file_size
+                    ));
+                }
+            }
+            Tool::RunCommand(a) => {
+                let an = match &a.command {
+                    Command::Shell(s) => command::analyse_shell(s),
+                    Command::Argv(argv) => command::analyse_argv(argv),
+                };
+                v.commands(self, workspace, &an);
+                if let Some(cwd) = &a.cwd {
+                    v.path(self, workspace, cwd, Access::Read);
+                }
+            }
+            Tool::RunCode(a) => {
+                if a.language == crate::call::Language::Sh {
+                    v.commands(self, workspace, &command::analyse_shell(&a.code));
+                }
+                for f in &a.files {
+                    v.path(self, workspace, &f.path, Access::Write);
+                }
+            }
+        }
+        Verdict {
+            decision: v.decision,
+            reasons: dedup(v.reasons),
+            matched_rules: v.matched,
+            flags: v.flags,
+        }
+    }
+}
+
+fn dedup(v: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(v.len());
+    for s in v {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Accumulator for one evaluation; the decision only ever rises.
+struct Eval {
+    decision: Decision,
+    reasons: Vec<String>,
+    matched: Vec<MatchedRule>,
+    flags: Vec<Flag>,
+}
+
+impl Eval {
+    fn new() -> Eval {
+        Eval {
+            decision: Decision::Allow,
+            reasons: Vec::new(),
+            matched: Vec::new(),
+            flags: Vec::new(),
+        }
+    }
+
+    fn raise(&mut self, d: Decision) {
+        self.decision = self.decision.max(d);
+    }
+
+    fn path(&mut self, p: &Policy, ws: &Path, input: &str, access: Access) {
+        let c = p.paths.check(ws, input, access);
+        self.raise(c.decision);
+        self.matched.extend(c.matched);
+        self.reasons.extend(c.reasons);
+    }
+
+    fn commands(&mut self, p: &Policy, ws: &Path, an: &command::Analysis) {
+        let d = p.commands.judge(an, &mut self.matched, &mut self.reasons);
+        self.raise(d);
+        for (path, access) in &an.paths {
+            self.path(p, ws, path, *access);
+        }
+    }
+}
+
+impl Verdict {
+    /// Whether the verdict lets the call proceed without a human.
+    pub fn allowed(&self) -> bool {
+        self.decision == Decision::Allow
+    }
+}

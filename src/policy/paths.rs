@@ -1,0 +1,395 @@
+//! Path rules: turn an agent-supplied path into a workspace-relative path or
+//! a reason why not, then judge it against read/write globs.
+//!
+//! This is the lexical and resolution check that lets dry-run explain a
+//! decision. It is not the enforcement: the host file tools open paths
+//! through a capability handle on the workspace (`sandbox::hostfs`), which
+//! cannot escape even if this check were fooled.
+
+use super::{Decision, MatchedRule};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use std::path::{Component, Path, PathBuf};
+use unicode_normalization::UnicodeNormalization;
+
+/// What a call does to a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// Which accesses a rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessSel {
+    Read,
+    Write,
+    Any,
+}
+
+impl AccessSel {
+    pub fn covers(self, a: Access) -> bool {
+        matches!(
+            (self, a),
+            (AccessSel::Any, _)
+                | (AccessSel::Read, Access::Read)
+                | (AccessSel::Write, Access::Write)
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PathRule {
+    pub id: String,
+    pub globs: GlobSet,
+    pub access: AccessSel,
+    pub decision: Decision,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PathPolicy {
+    pub read_default: Decision,
+    pub write_default: Decision,
+    pub rules: Vec<PathRule>,
+}
+
+/// The outcome of judging one path.
+#[derive(Debug, Clone)]
+pub struct PathCheck {
+    pub decision: Decision,
+    /// Workspace-relative path ("" is the root), when it could be computed.
+    pub relative: Option<String>,
+    pub matched: Vec<MatchedRule>,
+    pub reasons: Vec<String>,
+}
+
+/// Compiles one glob the way every path rule uses it: `*` stops at `/`,
+/// `**` crosses directories, case-insensitive so `.ENV` cannot dodge `.env`.
+pub fn compile_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .case_insensitive(true)
+        .backslash_escape(true)
+        .build()
+}
+
+pub fn compile_globs<'a>(
+    patterns: impl IntoIterator<Item = &'a str>,
+) -> Result<GlobSet, globset::Error> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(compile_glob(p)?);
+    }
+    b.build()
+}
+
+/// Characters that never belong in a path an agent hands us: they hide
+/// what the path is (bidi overrides, zero-width characters) or mimic a
+/// separator or dot after Unicode folding.
+fn is_hidden_or_lookalike(c: char) -> bool {
+    if c.is_ascii() {
+        return false;
+    }
+    const CONFUSABLE: &[char] = &[
+        '\u{2215}',
+        '\u{2044}',
+        '\u{29F8}',
+        '\u{2571}',
+        '\u{27CB}',
+        '\u{FF0F}',
+        '\u{FF3C}',
+        '\u{FE68}',
+        '\u{29F5}',
+        '\u{2216}',
+        '\u{2024}',
+        '\u{2025}',
+        '\u{2026}',
+        '\u{FF0E}',
+        '\u{00B7}',
+        '\u{0701}',
+        '\u{0702}',
+        '\u{A60E}',
+        '\u{10A50}',
+        '\u{3002}',
+        '\u{FF61}',
+    ];
+    if CONFUSABLE.contains(&c) || super::inspect::is_invisible(c) {
+        return true;
+    }
+    // Anything that folds (NFKC) to path syntax: fullwidth forms, leaders, …
+    c.to_string().nfkc().any(|n| "./\\~$%:".contains(n))
+}
+
+/// Syntactic reasons to refuse a path before touching the filesystem.
+fn syntax_violation(input: &str) -> Option<String> {
+    if input.is_empty() {
+        return Some("empty path".into());
+    }
+    if input.contains('\0') {
+        return Some("path contains a NUL byte".into());
+    }
+    if input.chars().any(|c| c.is_control()) {
+        return Some("path contains a control character".into());
+    }
+    if input.contains('\\') {
+        return Some("path contains a backslash (no Windows separators or escapes)".into());
+    }
+    if input.starts_with('~') {
+        return Some("path starts with `~` (home directories are outside the workspace)".into());
+    }
+    if input.contains('$') || input.contains('`') {
+        return Some(
+            "path contains `$` or a backtick (no variable or command expansion in paths)".into(),
+        );
+    }
+    let b = input.as_bytes();
+    if b.windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+    {
+        return Some("path contains a percent-encoded byte".into());
+    }
+    if let Some(c) = input.chars().find(|&c| is_hidden_or_lookalike(c)) {
+        return Some(format!(
+            "path contains U+{:04X}, an invisible character or a look-alike of path syntax",
+            c as u32
+        ));
+    }
+    None
+}
+
+/// Lexically resolves `input` against `workspace` into relative components.
+/// Refuses anything that leaves the workspace.
+pub fn normalize(workspace: &Path, input: &str) -> Result<Vec<String>, String> {
+    if let Some(v) = syntax_violation(input) {
+        return Err(v);
+    }
+    let p = Path::new(input);
+    let rel: PathBuf = if p.is_absolute() {
+        let ws = lexical(workspace);
+        let abs = lexical(p);
+        let canon_ws = std::fs::canonicalize(workspace).unwrap_or_else(|_| ws.clone());
+        if let Ok(r) = abs.strip_prefix(&ws) {
+            r.to_path_buf()
+        } else if let Ok(r) = abs.strip_prefix(&canon_ws) {
+            r.to_path_buf()
+        } else {
+            return Err("absolute path outside the workspace".into());
+        }
+    } else {
+        p.to_path_buf()
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return Err("path escapes the workspace with `..`".into());
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("absolute path outside the workspace".into());
+            }
+        }
+    }
+    Ok(parts)
+}
+
+/// Lexical normalization of an absolute path (no filesystem access).
+fn lexical(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Follows symlinks in the longest existing prefix of `rel` and returns the
+/// workspace-relative target, or an error when it resolves outside.
+pub fn resolve_symlinks(workspace: &Path, rel: &[String]) -> Result<Vec<String>, String> {
+    let root = std::fs::canonicalize(workspace)
+        .map_err(|e| format!("workspace is not accessible: {e}"))?;
+    let mut existing = root.clone();
+    let mut n = 0;
+    for part in rel {
+        let next = existing.join(part);
+        match std::fs::symlink_metadata(&next) {
+            Ok(_) => {
+                existing = next;
+                n += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    let canon = match std::fs::canonicalize(&existing) {
+        Ok(c) => c,
+        // A dangling symlink: its target cannot be judged, so refuse it.
+        Err(_) => return Err("path goes through a symlink that cannot be resolved".into()),
+    };
+    let inside = canon
+        .strip_prefix(&root)
+        .map_err(|_| "path resolves through a symlink to outside the workspace".to_string())?;
+    let mut out: Vec<String> = inside
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    out.extend(rel[n..].iter().cloned());
+    Ok(out)
+}
+
+impl PathPolicy {
+    /// Judges `input` for `access` in `workspace`. Never touches file contents;
+    /// reads only metadata to follow symlinks.
+    pub fn check(&self, workspace: &Path, input: &str, access: Access) -> PathCheck {
+        let deny = |reason: String| PathCheck {
+            decision: Decision::Deny,
+            relative: None,
+            matched: vec![],
+            reasons: vec![format!(
+                "{}: {reason}",
+                crate::call::truncate_for_msg(input)
+            )],
+        };
+        let lexical = match normalize(workspace, input) {
+            Ok(p) => p,
+            Err(r) => return deny(r),
+        };
+        let resolved = match resolve_symlinks(workspace, &lexical) {
+            Ok(p) => p,
+            Err(r) => return deny(r),
+        };
+        let rel = lexical.join("/");
+        let resolved_rel = resolved.join("/");
+        let mut decision = match access {
+            Access::Read => self.read_default,
+            Access::Write => self.write_default,
+        };
+        let mut matched = Vec::new();
+        let mut reasons = Vec::new();
+        let mut any_match = false;
+        for rule in &self.rules {
+            if !rule.access.covers(access) {
+                continue;
+            }
+            // Judge both the name used and what it points at: a symlink to
+            // `.env` is `.env`.
+            let hit = [&rel, &resolved_rel].iter().any(|p| {
+                rule.globs.is_match(p.as_str())
+                    || (!p.is_empty() && rule.globs.is_match(format!("{p}/")))
+            });
+            if hit {
+                if !any_match {
+                    decision = rule.decision;
+                    any_match = true;
+                } else {
+                    decision = decision.max(rule.decision);
+                }
+                matched.push(MatchedRule {
+                    id: rule.id.clone(),
+                    decision: rule.decision,
+                    reason: rule.reason.clone(),
+                    subject: if rel.is_empty() {
+                        ".".into()
+                    } else {
+                        rel.clone()
+                    },
+                });
+                if rule.decision > Decision::Allow {
+                    reasons.push(format!("{}: {}", display(&rel), rule.reason));
+                }
+            }
+        }
+        if !any_match && decision > Decision::Allow {
+            reasons.push(format!(
+                "{}: no rule allows {} here (default {})",
+                display(&rel),
+                match access {
+                    Access::Read => "reading",
+                    Access::Write => "writing",
+                },
+                decision.as_str()
+            ));
+        }
+        PathCheck {
+            decision,
+            relative: Some(rel),
+            matched,
+            reasons,
+        }
+    }
+}
+
+fn display(rel: &str) -> &str {
+    if rel.is_empty() { "." } else { rel }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ws() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn normalizes_inside_and_refuses_escapes() {
+        let d = ws();
+        let w = d.path();
+        assert_eq!(normalize(w, "a/./b/../c").unwrap(), vec!["a", "c"]);
+        assert_eq!(normalize(w, ".").unwrap(), Vec::<String>::new());
+        let abs = format!("{}/src/x", w.display());
+        assert_eq!(normalize(w, &abs).unwrap(), vec!["src", "x"]);
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "~/.ssh/id_rsa",
+            "~root/x",
+            "$HOME/.bashrc",
+            "${HOME}/x",
+            "%2e%2e/x",
+            "..%2fx",
+            "a\\..\\..\\x",
+            "a\0b",
+            "a\nb",
+            "\u{FF0E}\u{FF0E}/x",
+            "\u{2024}\u{2024}/x",
+            "a\u{2215}b",
+            "\u{202E}txt.exe",
+            "a\u{200B}b",
+            "`id`",
+        ] {
+            assert!(normalize(w, bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn symlinks_resolving_outside_are_refused() {
+        let d = ws();
+        let outside = ws();
+        std::fs::write(outside.path().join("secret"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("out")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), d.path().join("s")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/zzz", d.path().join("dangling")).unwrap();
+        std::fs::create_dir(d.path().join("in")).unwrap();
+        std::os::unix::fs::symlink("in", d.path().join("alias")).unwrap();
+        let w = d.path();
+        for p in ["out/secret", "out", "s", "out/new-file", "dangling"] {
+            let lex = normalize(w, p).unwrap();
+            assert!(
+                resolve_symlinks(w, &lex).is_err(),
+                "{p} must not resolve inside"
+            );
+        }
+        let lex = normalize(w, "alias/f").unwrap();
+        assert_eq!(resolve_symlinks(w, &lex).unwrap(), vec!["in", "f"]);
+    }
+}

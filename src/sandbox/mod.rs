@@ -1,0 +1,74 @@
+//! Sandboxes: where allowed calls run. One trait, several backends.
+//!
+//! Backends receive a [`Plan`] (limits, mounts, network, runtime or image)
+//! and a [`Job`] (what to run) — never the policy. Each backend owns its
+//! isolation and must report which limit stopped a run.
+
+pub mod hostfs;
+pub mod wasm;
+
+use crate::call::{Command, Language};
+use crate::outcome::LimitHit;
+use crate::plan::{BackendKind, Plan};
+use std::time::Duration;
+
+/// Errors of running something in a sandbox.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The backend is not built, configured or reachable. Exit code 4.
+    #[error("backend {backend} is not available: {detail}")]
+    Unavailable {
+        backend: &'static str,
+        detail: String,
+    },
+    /// A runtime (interpreter) is missing or corrupt. Exit code 4.
+    #[error("runtime {name}: {detail}")]
+    Runtime { name: String, detail: String },
+    /// The job is not something this backend can run (bad input). Exit code 2.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The sandbox itself failed (not the guest). Exit code 70.
+    #[error("sandbox failure in {op}: {detail}")]
+    Internal { op: &'static str, detail: String },
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub enum Program {
+    Code { language: Language, code: String },
+    Command(Command),
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub program: Program,
+    pub stdin: Option<String>,
+    /// Working directory relative to the workspace.
+    pub cwd: Option<String>,
+}
+
+/// What came back from a sandbox, before filtering.
+#[derive(Debug, Clone, Default)]
+pub struct RawOutput {
+    /// None when killed before exiting.
+    pub exit_code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub limits_hit: Vec<LimitHit>,
+    pub output_untrusted: bool,
+    /// Why the guest died, when it did not exit by itself.
+    pub detail: Option<String>,
+    pub duration: Duration,
+}
+
+/// A sandbox backend.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    /// Runs one job under `plan`. The guest's failures (non-zero exit, a
+    /// limit) are a normal `RawOutput`; `Err` means the sandbox failed.
+    async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError>;
+}

@@ -1,0 +1,919 @@
+//! The wasm backend: CPython and QuickJS compiled to WASI, run in Wasmtime.
+//!
+//! Isolation: a guest sees only what the WASI context grants — argv, a
+//! stdin pipe, capped stdout/stderr sinks, and (optionally) the workspace
+//! preopened at `/workspace`. No environment, no sockets (preview1 has
+//! none; TCP/UDP/DNS are also switched off on the builder), no other files,
+//! no processes.
+//!
+//! Limits, each reported distinctly:
+//! - memory: a `ResourceLimiter` refuses `memory.grow` past the cap, so the
+//!   guest sees an allocation failure (Python `MemoryError`), not a crash;
+//! - CPU time: an epoch callback (10 ms ticks) reads the guest thread's CPU
+//!   clock — each guest runs on its own thread, so the clock is exact;
+//! - wall time: the same callback for busy guests, plus a timer around the
+//!   async call for guests blocked in a host call (`time.sleep`);
+//! - output: truncating sinks ([`io::Sink`]).
+//!
+//! Speed: one `Engine` (pooling allocator, copy-on-write memory images),
+//! modules precompiled once and cached by digest + engine hash, one
+//! `InstancePre` per runtime, and an optional warm pool of interpreters
+//! already started and blocked reading their program from stdin. Each
+//! guest — pooled or not — runs exactly one call and is discarded.
+
+mod io;
+pub mod runtime;
+
+use super::{Backend, Job, Program, RawOutput, SandboxError};
+use crate::call::Language;
+use crate::outcome::LimitHit;
+use crate::plan::{BackendKind, MountAccess, Plan};
+use io::Sink;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Semaphore, oneshot};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
+};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+/// Epoch tick: the granularity of CPU and wall checks (overshoot ≤ one tick).
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Bound on interpreter start-up before a pooled guest is armed, so a
+/// broken runtime cannot spin forever in the background.
+const INIT_BUDGET: Duration = Duration::from_secs(30);
+
+/// Largest pooling-allocator slot: wasm32's whole address space, so any
+/// policy memory cap fits (the `ResourceLimiter` applies the real cap).
+const SLOT_MEMORY: u64 = 4 << 30;
+
+/// Distinct warm-pool profiles kept at once (each holds idle interpreters).
+const MAX_POOL_PROFILES: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WasmError {
+    #[error("runtime manifest is invalid: {0}")]
+    Manifest(String),
+    #[error("unknown runtime {0:?} (see `toolgate runtimes list`)")]
+    UnknownRuntime(String),
+    #[error("runtime {name} is not installed (run `toolgate runtimes install {name}`)")]
+    NotInstalled { name: String },
+    #[error(
+        "runtime {name}: SHA-256 mismatch: expected {expected}, got {got}; nothing was installed"
+    )]
+    DigestMismatch {
+        name: String,
+        expected: String,
+        got: String,
+    },
+    #[error("runtime install failed: {0}")]
+    Install(String),
+    #[error("compiled artifact {path} failed verification: {detail}")]
+    Artifact { path: String, detail: String },
+    #[error("wasmtime: {op}: {detail}")]
+    Engine { op: &'static str, detail: String },
+}
+
+impl From<WasmError> for SandboxError {
+    fn from(e: WasmError) -> SandboxError {
+        match e {
+            WasmError::Engine { op, detail } => SandboxError::Internal { op, detail },
+            other => SandboxError::Runtime {
+                name: "wasm".into(),
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
+fn engine_err(op: &'static str) -> impl Fn(wasmtime::Error) -> WasmError {
+    move |e| WasmError::Engine {
+        op,
+        detail: format!("{e:#}"),
+    }
+}
+
+/// Settings of the wasm backend. Defaults grant nothing extra.
+#[derive(Debug, Clone)]
+pub struct WasmConfig {
+    /// Where runtimes and compiled artifacts live.
+    pub cache_dir: PathBuf,
+    /// Warm interpreters kept per profile; 0 disables the pool.
+    pub pool_size: usize,
+    /// Guests alive at once (running or pooled); callers wait beyond it.
+    pub max_instances: u32,
+    /// Install a missing runtime on first use (with a visible message).
+    pub auto_install: bool,
+}
+
+impl Default for WasmConfig {
+    fn default() -> WasmConfig {
+        WasmConfig {
+            cache_dir: runtime::cache_dir(),
+            pool_size: 0,
+            max_instances: 64,
+            auto_install: true,
+        }
+    }
+}
+
+/// The one engine configuration; compile and load must agree on it.
+fn engine_config(max_instances: u32) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_core_instances(max_instances)
+        .total_memories(max_instances)
+        .total_tables(max_instances * 2)
+        .total_stacks(max_instances)
+        .max_memory_size(SLOT_MEMORY as usize)
+        .max_core_instance_size(1 << 20)
+        .table_elements(20_000);
+    let mut c = Config::new();
+    c.cranelift_opt_level(OptLevel::Speed)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    c
+}
+
+/// What is shared between a guest's thread, its epoch callback and its limiter.
+struct Shared {
+    armed: AtomicBool,
+    start: Mutex<Option<Instant>>,
+    cpu_start_ns: AtomicU64,
+    cpu_limit_ns: AtomicU64,
+    wall_limit_ns: AtomicU64,
+    created: Instant,
+    hit: Mutex<Option<LimitHit>>,
+    memory_hit: AtomicBool,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            armed: AtomicBool::new(false),
+            start: Mutex::new(None),
+            cpu_start_ns: AtomicU64::new(0),
+            cpu_limit_ns: AtomicU64::new(u64::MAX),
+            wall_limit_ns: AtomicU64::new(u64::MAX),
+            created: Instant::now(),
+            hit: Mutex::new(None),
+            memory_hit: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts the clocks. Must run on the guest's thread (CPU clock).
+    fn arm(&self, cpu: Duration, wall: Duration) {
+        if let Ok(mut s) = self.start.lock() {
+            *s = Some(Instant::now());
+        }
+        self.cpu_start_ns.store(thread_cpu_ns(), Ordering::SeqCst);
+        self.cpu_limit_ns
+            .store(cpu.as_nanos() as u64, Ordering::SeqCst);
+        self.wall_limit_ns
+            .store(wall.as_nanos() as u64, Ordering::SeqCst);
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    fn record(&self, h: LimitHit) {
+        if let Ok(mut g) = self.hit.lock() {
+            g.get_or_insert(h);
+        }
+    }
+
+    fn hit(&self) -> Option<LimitHit> {
+        self.hit.lock().ok().and_then(|g| *g)
+    }
+
+    /// The epoch check: interrupt when over CPU or wall time.
+    fn over_limit(&self) -> Option<LimitHit> {
+        if !self.armed.load(Ordering::SeqCst) {
+            return (self.created.elapsed() > INIT_BUDGET).then_some(LimitHit::TimeoutWall);
+        }
+        let start = self.start.lock().ok().and_then(|s| *s)?;
+        if start.elapsed().as_nanos() as u64 > self.wall_limit_ns.load(Ordering::SeqCst) {
+            return Some(LimitHit::TimeoutWall);
+        }
+        let cpu = thread_cpu_ns().saturating_sub(self.cpu_start_ns.load(Ordering::SeqCst));
+        (cpu > self.cpu_limit_ns.load(Ordering::SeqCst)).then_some(LimitHit::TimeoutCpu)
+    }
+}
+
+/// CPU time consumed by the calling thread.
+fn thread_cpu_ns() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Caps linear memory and records that the cap was reached.
+struct GuestLimiter {
+    memory_cap: usize,
+    shared: Arc<Shared>,
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.shared.memory_hit.store(true, Ordering::SeqCst);
+            return Ok(false);
+        }
+        Ok(maximum.is_none_or(|m| desired <= m))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 20_000 && maximum.is_none_or(|m| desired <= m))
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+    fn tables(&self) -> usize {
+        2
+    }
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+struct State {
+    wasi: WasiP1Ctx,
+    limiter: GuestLimiter,
+}
+
+/// A runtime ready to instantiate.
+struct Loaded {
+    spec: runtime::RuntimeSpec,
+    pre: InstancePre<State>,
+}
+
+/// Python reads its program from stdin (length-prefixed) so a pooled
+/// interpreter can start before the program exists. Tracebacks omit the
+/// bootstrap's own frame; a normal end skips interpreter teardown.
+const PY_BOOTSTRAP: &str = r#"import sys
+def _tg():
+    b = sys.stdin.buffer
+    n = int(b.readline())
+    src = b.read(n).decode('utf-8', 'surrogateescape')
+    import os
+    try:
+        os.chdir('/workspace')
+    except OSError:
+        pass
+    sys.argv = ['-c']
+    g = {'__name__': '__main__', '__builtins__': __builtins__, '__doc__': None}
+    try:
+        exec(compile(src, '<string>', 'exec'), g)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        import traceback
+        traceback.print_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None)
+        sys.stderr.flush()
+        sys.exit(1)
+    import atexit
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+_tg()
+"#;
+
+/// QuickJS gets its program the same way and evaluates it as a script.
+const JS_BOOTSTRAP: &str = r#"const __n = parseInt(std.in.getline(), 10);
+const __src = __n > 0 ? std.in.readAsString(__n) : "";
+os.chdir("/workspace");
+std.evalScript(__src, { backtrace_barrier: true });
+"#;
+
+fn argv(language: &str) -> Vec<String> {
+    match language {
+        "python" => vec!["python".into(), "-c".into(), PY_BOOTSTRAP.into()],
+        _ => vec![
+            "qjs".into(),
+            "--std".into(),
+            "-e".into(),
+            JS_BOOTSTRAP.into(),
+        ],
+    }
+}
+
+/// Frames the program for a bootstrap: `LEN\n` + code + the call's stdin.
+fn frame(code: &str, stdin: Option<&str>) -> Vec<u8> {
+    let mut v = format!("{}\n", code.len()).into_bytes();
+    v.extend_from_slice(code.as_bytes());
+    if let Some(s) = stdin {
+        v.extend_from_slice(s.as_bytes());
+    }
+    v
+}
+
+/// What a guest needs before its program: the part of a plan that must be
+/// fixed at instantiation. Pooled guests are keyed by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Profile {
+    runtime: String,
+    workspace: Option<(PathBuf, MountAccess)>,
+    memory_cap: u64,
+}
+
+/// Per-call limits, delivered with the program.
+struct Delivery {
+    input: Vec<u8>,
+    cpu: Duration,
+    wall: Duration,
+    output_cap: usize,
+}
+
+/// A started guest waiting for its one program.
+struct Pending {
+    job: oneshot::Sender<Delivery>,
+    result: oneshot::Receiver<Result<RawOutput, SandboxError>>,
+}
+
+struct Inner {
+    engine: Engine,
+    config: WasmConfig,
+    loaded: Mutex<HashMap<String, Arc<Loaded>>>,
+    slots: Arc<Semaphore>,
+    pool: Mutex<Pool>,
+    stop: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Pool {
+    order: VecDeque<Profile>,
+    idle: HashMap<Profile, VecDeque<Pending>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The wasm backend. Cheap to clone; all clones share one engine and pool.
+#[derive(Clone)]
+pub struct WasmBackend {
+    inner: Arc<Inner>,
+}
+
+impl WasmBackend {
+    pub fn new(config: WasmConfig) -> Result<WasmBackend, WasmError> {
+        let engine = Engine::new(&engine_config(config.max_instances))
+            .map_err(engine_err("create engine"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (e, s) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("toolgate-epoch".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    e.increment_epoch();
+                }
+            })
+            .map_err(|e| WasmError::Engine {
+                op: "start epoch ticker",
+                detail: e.to_string(),
+            })?;
+        Ok(WasmBackend {
+            inner: Arc::new(Inner {
+                engine,
+                slots: Arc::new(Semaphore::new(config.max_instances as usize)),
+                config,
+                loaded: Mutex::new(HashMap::new()),
+                pool: Mutex::new(Pool::default()),
+                stop,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &WasmConfig {
+        &self.inner.config
+    }
+
+    /// Path of the compiled artifact for a runtime digest under this engine.
+    fn artifact_path(&self, name: &str, digest: &str) -> PathBuf {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.inner
+            .engine
+            .precompile_compatibility_hash()
+            .hash(&mut h);
+        let engine_hash = format!("{:016x}", h.finish());
+        self.inner.config.cache_dir.join("compiled").join(format!(
+            "{name}-{}-{engine_hash}.cwasm",
+            &digest[..16.min(digest.len())]
+        ))
+    }
+
+    /// Compiles a runtime if its artifact is missing. Returns whether it compiled.
+    pub fn ensure_compiled(
+        &self,
+        name: &str,
+        progress: &dyn runtime::Progress,
+    ) -> Result<bool, WasmError> {
+        let spec = runtime::spec(name)?;
+        let dir = &self.inner.config.cache_dir;
+        let digest =
+            runtime::installed_digest(dir, &spec.name).ok_or_else(|| WasmError::NotInstalled {
+                name: spec.name.clone(),
+            })?;
+        let artifact = self.artifact_path(&spec.name, &digest);
+        if artifact.exists() {
+            return Ok(false);
+        }
+        let wasm = runtime::wasm_path(dir, &spec.name);
+        let bytes = std::fs::read(&wasm)
+            .map_err(|e| WasmError::Install(format!("read {}: {e}", wasm.display())))?;
+        let got = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        if got != digest {
+            return Err(WasmError::DigestMismatch {
+                name: spec.name.clone(),
+                expected: digest,
+                got,
+            });
+        }
+        progress.step(&format!(
+            "compiling {} with Cranelift (once; cached in {}) …",
+            spec.name,
+            artifact.display()
+        ));
+        let compiled = self
+            .inner
+            .engine
+            .precompile_module(&bytes)
+            .map_err(engine_err("precompile"))?;
+        let sum = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&compiled))
+        };
+        runtime::atomic_write(&artifact, &compiled)
+            .map_err(|e| WasmError::Install(format!("write {}: {e}", artifact.display())))?;
+        runtime::atomic_write(&artifact.with_extension("sha256"), sum.as_bytes())
+            .map_err(|e| WasmError::Install(format!("write digest: {e}")))?;
+        Ok(true)
+    }
+
+    /// Loads (installing and compiling on first use) a runtime.
+    fn load(&self, name: &str) -> Result<Arc<Loaded>, WasmError> {
+        if let Some(l) = self
+            .inner
+            .loaded
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
+        {
+            return Ok(l);
+        }
+        let spec = runtime::spec(name)?;
+        let dir = self.inner.config.cache_dir.clone();
+        let say = |m: &str| eprintln!("toolgate: {m}");
+        if runtime::installed_digest(&dir, &spec.name).is_none() {
+            if !self.inner.config.auto_install {
+                return Err(WasmError::NotInstalled {
+                    name: spec.name.clone(),
+                });
+            }
+            say(&format!(
+                "runtime {} is not installed; installing it now (once)",
+                spec.name
+            ));
+            runtime::install(&dir, &spec, None, None, &say)?;
+        }
+        self.ensure_compiled(&spec.name, &say)?;
+        let digest =
+            runtime::installed_digest(&dir, &spec.name).ok_or_else(|| WasmError::NotInstalled {
+                name: spec.name.clone(),
+            })?;
+        let artifact = self.artifact_path(&spec.name, &digest);
+        // The artifact is native code: verify it is the one we wrote before mapping it.
+        let want = std::fs::read_to_string(artifact.with_extension("sha256")).map_err(|e| {
+            WasmError::Artifact {
+                path: artifact.display().to_string(),
+                detail: format!("missing digest: {e}"),
+            }
+        })?;
+        let got = runtime::sha256_file(&artifact).map_err(|e| WasmError::Artifact {
+            path: artifact.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        if got != want.trim() {
+            return Err(WasmError::Artifact {
+                path: artifact.display().to_string(),
+                detail:
+                    "digest differs from the one recorded at compile time (delete it to recompile)"
+                        .into(),
+            });
+        }
+        // SAFETY: the file was produced by `precompile_module` of an engine
+        // with this exact configuration (the name carries its compatibility
+        // hash) and its digest was just checked against the one recorded
+        // when it was written.
+        #[allow(unsafe_code)]
+        let module = unsafe { Module::deserialize_file(&self.inner.engine, &artifact) }
+            .map_err(engine_err("load compiled module"))?;
+        let mut linker: Linker<State> = Linker::new(&self.inner.engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut State| &mut s.wasi)
+            .map_err(engine_err("link WASI"))?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(engine_err("pre-instantiate"))?;
+        let loaded = Arc::new(Loaded { spec, pre });
+        if let Ok(mut m) = self.inner.loaded.lock() {
+            m.insert(name.to_string(), loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// Starts a guest thread: instantiates, runs the interpreter's start-up,
+    /// and waits for its program.
+    fn spawn(
+        &self,
+        loaded: Arc<Loaded>,
+        profile: Profile,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Pending, SandboxError> {
+        let (job_tx, job_rx) = oneshot::channel();
+        let (res_tx, res_rx) = oneshot::channel();
+        let engine = self.inner.engine.clone();
+        std::thread::Builder::new()
+            .name("toolgate-guest".into())
+            .spawn(move || {
+                let _permit = permit;
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = res_tx.send(Err(SandboxError::Internal {
+                            op: "guest runtime",
+                            detail: e.to_string(),
+                        }));
+                        return;
+                    }
+                };
+                rt.block_on(guest(engine, loaded, profile, job_rx, res_tx));
+            })
+            .map_err(|e| SandboxError::Internal {
+                op: "spawn guest thread",
+                detail: e.to_string(),
+            })?;
+        Ok(Pending {
+            job: job_tx,
+            result: res_rx,
+        })
+    }
+
+    fn take_warm(&self, profile: &Profile) -> Option<Pending> {
+        let mut pool = self.inner.pool.lock().ok()?;
+        let q = pool.idle.get_mut(profile)?;
+        // Skip guests that died while idle (their job channel is closed).
+        while let Some(p) = q.pop_front() {
+            if !p.job.is_closed() {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Tops the pool for `profile` up to `pool_size`, without waiting for slots.
+    fn refill(&self, loaded: &Arc<Loaded>, profile: &Profile) {
+        let want = self.inner.config.pool_size;
+        if want == 0 {
+            return;
+        }
+        let Ok(mut pool) = self.inner.pool.lock() else {
+            return;
+        };
+        if !pool.idle.contains_key(profile) {
+            if pool.order.len() >= MAX_POOL_PROFILES
+                && let Some(old) = pool.order.pop_front()
+            {
+                pool.idle.remove(&old);
+            }
+            pool.order.push_back(profile.clone());
+        }
+        let have = pool.idle.get(profile).map_or(0, |q| q.len());
+        for _ in have..want {
+            let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            match self.spawn(loaded.clone(), profile.clone(), permit) {
+                Ok(p) => pool.idle.entry(profile.clone()).or_default().push_back(p),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Starts warm interpreters for a language and workspace ahead of calls.
+    pub fn prewarm(
+        &self,
+        language: Language,
+        workspace: Option<(PathBuf, MountAccess)>,
+        memory_cap: u64,
+    ) -> Result<(), SandboxError> {
+        let loaded = self.load(language.as_str())?;
+        let profile = Profile {
+            runtime: loaded.spec.name.clone(),
+            workspace,
+            memory_cap,
+        };
+        self.refill(&loaded, &profile);
+        Ok(())
+    }
+
+    /// Number of idle warm interpreters (for tests and `bench`).
+    pub fn idle(&self) -> usize {
+        self.inner
+            .pool
+            .lock()
+            .map(|p| {
+                p.idle
+                    .values()
+                    .map(|q| q.iter().filter(|p| !p.job.is_closed()).count())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Runs code directly (no policy): the primitive under `execute`.
+    pub async fn run_code(
+        &self,
+        language: Language,
+        code: &str,
+        stdin: Option<&str>,
+        plan: &Plan,
+    ) -> Result<RawOutput, SandboxError> {
+        let name = match language {
+            Language::Python => "python",
+            Language::Javascript => "javascript",
+            Language::Sh => {
+                return Err(SandboxError::Unsupported(
+                    "the wasm backend runs python and javascript, not sh".into(),
+                ));
+            }
+        };
+        let this = self.clone();
+        let loaded = tokio::task::spawn_blocking(move || this.load(name))
+            .await
+            .map_err(|e| SandboxError::Internal {
+                op: "load runtime",
+                detail: e.to_string(),
+            })??;
+        let workspace = plan.mounts.first().map(|m| (m.host.clone(), m.access));
+        if let Some((ws, _)) = &workspace
+            && !ws.is_dir()
+        {
+            return Err(SandboxError::Unsupported(format!(
+                "workspace {} is not a directory",
+                ws.display()
+            )));
+        }
+        let profile = Profile {
+            runtime: name.to_string(),
+            workspace,
+            memory_cap: plan.limits.memory_bytes,
+        };
+        let delivery = Delivery {
+            input: frame(code, stdin),
+            cpu: plan.limits.cpu_time,
+            wall: plan.limits.wall_time,
+            output_cap: plan.limits.output_bytes as usize,
+        };
+        let started = Instant::now();
+        let pending = match self.take_warm(&profile) {
+            Some(p) => p,
+            None => {
+                let permit = self
+                    .inner
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| SandboxError::Internal {
+                        op: "acquire guest slot",
+                        detail: e.to_string(),
+                    })?;
+                self.spawn(loaded.clone(), profile.clone(), permit)?
+            }
+        };
+        let mut result = match pending.job.send(delivery) {
+            Ok(()) => pending.result.await.map_err(|_| SandboxError::Internal {
+                op: "guest",
+                detail: "guest thread ended without a result".into(),
+            })?,
+            // The pooled guest died while idle: report what it said.
+            Err(_) => pending.result.await.unwrap_or_else(|_| {
+                Err(SandboxError::Internal {
+                    op: "guest",
+                    detail: "pooled guest was gone".into(),
+                })
+            }),
+        };
+        if let Ok(r) = &mut result {
+            r.duration = started.elapsed();
+        }
+        self.refill(&loaded, &profile);
+        result
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for WasmBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Wasm
+    }
+
+    async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError> {
+        match &job.program {
+            Program::Code { language, code } => {
+                self.run_code(*language, code, job.stdin.as_deref(), plan)
+                    .await
+            }
+            Program::Command(_) => Err(SandboxError::Unsupported(
+                "the wasm backend does not run commands; route run_command to docker".into(),
+            )),
+        }
+    }
+}
+
+/// One guest's whole life, on its own thread.
+async fn guest(
+    engine: Engine,
+    loaded: Arc<Loaded>,
+    profile: Profile,
+    job_rx: oneshot::Receiver<Delivery>,
+    res_tx: oneshot::Sender<Result<RawOutput, SandboxError>>,
+) {
+    let shared = Arc::new(Shared::new());
+    let stdout = Sink::new(0);
+    let stderr = Sink::new(64 << 10);
+    let (reader, mut writer) = tokio::io::simplex(64 << 10);
+    let setup = (|| -> Result<Store<State>, SandboxError> {
+        let mut b = WasiCtxBuilder::new();
+        b.args(&argv(&loaded.spec.language))
+            .stdin(wasmtime_wasi::cli::AsyncStdinStream::new(reader))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        if let Some((ws, access)) = &profile.workspace {
+            let perms = match access {
+                MountAccess::ReadOnly => FsPerms::ReadOnly,
+                MountAccess::ReadWrite => FsPerms::ReadWrite,
+            };
+            b.preopened_dir(ws, crate::plan::GUEST_WORKSPACE, perms)
+                .map_err(|e| SandboxError::Internal {
+                    op: "preopen workspace",
+                    detail: format!("{}: {e:#}", ws.display()),
+                })?;
+        }
+        let mut store = Store::new(
+            &engine,
+            State {
+                wasi: b.build_p1(),
+                limiter: GuestLimiter {
+                    memory_cap: profile.memory_cap.min(SLOT_MEMORY) as usize,
+                    shared: shared.clone(),
+                },
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        let sh = shared.clone();
+        store.epoch_deadline_callback(move |_| {
+            Ok(match sh.over_limit() {
+                Some(h) => {
+                    sh.record(h);
+                    UpdateDeadline::Interrupt
+                }
+                None => UpdateDeadline::Yield(1),
+            })
+        });
+        Ok(store)
+    })();
+    let mut store = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = res_tx.send(Err(e));
+            return;
+        }
+    };
+    let instance = match loaded.pre.instantiate_async(&mut store).await {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = res_tx.send(Err(SandboxError::Internal {
+                op: "instantiate",
+                detail: format!("{e:#}"),
+            }));
+            return;
+        }
+    };
+    let start = match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = res_tx.send(Err(SandboxError::Internal {
+                op: "find _start",
+                detail: format!("{e:#}"),
+            }));
+            return;
+        }
+    };
+    let run = start.call_async(&mut store, ());
+    tokio::pin!(run);
+    // Start-up runs now; the interpreter then blocks reading stdin until
+    // the program arrives (or the pool is dropped, which ends the guest).
+    let delivery = tokio::select! {
+        d = job_rx => match d {
+            Ok(d) => d,
+            Err(_) => return,
+        },
+        r = &mut run => {
+            let (_, _) = stdout.take();
+            let (err, _) = stderr.take();
+            let _ = res_tx.send(Err(SandboxError::Internal {
+                op: "interpreter start-up",
+                detail: format!("ended before its program arrived: {:?}; stderr: {}", r.err().map(|e| format!("{e:#}")), String::from_utf8_lossy(&err)),
+            }));
+            return;
+        }
+    };
+    stdout.set_cap(delivery.output_cap);
+    stderr.set_cap(delivery.output_cap);
+    shared.arm(delivery.cpu, delivery.wall);
+    let input = delivery.input;
+    tokio::spawn(async move {
+        // The guest may exit without reading everything; a closed pipe is fine.
+        let _ = writer.write_all(&input).await;
+        let _ = writer.shutdown().await;
+    });
+    let finished = tokio::select! {
+        r = &mut run => Some(r),
+        _ = tokio::time::sleep(delivery.wall + TICK) => None,
+    };
+    let mut out = RawOutput::default();
+    match finished {
+        None => {
+            // Blocked in a host call past the deadline: dropping the future kills it.
+            shared.record(LimitHit::TimeoutWall);
+            out.limits_hit.push(LimitHit::TimeoutWall);
+        }
+        Some(Ok(())) => out.exit_code = Some(0),
+        Some(Err(e)) => {
+            if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                out.exit_code = Some(exit.0);
+            } else if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+                out.limits_hit
+                    .push(shared.hit().unwrap_or(LimitHit::TimeoutWall));
+            } else {
+                out.limits_hit.push(LimitHit::Trap);
+                out.output_untrusted = true;
+                let trap = e.downcast_ref::<Trap>().map(|t| t.to_string());
+                out.detail = Some(match trap {
+                    Some(t) => format!("guest trapped: {t}"),
+                    None => format!(
+                        "guest failed: {}",
+                        e.chain().last().map(|c| c.to_string()).unwrap_or_default()
+                    ),
+                });
+            }
+        }
+    }
+    if shared.memory_hit.load(Ordering::SeqCst) {
+        out.limits_hit.push(LimitHit::Memory);
+    }
+    let (o, ot) = stdout.take();
+    let (e, et) = stderr.take();
+    out.stdout = o;
+    out.stderr = e;
+    out.stdout_truncated = ot;
+    out.stderr_truncated = et;
+    if ot || et {
+        out.limits_hit.push(LimitHit::OutputTruncated);
+    }
+    let _ = res_tx.send(Ok(out));
+}

