@@ -31,6 +31,8 @@ pub enum CallError {
     UnknownTool(String),
     #[error("tool {tool}: invalid arguments: {detail}")]
     Args { tool: &'static str, detail: String },
+    #[error("cannot read the call: {0}")]
+    Read(String),
     #[error("the call holds {0} tool calls; pass exactly one")]
     Count(usize),
 }

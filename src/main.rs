@@ -243,16 +243,16 @@ fn read_call(a: &CallArgs) -> Result<ToolCall, Error> {
             std::io::stdin()
                 .take(toolgate::call::MAX_CALL_BYTES as u64 + 1)
                 .read_to_string(&mut s)
-                .map_err(|e| toolgate::CallError::Json(format!("reading stdin: {e}")))?;
+                .map_err(|e| toolgate::CallError::Read(format!("stdin: {e}")))?;
             s
         }
         (None, Some(path)) => {
             let f = std::fs::File::open(path)
-                .map_err(|e| toolgate::CallError::Json(format!("{path}: {e}")))?;
+                .map_err(|e| toolgate::CallError::Read(format!("{path}: {e}")))?;
             let mut s = String::new();
             f.take(toolgate::call::MAX_CALL_BYTES as u64 + 1)
                 .read_to_string(&mut s)
-                .map_err(|e| toolgate::CallError::Json(format!("{path}: {e}")))?;
+                .map_err(|e| toolgate::CallError::Read(format!("{path}: {e}")))?;
             s
         }
         (None, None) => {

@@ -486,7 +486,7 @@ impl CommandPolicy {
                 decision: rule.decision,
                 reason: rule.reason.clone(),
                 subject: crate::call::truncate_for_msg(
-                    &format!("{} {}", e.program, joined).trim_end().to_string(),
+                    format!("{} {}", e.program, joined).trim_end(),
                 ),
             });
             if rule.decision > Decision::Allow {

@@ -56,7 +56,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Formats bytes the way policies write them, for plans and messages.
 pub fn fmt_size(b: u64) -> String {
     for (unit, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if b >= m && b % m == 0 {
+        if b >= m && b.is_multiple_of(m) {
             return format!("{}{unit}", b / m);
         }
     }

@@ -1,0 +1,493 @@
+//! The wasm backend, for real: correct results, every limit binding for the
+//! right reason, escapes failing, isolation under concurrency. These need
+//! no daemon and always run (the runtime installs itself on first use).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use toolgate::{Executor, LimitHit, Outcome, Policy, Status, ToolCall, WasmConfig};
+
+fn executor(ws: &std::path::Path, policy: Policy, pool: usize) -> Executor {
+    Executor::builder(policy)
+        .workspace(ws)
+        .wasm(Some(WasmConfig {
+            pool_size: pool,
+            ..WasmConfig::default()
+        }))
+        .build()
+        .unwrap()
+}
+
+fn policy_with(limits: &str, workspace: &str) -> Policy {
+    let mut p = Policy::builtin_default();
+    for kv in limits.lines().filter(|l| !l.trim().is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap();
+        let v = v.trim().trim_matches('"');
+        match k.trim() {
+            "memory" => p.limits.memory_bytes = toolgate::policy::units::parse_size(v).unwrap(),
+            "cpu_time" => p.limits.cpu_time = toolgate::policy::units::parse_duration(v).unwrap(),
+            "wall_time" => p.limits.wall_time = toolgate::policy::units::parse_duration(v).unwrap(),
+            "output_bytes" => {
+                p.limits.output_bytes = toolgate::policy::units::parse_size(v).unwrap()
+            }
+            other => panic!("unknown limit {other}"),
+        }
+    }
+    p.wasm_workspace = if workspace == "ro" {
+        toolgate::plan::MountAccess::ReadOnly
+    } else {
+        toolgate::plan::MountAccess::ReadWrite
+    };
+    p
+}
+
+fn call(lang: &str, code: &str) -> ToolCall {
+    ToolCall::parse(
+        &serde_json::json!({"tool": "run_code", "args": {"language": lang, "code": code}})
+            .to_string(),
+    )
+    .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn run(exec: &Executor, lang: &str, code: &str) -> Outcome {
+    rt().block_on(exec.run(&call(lang, code))).unwrap()
+}
+
+#[test]
+fn python_and_javascript_stdout_stderr_exit_codes() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = executor(ws.path(), Policy::builtin_default(), 0);
+    let o = run(
+        &e,
+        "python",
+        "import sys\nprint('out')\nprint('err', file=sys.stderr)\nsys.exit(3)",
+    );
+    assert_eq!(
+        (o.status, o.exit_code, o.stdout.as_str(), o.stderr.as_str()),
+        (Status::Completed, Some(3), "out\n", "err\n")
+    );
+    let o = run(&e, "python", "1/0");
+    assert_eq!(o.exit_code, Some(1));
+    assert_eq!(
+        o.stderr,
+        "Traceback (most recent call last):\n  File \"<string>\", line 1, in <module>\nZeroDivisionError: division by zero\n"
+    );
+    let o = run(
+        &e,
+        "python",
+        "print(__name__, sorted(k for k in globals() if not k.startswith('__')))",
+    );
+    assert_eq!(o.stdout, "__main__ []\n", "the program sees clean globals");
+    let o = run(&e, "javascript", "console.log(6*7); std.err.puts('e\\n');");
+    assert_eq!(
+        (o.exit_code, o.stdout.as_str(), o.stderr.as_str()),
+        (Some(0), "42\n", "e\n")
+    );
+    let o = run(&e, "javascript", "throw new Error('boom')");
+    assert_eq!(o.exit_code, Some(1));
+    assert!(o.stderr.contains("boom"), "{}", o.stderr);
+    let o = run(&e, "javascript", "std.exit(5)");
+    assert_eq!(o.exit_code, Some(5));
+}
+
+#[test]
+fn stdin_and_files_reach_the_program() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = executor(ws.path(), Policy::builtin_default(), 0);
+    let c = ToolCall::parse(r#"{"tool":"run_code","args":{"language":"python","code":"import sys; print(sys.stdin.read().upper()); print(open('data.txt').read())","stdin":"hello","files":[{"path":"data.txt","content":"from a file"}]}}"#).unwrap();
+    let o = rt().block_on(e.run(&c)).unwrap();
+    assert_eq!(o.stdout, "HELLO\nfrom a file\n", "{o:?}");
+    let c = ToolCall::parse(r#"{"tool":"run_code","args":{"language":"javascript","code":"console.log(std.in.readAsString().trim())","stdin":"from stdin"}}"#).unwrap();
+    assert_eq!(rt().block_on(e.run(&c)).unwrap().stdout, "from stdin\n");
+}
+
+#[test]
+fn busy_loop_is_stopped_by_the_cpu_limit() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = executor(
+        ws.path(),
+        policy_with("cpu_time = \"1s\"\nwall_time = \"20s\"", "rw"),
+        0,
+    );
+    for (lang, code) in [
+        ("python", "while True: pass"),
+        ("javascript", "while (true) {}"),
+    ] {
+        let t = Instant::now();
+        let o = run(&e, lang, code);
+        let took = t.elapsed();
+        assert_eq!(o.status, Status::Killed, "{lang}");
+        assert_eq!(o.limits_hit, vec![LimitHit::TimeoutCpu], "{lang}");
+        assert!(
+            took >= Duration::from_millis(950) && took < Duration::from_secs(8),
+            "{lang}: {took:?}"
+        );
+    }
+}
+
+#[test]
+fn sleep_past_the_wall_limit_is_stopped_even_blocked_in_the_host() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = executor(
+        ws.path(),
+        policy_with("cpu_time = \"5s\"\nwall_time = \"1s\"", "rw"),
+        0,
+    );
+    let t = Instant::now();
+    let o = run(
+        &e,
+        "python",
+        "import time\nprint('before', flush=True)\ntime.sleep(30)\nprint('after')",
+    );
+    let took = t.elapsed();
+    assert_eq!(o.status, Status::Killed);
+    assert_eq!(o.limits_hit, vec![LimitHit::TimeoutWall]);
+    assert_eq!(o.stdout, "before\n");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let o = run(&e, "python", "while True: pass");
+    assert_eq!(
+        o.limits_hit,
+        vec![LimitHit::TimeoutWall],
+        "wall binds before a longer cpu limit"
+    );
+}
+
+#[test]
+fn a_1gb_allocation_is_a_memory_error_not_a_crash() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = executor(ws.path(), policy_with("memory = \"128MiB\"", "rw"), 0);
+    let o = run(&e, "python", "b = bytearray(10**9)");
+    assert_eq!((o.status, o.exit_code), (Status::Completed, Some(1)));
+    assert!(o.stderr.ends_with("MemoryError\n"), "{}", o.stderr);
+    assert_eq!(o.limits_hit, vec![LimitHit::Memory]);
+    let o = run(
+        &e,
+        "python",
+        "try:\n    b = bytearray(10**9)\nexcept MemoryError:\n    print('caught')\nb = bytearray(50 * 2**20)\nprint(len(b))",
+    );
+    assert_eq!(
+        o.stdout, "caught\n52428800\n",
+        "under the cap works; the error is catchable"
+    );
+    let o = run(
+        &e,
+        "javascript",
+        "const a = new ArrayBuffer(1e9); console.log(a.byteLength)",
+    );
+    assert_eq!(o.exit_code, Some(1));
+    assert!(o.stderr.contains("out of memory"), "{}", o.stderr);
+    assert!(o.limits_hit.contains(&LimitHit::Memory));
+}
+
+#[test]
+fn ten_megabytes_of_output_is_truncated_and_the_guest_keeps_running() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = executor(ws.path(), policy_with("output_bytes = \"64KiB\"", "rw"), 0);
+    let o = run(
+        &e,
+        "python",
+        "import sys\nfor i in range(10 * 1024):\n    sys.stdout.write('x' * 1023 + '\\n')\nsys.stderr.write('done\\n')",
+    );
+    assert_eq!((o.status, o.exit_code), (Status::Completed, Some(0)));
+    assert_eq!(o.stdout.len(), 64 << 10);
+    assert!(o.truncated.stdout && !o.truncated.stderr);
+    assert_eq!(o.stderr, "done\n", "the guest ran to the end");
+    assert_eq!(o.limits_hit, vec![LimitHit::OutputTruncated]);
+}
+
+#[test]
+fn escapes_fail_inside_the_guest() {
+    let ws = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "s3cret").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), ws.path().join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), ws.path().join("dirlink")).unwrap();
+    let e = executor(ws.path(), Policy::builtin_default(), 0);
+    let probe = r#"
+import os, sys
+def attempt(name, f):
+    try:
+        r = f()
+        print(name, 'OK', repr(r)[:40])
+    except BaseException as e:
+        print(name, 'BLOCKED', type(e).__name__)
+attempt('read_passwd', lambda: open('/etc/passwd').read())
+attempt('write_tmp', lambda: open('/tmp/escape.txt', 'w').write('x'))
+attempt('write_parent', lambda: open('/workspace/../escape.txt', 'w').write('x'))
+attempt('write_rel_parent', lambda: open('../escape.txt', 'w').write('x'))
+attempt('symlink_file', lambda: open('/workspace/link').read())
+attempt('symlink_dir', lambda: open('/workspace/dirlink/secret.txt').read())
+attempt('new_symlink', lambda: (os.symlink('/etc/passwd', '/workspace/new'), open('/workspace/new').read()))
+import socket
+attempt('socket', lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).connect(('127.0.0.1', 9)))
+import subprocess
+attempt('subprocess', lambda: subprocess.run(['/bin/sh', '-c', 'id']))
+attempt('fork', lambda: os.fork())
+print('environ', dict(os.environ))
+attempt('write_ok', lambda: open('/workspace/ok.txt', 'w').write('fine'))
+"#;
+    let o = run(&e, "python", probe);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    for name in [
+        "read_passwd",
+        "write_tmp",
+        "write_parent",
+        "write_rel_parent",
+        "symlink_file",
+        "symlink_dir",
+        "new_symlink",
+        "socket",
+        "subprocess",
+        "fork",
+    ] {
+        let l = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing in {}\n{}", o.stdout, o.stderr));
+        assert!(l.contains("BLOCKED"), "{l}");
+    }
+    assert!(
+        lines.contains(&"environ {}"),
+        "no environment reaches the guest: {}",
+        o.stdout
+    );
+    assert!(lines.iter().any(|l| l.starts_with("write_ok OK")));
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("ok.txt")).unwrap(),
+        "fine"
+    );
+    assert!(!ws.path().parent().unwrap().join("escape.txt").exists());
+    let o = run(
+        &e,
+        "javascript",
+        "console.log(std.loadFile('/etc/passwd'), std.open('/tmp/x','w'), os.readdir('/')[1]);",
+    );
+    assert_eq!(o.stdout, "null null 44\n");
+}
+
+#[test]
+fn read_only_workspace_refuses_writes() {
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join("in.txt"), "data").unwrap();
+    let e = executor(ws.path(), policy_with("", "ro"), 0);
+    let o = run(
+        &e,
+        "python",
+        "print(open('in.txt').read())\ntry:\n    open('out.txt','w').write('x')\nexcept OSError as e:\n    print('refused', e.errno)",
+    );
+    assert!(o.stdout.starts_with("data\nrefused"), "{}", o.stdout);
+    assert!(!ws.path().join("out.txt").exists());
+}
+
+#[test]
+fn unbounded_recursion_in_quickjs_is_reported_as_killed_and_untrusted() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = executor(ws.path(), Policy::builtin_default(), 0);
+    let o = run(
+        &e,
+        "javascript",
+        "function f(n) { return f(n + 1) + 1; } f(0);",
+    );
+    if o.status == Status::Killed {
+        assert_eq!(o.limits_hit, vec![LimitHit::Trap]);
+        assert!(o.output_untrusted);
+        assert!(
+            o.error.as_deref().unwrap_or("").contains("trapped"),
+            "{o:?}"
+        );
+    } else {
+        // QuickJS caught it as a RangeError: a clean, catchable failure.
+        assert_eq!(o.exit_code, Some(1), "{o:?}");
+        assert!(
+            o.stderr.contains("RangeError") || o.stderr.contains("stack"),
+            "{o:?}"
+        );
+    }
+    let o = run(&e, "python", "def f(n): return f(n+1)\nf(0)");
+    assert!(o.stderr.contains("RecursionError"), "{}", o.stderr);
+}
+
+#[test]
+fn thirty_two_concurrent_calls_are_correct_and_isolated() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = Arc::new(executor(ws.path(), Policy::builtin_default(), 0));
+    let r = rt();
+    let outs: Vec<Outcome> = r.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let e = e.clone();
+            let (lang, code) = if i % 2 == 0 {
+                ("python", format!("import builtins\nseen = hasattr(builtins, 'marker')\nbuiltins.marker = {i}\nopen('f{i}.txt','w').write('{i}')\nimport os\nprint({i}, seen, sorted(x for x in os.listdir('.') if x.startswith('f')) == ['f{i}.txt'] or 'other files visible: fine, shared workspace')"))
+            } else {
+                ("javascript", format!("globalThis.marker = (globalThis.marker || 0) + 1; console.log({i}, globalThis.marker);"))
+            };
+            tasks.push(tokio::spawn(async move { e.run(&call(lang, &code)).await.unwrap() }));
+        }
+        let mut v = Vec::new();
+        for t in tasks {
+            v.push(t.await.unwrap());
+        }
+        v
+    });
+    for (i, o) in outs.iter().enumerate() {
+        assert_eq!(o.exit_code, Some(0), "call {i}: {o:?}");
+        let first: Vec<&str> = o.stdout.split_whitespace().collect();
+        assert_eq!(
+            first[0],
+            i.to_string(),
+            "call {i} got another call's output: {}",
+            o.stdout
+        );
+        if i % 2 == 0 {
+            assert_eq!(first[1], "False", "interpreter state leaked between calls");
+            assert_eq!(
+                std::fs::read_to_string(ws.path().join(format!("f{i}.txt"))).unwrap(),
+                i.to_string()
+            );
+        } else {
+            assert_eq!(first[1], "1", "JS global state leaked between calls");
+        }
+    }
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn no_memory_growth_over_1000_sequential_calls() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = executor(ws.path(), Policy::builtin_default(), 0);
+    let r = rt();
+    for (lang, code) in [
+        (
+            "javascript",
+            "console.log([1,2,3].map(x => x * 2).join(','))",
+        ),
+        ("python", "print(sum(range(100)))"),
+    ] {
+        let c = call(lang, code);
+        for _ in 0..50 {
+            r.block_on(e.run(&c)).unwrap();
+        }
+        let before = rss_kib();
+        for i in 0..1000 {
+            let o = r.block_on(e.run(&c)).unwrap();
+            assert_eq!(o.exit_code, Some(0), "{lang} call {i}: {o:?}");
+        }
+        let after = rss_kib();
+        let growth = after.saturating_sub(before);
+        eprintln!("{lang}: RSS {before} KiB -> {after} KiB over 1000 calls");
+        assert!(
+            growth < 16 * 1024,
+            "{lang}: RSS grew by {growth} KiB over 1000 calls"
+        );
+    }
+}
+
+#[test]
+fn warm_pool_serves_each_interpreter_once() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = executor(ws.path(), Policy::builtin_default(), 2);
+    let r = rt();
+    let c = call(
+        "python",
+        "import builtins\nprint(hasattr(builtins, 'used'))\nbuiltins.used = True",
+    );
+    for _ in 0..5 {
+        let o = r.block_on(e.run(&c)).unwrap();
+        assert_eq!(
+            o.stdout, "False\n",
+            "a pooled interpreter was reused: {o:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        e.wasm().unwrap().idle(),
+        2,
+        "the pool refills to its bound and no further"
+    );
+    // Limits still bind on a pooled interpreter, from the moment the program arrives.
+    let e2 = executor(ws.path(), policy_with("cpu_time = \"1s\"", "rw"), 1);
+    r.block_on(e2.run(&call("python", "pass"))).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let o = r
+        .block_on(e2.run(&call("python", "while True: pass")))
+        .unwrap();
+    assert_eq!(o.limits_hit, vec![LimitHit::TimeoutCpu]);
+}
+
+#[test]
+fn a_runtime_with_the_wrong_digest_is_refused_and_nothing_installed() {
+    use toolgate::sandbox::wasm::{WasmError, runtime};
+    let home = tempfile::tempdir().unwrap();
+    let fake = home.path().join("python.wasm");
+    std::fs::write(&fake, b"\0asm\x01\0\0\0 not the real interpreter").unwrap();
+    let spec = runtime::spec("python").unwrap();
+    let quiet = |_: &str| {};
+    let err = runtime::install(home.path(), &spec, Some(&fake), None, &quiet).unwrap_err();
+    assert!(matches!(err, WasmError::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(&spec.sha256));
+    assert!(!runtime::wasm_path(home.path(), "python").exists());
+    assert!(runtime::installed_digest(home.path(), "python").is_none());
+    // With an explicit digest for a local build, the same file installs.
+    let digest = runtime::sha256_file(&fake).unwrap();
+    runtime::install(home.path(), &spec, Some(&fake), Some(&digest), &quiet).unwrap();
+    assert_eq!(
+        runtime::installed_digest(home.path(), "python").as_deref(),
+        Some(digest.as_str())
+    );
+}
+
+#[test]
+fn a_tampered_compiled_artifact_is_refused() {
+    // Copy the installed runtime into a private cache, compile it, then flip a byte.
+    let home = tempfile::tempdir().unwrap();
+    let real = toolgate::sandbox::wasm::runtime::cache_dir();
+    let spec = toolgate::sandbox::wasm::runtime::spec("javascript").unwrap();
+    let src = toolgate::sandbox::wasm::runtime::wasm_path(&real, "javascript");
+    if !src.exists() {
+        // Install into the shared cache first (first run on a fresh machine).
+        toolgate::sandbox::wasm::runtime::install(&real, &spec, None, None, &|_: &str| {}).unwrap();
+    }
+    toolgate::sandbox::wasm::runtime::install(home.path(), &spec, Some(&src), None, &|_: &str| {})
+        .unwrap();
+    let cfg = WasmConfig {
+        cache_dir: home.path().to_path_buf(),
+        auto_install: false,
+        ..WasmConfig::default()
+    };
+    let b = toolgate::WasmBackend::new(cfg.clone()).unwrap();
+    assert!(b.ensure_compiled("javascript", &|_: &str| {}).unwrap());
+    let art = std::fs::read_dir(home.path().join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .unwrap();
+    let mut bytes = std::fs::read(&art).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&art, bytes).unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let e = Executor::builder(Policy::builtin_default())
+        .workspace(ws.path())
+        .wasm(Some(cfg))
+        .build()
+        .unwrap();
+    let err = rt().block_on(e.run(&call("javascript", "1"))).unwrap_err();
+    assert_eq!(err.exit_code(), toolgate::exit::UNAVAILABLE);
+    assert!(err.to_string().contains("failed verification"), "{err}");
+}
