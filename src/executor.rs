@@ -191,6 +191,10 @@ impl Executor {
             Decision::Allow => {}
         }
         let mut o = self.execute(call, &dry.plan, decision).await?;
+        if answer.is_some() {
+            // Keep what the human approved on the record.
+            o.reasons.splice(0..0, dry.verdict.reasons);
+        }
         o.confirmation = answer;
         o.duration_ms = ms(t0.elapsed());
         Ok(o)
