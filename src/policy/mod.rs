@@ -490,6 +490,7 @@ impl Policy {
 
     fn path_policy(cx: &Ctx, raw: &raw::RawPaths) -> Result<PathPolicy, PolicyError> {
         let mut rules = Vec::new();
+        let mut patterns = Vec::new();
         for (i, r) in raw.rules.iter().enumerate() {
             let key = format!("paths.rules[{i}]");
             let span = r.span();
@@ -543,6 +544,12 @@ impl Policy {
                     ));
                 }
             }
+            patterns.push(
+                r.globs
+                    .iter()
+                    .map(|g| g.get_ref().clone())
+                    .collect::<Vec<_>>(),
+            );
             rules.push(PathRule {
                 id: r.id.clone().unwrap_or(key.clone()),
                 globs,
@@ -551,20 +558,13 @@ impl Policy {
                 reason: r.reason.clone(),
             });
         }
-        Ok(PathPolicy {
-            // Deny by default: a policy that says nothing about paths grants nothing.
-            read_default: cx.opt_decision(
-                &raw.read_default,
-                "paths.read_default",
-                Decision::Deny,
-            )?,
-            write_default: cx.opt_decision(
-                &raw.write_default,
-                "paths.write_default",
-                Decision::Deny,
-            )?,
-            rules,
-        })
+        // Deny by default: a policy that says nothing about paths grants nothing.
+        let read_default =
+            cx.opt_decision(&raw.read_default, "paths.read_default", Decision::Deny)?;
+        let write_default =
+            cx.opt_decision(&raw.write_default, "paths.write_default", Decision::Deny)?;
+        PathPolicy::new(read_default, write_default, rules, &patterns)
+            .map_err(|e| cx.err(0..0, "paths.rules", e.to_string()))
     }
 
     fn command_policy(cx: &Ctx, raw: &raw::RawCommands) -> Result<CommandPolicy, PolicyError> {

@@ -52,6 +52,10 @@ pub struct PathPolicy {
     pub read_default: Decision,
     pub write_default: Decision,
     pub rules: Vec<PathRule>,
+    /// Every rule's globs in one set, matched once per path; `owner[i]` is
+    /// the rule of glob `i`.
+    combined: GlobSet,
+    owner: Vec<usize>,
 }
 
 /// The outcome of judging one path.
@@ -217,17 +221,24 @@ fn lexical(p: &Path) -> PathBuf {
 pub fn resolve_symlinks(workspace: &Path, rel: &[String]) -> Result<Vec<String>, String> {
     let root = std::fs::canonicalize(workspace)
         .map_err(|e| format!("workspace is not accessible: {e}"))?;
+    // Walk the existing prefix with lstat; only a symlink needs the full
+    // (slower) canonicalization.
     let mut existing = root.clone();
     let mut n = 0;
+    let mut saw_link = false;
     for part in rel {
         let next = existing.join(part);
         match std::fs::symlink_metadata(&next) {
-            Ok(_) => {
+            Ok(m) => {
+                saw_link |= m.file_type().is_symlink();
                 existing = next;
                 n += 1;
             }
             Err(_) => break,
         }
+    }
+    if !saw_link {
+        return Ok(rel.to_vec());
     }
     let canon = match std::fs::canonicalize(&existing) {
         Ok(c) => c,
@@ -246,6 +257,42 @@ pub fn resolve_symlinks(workspace: &Path, rel: &[String]) -> Result<Vec<String>,
 }
 
 impl PathPolicy {
+    /// Builds the policy; `patterns[i]` are the glob texts of `rules[i]`.
+    pub fn new(
+        read_default: Decision,
+        write_default: Decision,
+        rules: Vec<PathRule>,
+        patterns: &[Vec<String>],
+    ) -> Result<PathPolicy, globset::Error> {
+        let mut b = GlobSetBuilder::new();
+        let mut owner = Vec::new();
+        for (i, ps) in patterns.iter().enumerate() {
+            for p in ps {
+                b.add(compile_glob(p)?);
+                owner.push(i);
+            }
+        }
+        Ok(PathPolicy {
+            read_default,
+            write_default,
+            rules,
+            combined: b.build()?,
+            owner,
+        })
+    }
+
+    /// Indices of the rules matching `p` (a directory also matches `dir/**`).
+    fn hits(&self, p: &str, out: &mut Vec<bool>) {
+        for g in self.combined.matches(p) {
+            out[self.owner[g]] = true;
+        }
+        if !p.is_empty() {
+            for g in self.combined.matches(format!("{p}/x")) {
+                out[self.owner[g]] = true;
+            }
+        }
+    }
+
     /// Judges `input` for `access` in `workspace`. Never touches file contents;
     /// reads only metadata to follow symlinks.
     pub fn check(&self, workspace: &Path, input: &str, access: Access) -> PathCheck {
@@ -275,16 +322,17 @@ impl PathPolicy {
         let mut matched = Vec::new();
         let mut reasons = Vec::new();
         let mut any_match = false;
-        for rule in &self.rules {
+        // Judge both the name used and what it points at: a symlink to
+        // `.env` is `.env`.
+        let mut hits = vec![false; self.rules.len()];
+        self.hits(&rel, &mut hits);
+        if resolved_rel != rel {
+            self.hits(&resolved_rel, &mut hits);
+        }
+        for (rule, hit) in self.rules.iter().zip(hits) {
             if !rule.access.covers(access) {
                 continue;
             }
-            // Judge both the name used and what it points at: a symlink to
-            // `.env` is `.env`.
-            let hit = [&rel, &resolved_rel].iter().any(|p| {
-                rule.globs.is_match(p.as_str())
-                    || (!p.is_empty() && rule.globs.is_match(format!("{p}/")))
-            });
             if hit {
                 if !any_match {
                     decision = rule.decision;

@@ -1,0 +1,17 @@
+//! The call parser never panics, and what it accepts survives a round trip.
+//! Run: `cargo fuzz run call_parse` (nightly); CI builds it on stable.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(calls) = toolgate::ToolCall::parse_many(text) {
+        for c in calls {
+            let v = serde_json::to_value(&c).expect("a parsed call serializes");
+            let again = toolgate::ToolCall::from_value(v).expect("a serialized call parses");
+            assert_eq!(again[0].tool, c.tool);
+        }
+    }
+});
