@@ -1,4 +1,5 @@
 mod cli;
 mod common;
+mod mutate;
 mod policy;
 mod wasm;
