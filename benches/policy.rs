@@ -2,6 +2,8 @@
 //! Run: `cargo bench --bench policy`. Target: p99 ≤ 20 µs per call
 //! (criterion reports the mean; `toolgate bench` reports p50/p99).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use toolgate::{Policy, ToolCall};
 

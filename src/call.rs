@@ -452,20 +452,28 @@ fn check_depth(text: &str) -> Result<(), CallError> {
     Ok(())
 }
 
-/// Shortens attacker-controlled text before it goes into an error message.
-pub(crate) fn truncate_for_msg(s: &str) -> String {
-    const MAX: usize = 64;
-    let clean: String = s
-        .chars()
+/// Replaces control characters in attacker-controlled text for messages.
+pub(crate) fn sanitize_for_msg(s: &str) -> String {
+    s.chars()
         .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if clean.chars().count() > MAX {
-        let mut t: String = clean.chars().take(MAX).collect();
+        .collect()
+}
+
+/// Shortens text to `max` characters (after redaction, never before:
+/// a cut secret would no longer be recognised).
+pub(crate) fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() > max {
+        let mut t: String = s.chars().take(max).collect();
         t.push('…');
         t
     } else {
-        clean
+        s.to_string()
     }
+}
+
+/// Shortens attacker-controlled text before it goes into an error message.
+pub(crate) fn truncate_for_msg(s: &str) -> String {
+    shorten(&sanitize_for_msg(s), 64)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 use crate::call::{Tool, ToolCall};
 use crate::error::Error;
+use crate::filter::{Redactor, Report};
 use crate::gate::{self, Answer, Approver, ConfirmationRequest, DenyAll};
 use crate::outcome::{LimitHit, Outcome, Status, Truncation};
 use crate::plan::{BackendKind, Plan};
@@ -88,11 +89,26 @@ impl ExecutorBuilder {
                 detail: "not a directory".into(),
             });
         }
+        let redactor = if self.policy.redaction.enabled {
+            let secrets = crate::filter::host_secrets(
+                &self.policy.redaction.secret_env,
+                &self.policy.redaction.secret_files,
+            );
+            Redactor::with(&secrets, Some(&self.policy.network.allow_hosts))
+        } else {
+            Redactor::with(&[], None)
+        }
+        .map_err(|e| Error::Internal {
+            op: "build output filter",
+            detail: e.to_string(),
+        })?;
         let wasm = match self.wasm {
             Some(cfg) => Some(WasmBackend::new(cfg).map_err(SandboxError::from)?),
             None => None,
         };
         Ok(Executor {
+            redactor: Arc::new(redactor),
+            redact: self.policy.redaction.enabled,
             policy: Arc::new(self.policy),
             workspace,
             approver: self.approver,
@@ -106,6 +122,8 @@ impl ExecutorBuilder {
 /// Runs tool calls under a policy. Cheap to share behind an `Arc`.
 pub struct Executor {
     policy: Arc<Policy>,
+    redactor: Arc<Redactor>,
+    redact: bool,
     workspace: PathBuf,
     approver: Arc<dyn Approver>,
     ttl: Duration,
@@ -140,7 +158,19 @@ impl Executor {
     /// Decides and prepares, executing nothing.
     pub fn check(&self, call: &ToolCall) -> Result<DryRun, Error> {
         self.policy.check_sizes(call)?;
-        let verdict = self.policy.evaluate(call, &self.workspace);
+        let mut verdict = self.policy.evaluate(call, &self.workspace);
+        // Reasons quote the call; a secret in it must not be echoed back.
+        // Redact first, then shorten: a cut secret is no longer recognised.
+        let mut report = Report::default();
+        for r in &mut verdict.reasons {
+            self.redactor.redact_secrets_into(r, &mut report);
+            *r = crate::call::shorten(r, 300);
+        }
+        for m in &mut verdict.matched_rules {
+            self.redactor
+                .redact_secrets_into(&mut m.subject, &mut report);
+            m.subject = crate::call::shorten(&m.subject, 200);
+        }
         let plan = Plan::prepare(
             &self.policy,
             call,
@@ -196,16 +226,40 @@ impl Executor {
             o.reasons.splice(0..0, dry.verdict.reasons);
         }
         o.confirmation = answer;
+        self.filter(&mut o);
         o.duration_ms = ms(t0.elapsed());
         Ok(o)
     }
 
+    /// The output filter, on every field that reaches the model.
+    fn filter(&self, o: &mut Outcome) {
+        if !self.redact {
+            return;
+        }
+        let mut rep = Report::default();
+        self.redactor.redact_into(&mut o.stdout, &mut rep);
+        self.redactor.redact_into(&mut o.stderr, &mut rep);
+        if let Some(e) = &mut o.error {
+            self.redactor.redact_into(e, &mut rep);
+        }
+        for r in &mut o.reasons {
+            self.redactor.redact_into(r, &mut rep);
+        }
+        o.redactions.merge(rep);
+    }
+
+    /// The executor's output filter (for tools that show text to a model or a log).
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
     fn confirmation_request(&self, call: &ToolCall, dry: &DryRun) -> ConfirmationRequest {
         let now = gate::now_ms();
-        let args = serde_json::to_value(&call.tool)
+        let mut args = serde_json::to_value(&call.tool)
             .ok()
             .and_then(|v| v.get("args").cloned())
             .unwrap_or(serde_json::Value::Null);
+        redact_json(&self.redactor, &mut args);
         ConfirmationRequest {
             id: format!("conf_{}", uuid::Uuid::new_v4().simple()),
             call_id: call.id.clone(),
@@ -357,6 +411,16 @@ impl Executor {
             o.status = Status::Killed;
         }
         Ok(())
+    }
+}
+
+/// Redacts every string inside a JSON value.
+pub(crate) fn redact_json(r: &Redactor, v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => r.redact_secrets_into(s, &mut Report::default()),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| redact_json(r, x)),
+        serde_json::Value::Object(m) => m.values_mut().for_each(|x| redact_json(r, x)),
+        _ => {}
     }
 }
 

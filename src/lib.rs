@@ -30,6 +30,7 @@
 pub mod call;
 mod error;
 mod executor;
+pub mod filter;
 pub mod gate;
 mod outcome;
 pub mod plan;

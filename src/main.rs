@@ -38,6 +38,14 @@ enum Cmd {
     /// Install, list and verify the wasm runtimes.
     #[command(subcommand)]
     Runtimes(RuntimesCmd),
+    /// Filter stdin to stdout with the policy's redaction rules.
+    Redact {
+        #[arg(long, default_value = "default")]
+        policy: String,
+        /// Print one JSON object: the filtered text and what was removed.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure the pipeline (medians and p95 of one run).
     Bench(bench::BenchArgs),
 }
@@ -195,6 +203,11 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// One line to stderr, or a JSON error object to stdout with `--json`.
 fn report(json: bool, kind: &str, detail: &str, message: &str) {
+    // Error text can quote input; it goes through the pattern rules first.
+    let message = match toolgate::filter::Redactor::new() {
+        Ok(r) => r.redact(message).0,
+        Err(_) => message.to_string(),
+    };
     let message = message.replace('\n', " ");
     if json {
         let v = serde_json::json!({"error": {"kind": kind, "message": message, "detail": if detail.is_empty() { None } else { Some(detail) }}});
@@ -219,8 +232,68 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Cmd::Runtimes(r) => runtimes(r),
+        Cmd::Redact { policy, json } => redact(&policy, json),
         Cmd::Bench(b) => bench::run(b),
     }
+}
+
+/// Streams stdin through the filter; a secret split across reads is still caught.
+fn redact(policy: &str, json: bool) -> anyhow::Result<i32> {
+    let p = Policy::load(policy).map_err(Error::from)?;
+    let secrets =
+        toolgate::filter::host_secrets(&p.redaction.secret_env, &p.redaction.secret_files);
+    let r = toolgate::filter::Redactor::with(&secrets, Some(&p.network.allow_hosts))
+        .context("building the filter")?;
+    let mut s = r.stream();
+    let mut input = std::io::stdin().lock();
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut carry: Vec<u8> = Vec::new();
+    let mut all = String::new();
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        carry.extend_from_slice(&buf[..n]);
+        // Pass only whole UTF-8 characters; invalid bytes become U+FFFD.
+        let valid = match std::str::from_utf8(&carry) {
+            Ok(_) => carry.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => carry.len(),
+        };
+        let text = String::from_utf8_lossy(&carry[..valid]).into_owned();
+        carry.drain(..valid);
+        let chunk = s.push(&text);
+        if json {
+            all.push_str(&chunk);
+        } else {
+            out.write_all(chunk.as_bytes())?;
+        }
+    }
+    let tail_text = String::from_utf8_lossy(&carry).into_owned();
+    let mut tail = s.push(&tail_text);
+    let (rest, report) = s.finish();
+    tail.push_str(&rest);
+    if json {
+        all.push_str(&tail);
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({"text": all, "report": report}),
+        )?;
+        out.write_all(b"\n")?;
+    } else {
+        out.write_all(tail.as_bytes())?;
+        if !report.is_empty() {
+            eprintln!(
+                "toolgate: redacted {} item(s): {}",
+                report.total(),
+                serde_json::to_string(&report)?
+            );
+        }
+    }
+    out.flush()?;
+    Ok(exit::OK)
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {

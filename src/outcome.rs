@@ -61,6 +61,9 @@ pub struct Outcome {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirmation: Option<crate::gate::Answer>,
+    /// What the output filter removed (kinds and counts, never values).
+    #[serde(skip_serializing_if = "crate::filter::Report::is_empty")]
+    pub redactions: crate::filter::Report,
 }
 
 impl Outcome {
@@ -81,6 +84,7 @@ impl Outcome {
             reasons: Vec::new(),
             error: None,
             confirmation: None,
+            redactions: crate::filter::Report::default(),
         }
     }
 

@@ -436,7 +436,7 @@ impl CommandPolicy {
                     id: rule.id.clone(),
                     decision: rule.decision,
                     reason: rule.reason.clone(),
-                    subject: crate::call::truncate_for_msg(t),
+                    subject: t.clone(),
                 });
                 if rule.decision > Decision::Allow {
                     reasons.push(rule.reason.clone());
@@ -485,9 +485,7 @@ impl CommandPolicy {
                 id: rule.id.clone(),
                 decision: rule.decision,
                 reason: rule.reason.clone(),
-                subject: crate::call::truncate_for_msg(
-                    format!("{} {}", e.program, joined).trim_end(),
-                ),
+                subject: format!("{} {}", e.program, joined).trim_end().to_string(),
             });
             if rule.decision > Decision::Allow {
                 reasons.push(format!("`{}`: {}", e.program, rule.reason));

@@ -282,7 +282,7 @@ impl PathPolicy {
     }
 
     /// Indices of the rules matching `p` (a directory also matches `dir/**`).
-    fn hits(&self, p: &str, out: &mut Vec<bool>) {
+    fn hits(&self, p: &str, out: &mut [bool]) {
         for g in self.combined.matches(p) {
             out[self.owner[g]] = true;
         }
@@ -302,7 +302,7 @@ impl PathPolicy {
             matched: vec![],
             reasons: vec![format!(
                 "{}: {reason}",
-                crate::call::truncate_for_msg(input)
+                crate::call::sanitize_for_msg(input)
             )],
         };
         let lexical = match normalize(workspace, input) {

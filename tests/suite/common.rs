@@ -18,13 +18,16 @@ pub fn toolgate(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
-    {
-        let mut si = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            si.write_all(s.as_bytes()).unwrap();
-        }
-    }
-    child.wait_with_output().unwrap()
+    let mut si = child.stdin.take().unwrap();
+    let input = stdin.unwrap_or("").to_string();
+    // Feed stdin from a thread: a child that streams output would otherwise
+    // block on a full stdout pipe while we block on its full stdin pipe.
+    let feeder = std::thread::spawn(move || {
+        let _ = si.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
 }
 
 pub fn stdout_json(o: &Output) -> serde_json::Value {

@@ -2,4 +2,5 @@ mod cli;
 mod common;
 mod mutate;
 mod policy;
+mod redaction;
 mod wasm;

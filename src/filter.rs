@@ -1,0 +1,666 @@
+//! The output filter: what reaches the model (stdout, stderr, file contents,
+//! error text, reasons) passes through here.
+//!
+//! - Secrets by pattern (`policies/secrets/rules.toml`): an Aho-Corasick
+//!   pass finds each rule's keywords; only rules whose keywords occur run
+//!   their regex, and only on the lines around the hits (multi-line rules —
+//!   private keys — on the whole text). Entropy and placeholder checks keep
+//!   ordinary hashes, identifiers and `${VARS}` out.
+//! - The host's own secrets, by literal value: environment variables whose
+//!   names match the policy's `redaction.secret_env` globs, and lines of
+//!   `redaction.secret_files`, plus their base64, URL and hex encodings.
+//! - URLs whose host is not in the policy's `network.allow_hosts` (links
+//!   and markdown images are an exfiltration channel).
+//!
+//! Secrets become `[REDACTED:kind]`, blocked URLs `[BLOCKED-URL]`; the
+//! report counts kinds and never holds a secret. Redacting twice changes
+//! nothing.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The embedded rule set.
+pub const RULES: &str = include_str!("../policies/secrets/rules.toml");
+
+/// A secret can be at most this long for the streaming filter to catch it
+/// across chunk boundaries (a 4096-bit RSA PEM block is about 3.3 KiB).
+pub const MAX_SECRET_SPAN: usize = 16 << 10;
+
+/// Host-secret values shorter than this are not redacted (they would hit
+/// ordinary words).
+pub const MIN_HOST_SECRET: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FilterError {
+    #[error("secret rules: {0}")]
+    Rules(String),
+    #[error("secret rule {id}: {detail}")]
+    Rule { id: String, detail: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub id: String,
+    pub keywords: Vec<String>,
+    pub regex: String,
+    #[serde(default)]
+    pub group: usize,
+    pub entropy: Option<f64>,
+    /// A keyword-and-assignment rule: also skip values that look like code
+    /// or stand-ins (`settings.KEY`, `get_secret(…)`, `changeme`).
+    #[serde(default)]
+    pub generic: bool,
+    #[serde(default)]
+    pub examples: Vec<String>,
+    #[serde(default)]
+    pub negatives: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    rule: Vec<RuleSpec>,
+}
+
+pub fn rule_specs() -> Result<Vec<RuleSpec>, FilterError> {
+    toml::from_str::<RuleFile>(RULES)
+        .map(|f| f.rule)
+        .map_err(|e| FilterError::Rules(e.to_string()))
+}
+
+#[derive(Debug)]
+struct Rule {
+    id: String,
+    regex: Regex,
+    group: usize,
+    entropy: Option<f64>,
+    generic: bool,
+    multiline: bool,
+}
+
+/// What the filter did, without the secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Redactions by kind.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub redacted: BTreeMap<String, usize>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub blocked_urls: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Report {
+    pub fn is_empty(&self) -> bool {
+        self.redacted.is_empty() && self.blocked_urls == 0
+    }
+
+    pub fn merge(&mut self, o: Report) {
+        for (k, v) in o.redacted {
+            *self.redacted.entry(k).or_default() += v;
+        }
+        self.blocked_urls += o.blocked_urls;
+    }
+
+    pub fn total(&self) -> usize {
+        self.redacted.values().sum::<usize>() + self.blocked_urls
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Rule(usize),
+    HostSecret,
+    Url,
+}
+
+/// The compiled filter. Build once per policy; cheap to share.
+#[derive(Debug)]
+pub struct Redactor {
+    rules: Vec<Rule>,
+    keywords: AhoCorasick,
+    keyword_rules: Vec<Vec<usize>>,
+    literals: Option<AhoCorasick>,
+    url: Option<(Regex, Vec<String>)>,
+}
+
+impl Redactor {
+    /// Pattern rules only: no host secrets, no URL blocking.
+    pub fn new() -> Result<Redactor, FilterError> {
+        Redactor::with(&[], None)
+    }
+
+    /// Pattern rules, plus host secret values, plus URL blocking when
+    /// `allow_hosts` is given (an empty list blocks every URL).
+    pub fn with(
+        host_secrets: &[String],
+        allow_hosts: Option<&[String]>,
+    ) -> Result<Redactor, FilterError> {
+        let specs = rule_specs()?;
+        let mut rules = Vec::new();
+        let mut kw: Vec<String> = Vec::new();
+        let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+        for (i, s) in specs.iter().enumerate() {
+            let regex = regex::RegexBuilder::new(&s.regex)
+                .size_limit(4 << 20)
+                .build()
+                .map_err(|e| FilterError::Rule {
+                    id: s.id.clone(),
+                    detail: e.to_string(),
+                })?;
+            if s.group > regex.captures_len() - 1 || s.keywords.is_empty() {
+                return Err(FilterError::Rule {
+                    id: s.id.clone(),
+                    detail: "needs keywords and a valid group".into(),
+                });
+            }
+            for k in &s.keywords {
+                let k = k.to_ascii_lowercase();
+                match kw.iter().position(|x| *x == k) {
+                    Some(j) => keyword_rules[j].push(i),
+                    None => {
+                        kw.push(k);
+                        keyword_rules.push(vec![i]);
+                    }
+                }
+            }
+            rules.push(Rule {
+                id: s.id.clone(),
+                multiline: s.regex.contains("[\\s\\S]"),
+                regex,
+                group: s.group,
+                entropy: s.entropy,
+                generic: s.generic,
+            });
+        }
+        let keywords = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .build(&kw)
+            .map_err(|e| FilterError::Rules(e.to_string()))?;
+        let lits = encodings(host_secrets);
+        let literals = if lits.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&lits)
+                    .map_err(|e| FilterError::Rules(e.to_string()))?,
+            )
+        };
+        let url = match allow_hosts {
+            Some(h) => Some((
+                Regex::new(r#"(?i)\b(?:https?|ftp|wss?)://([^\s/?#<>"'\\`)\]]+)[^\s<>"'\\`)\]]*"#)
+                    .map_err(|e| FilterError::Rules(e.to_string()))?,
+                h.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            )),
+            None => None,
+        };
+        Ok(Redactor {
+            rules,
+            keywords,
+            keyword_rules,
+            literals,
+            url,
+        })
+    }
+
+    /// Finds what to replace: sorted, non-overlapping spans.
+    fn find(&self, text: &str) -> Vec<(usize, usize, Kind)> {
+        self.find_opt(text, true)
+    }
+
+    fn find_opt(&self, text: &str, urls: bool) -> Vec<(usize, usize, Kind)> {
+        let mut spans: Vec<(usize, usize, Kind)> = Vec::new();
+        if let Some(ac) = &self.literals {
+            for m in ac.find_iter(text) {
+                spans.push((m.start(), m.end(), Kind::HostSecret));
+            }
+        }
+        // Which rules to run, and where: lines around keyword hits.
+        let mut windows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
+        for m in self.keywords.find_overlapping_iter(text) {
+            let (ls, le) = line_around(text, m.start(), m.end());
+            for &r in &self.keyword_rules[m.pattern().as_usize()] {
+                let w = &mut windows[r];
+                if self.rules[r].multiline {
+                    if w.is_empty() {
+                        w.push((0, text.len()));
+                    }
+                } else if w.last().is_none_or(|&(_, e)| ls > e) {
+                    w.push((ls, le));
+                } else if let Some(last) = w.last_mut() {
+                    last.1 = last.1.max(le);
+                }
+            }
+        }
+        for (r, ws) in windows.iter().enumerate() {
+            let rule = &self.rules[r];
+            for &(ws_start, ws_end) in ws {
+                let hay = &text[ws_start..ws_end];
+                for caps in rule.regex.captures_iter(hay) {
+                    let Some(g) = caps.get(rule.group) else {
+                        continue;
+                    };
+                    let value = g.as_str();
+                    let next = hay[g.end()..].chars().next();
+                    if is_placeholder(value, next, rule.generic)
+                        || rule.entropy.is_some_and(|min| entropy(value) < min)
+                    {
+                        continue;
+                    }
+                    spans.push((ws_start + g.start(), ws_start + g.end(), Kind::Rule(r)));
+                }
+            }
+        }
+        if let Some((re, allow)) = self.url.as_ref().filter(|_| urls) {
+            for caps in re.captures_iter(text) {
+                let (Some(all), Some(host)) = (caps.get(0), caps.get(1)) else {
+                    continue;
+                };
+                if !host_allowed(host.as_str(), allow) {
+                    spans.push((all.start(), all.end(), Kind::Url));
+                }
+            }
+        }
+        // Merge overlaps: one marker per region, the earliest-starting kind.
+        spans.sort_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
+        let mut out: Vec<(usize, usize, Kind)> = Vec::with_capacity(spans.len());
+        for (s, e, k) in spans {
+            match out.last_mut() {
+                Some(last) if s < last.1 => last.1 = last.1.max(e),
+                _ => out.push((s, e, k)),
+            }
+        }
+        out
+    }
+
+    fn marker(&self, k: Kind) -> String {
+        match k {
+            Kind::Rule(r) => format!("[REDACTED:{}]", self.rules[r].id),
+            Kind::HostSecret => "[REDACTED:host-secret]".into(),
+            Kind::Url => "[BLOCKED-URL]".into(),
+        }
+    }
+
+    fn apply(&self, text: &str, spans: &[(usize, usize, Kind)], report: &mut Report) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for &(s, e, k) in spans {
+            out.push_str(&text[at..s]);
+            out.push_str(&self.marker(k));
+            match k {
+                Kind::Url => report.blocked_urls += 1,
+                Kind::Rule(r) => *report.redacted.entry(self.rules[r].id.clone()).or_default() += 1,
+                Kind::HostSecret => *report.redacted.entry("host-secret".into()).or_default() += 1,
+            }
+            at = e;
+        }
+        out.push_str(&text[at..]);
+        out
+    }
+
+    /// Redacts `text`; the report says what was done.
+    pub fn redact(&self, text: &str) -> (String, Report) {
+        let mut report = Report::default();
+        let spans = self.find(text);
+        if spans.is_empty() {
+            return (text.to_string(), report);
+        }
+        let out = self.apply(text, &spans, &mut report);
+        (out, report)
+    }
+
+    /// Redacts in place, adding to `report`.
+    pub fn redact_into(&self, text: &mut String, report: &mut Report) {
+        let spans = self.find(text);
+        if !spans.is_empty() {
+            *text = self.apply(text, &spans, report);
+        }
+    }
+
+    /// Redacts secrets only (no URL blocking): for text that quotes the
+    /// call itself, such as a verdict's reasons.
+    pub fn redact_secrets_into(&self, text: &mut String, report: &mut Report) {
+        let spans = self.find_opt(text, false);
+        if !spans.is_empty() {
+            *text = self.apply(text, &spans, report);
+        }
+    }
+
+    /// A filter for text that arrives in chunks.
+    pub fn stream(&self) -> Stream<'_> {
+        Stream {
+            r: self,
+            pending: String::new(),
+            report: Report::default(),
+        }
+    }
+}
+
+/// Streaming redaction: holds back the last [`MAX_SECRET_SPAN`] bytes so
+/// a secret split across chunks is still seen whole.
+pub struct Stream<'a> {
+    r: &'a Redactor,
+    pending: String,
+    pub report: Report,
+}
+
+impl Stream<'_> {
+    /// Adds a chunk; returns the text that is now safe to emit.
+    pub fn push(&mut self, chunk: &str) -> String {
+        self.pending.push_str(chunk);
+        if self.pending.len() <= 2 * MAX_SECRET_SPAN {
+            return String::new();
+        }
+        let spans = self.r.find(&self.pending);
+        let mut cut = self.pending.len() - MAX_SECRET_SPAN;
+        // A match starting before the cut is complete (it is shorter than the
+        // held-back tail); emit it whole.
+        for &(s, e, _) in &spans {
+            if s < cut {
+                cut = cut.max(e);
+            }
+        }
+        while !self.pending.is_char_boundary(cut) {
+            cut += 1;
+        }
+        let emit: Vec<_> = spans
+            .iter()
+            .copied()
+            .filter(|&(_, e, _)| e <= cut)
+            .collect();
+        let out = self.r.apply(&self.pending[..cut], &emit, &mut self.report);
+        self.pending.drain(..cut);
+        out
+    }
+
+    /// Flushes the held-back tail.
+    pub fn finish(mut self) -> (String, Report) {
+        let tail = std::mem::take(&mut self.pending);
+        let spans = self.r.find(&tail);
+        let out = self.r.apply(&tail, &spans, &mut self.report);
+        (out, self.report)
+    }
+}
+
+fn line_around(text: &str, start: usize, end: usize) -> (usize, usize) {
+    let b = text.as_bytes();
+    // Lines longer than this are windowed around the hit instead.
+    const MAX: usize = 4096;
+    let lo = start.saturating_sub(MAX);
+    let ls = b[lo..start]
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(lo, |p| lo + p + 1);
+    let hi = (end + MAX).min(b.len());
+    let le = b[end..hi]
+        .iter()
+        .position(|&c| c == b'\n')
+        .map_or(hi, |p| end + p);
+    let mut ls = ls;
+    while !text.is_char_boundary(ls) {
+        ls += 1;
+    }
+    let mut le = le;
+    while !text.is_char_boundary(le) {
+        le -= 1;
+    }
+    (ls, le.max(ls))
+}
+
+/// Shannon entropy in bits per character.
+pub fn entropy(s: &str) -> f64 {
+    let mut counts: BTreeMap<char, usize> = BTreeMap::new();
+    let mut n = 0usize;
+    for c in s.chars() {
+        *counts.entry(c).or_default() += 1;
+        n += 1;
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    counts
+        .values()
+        .map(|&k| {
+            let p = k as f64 / n as f64;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Values that name or stand for a secret rather than being one.
+fn is_placeholder(v: &str, next: Option<char>, generic: bool) -> bool {
+    let lower = v.to_ascii_lowercase();
+    if v.starts_with("[REDACTED") || v.starts_with("[BLOCKED") {
+        return true;
+    }
+    let first = v.chars().next().unwrap_or('x');
+    if v.chars().all(|c| c == first || c == '-' || c == '_') {
+        return true;
+    }
+    if !generic {
+        return false;
+    }
+    if v.starts_with('$')
+        || v.starts_with('%')
+        || v.starts_with('<')
+        || v.starts_with("{{")
+        || v.contains("${")
+    {
+        return true;
+    }
+    // Code, not a literal: a call, an index, an attribute path.
+    if matches!(next, Some('(' | '[' | '.')) {
+        return true;
+    }
+    let ident = |p: &str| {
+        !p.is_empty()
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !p.starts_with(|c: char| c.is_ascii_digit())
+    };
+    if v.contains('.') && v.split('.').all(ident) {
+        return true;
+    }
+    const WORDS: &[&str] = &[
+        "changeme",
+        "change_me",
+        "placeholder",
+        "example",
+        "your_",
+        "your-",
+        "yourpassword",
+        "password",
+        "secret",
+        "redacted",
+        "dummy",
+        "xxxxxx",
+        "******",
+        "notreal",
+        "not-a-real",
+        "fake",
+        "sample",
+        "todo",
+    ];
+    WORDS.iter().any(|w| lower.contains(w)) && entropy(v) < 3.6
+}
+
+fn host_allowed(host: &str, allow: &[String]) -> bool {
+    let host = host.rsplit('@').next().unwrap_or(host);
+    let host = host
+        .split(':')
+        .next()
+        .unwrap_or(host)
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    allow
+        .iter()
+        .any(|a| host == *a || host.ends_with(&format!(".{a}")))
+}
+
+/// A secret value and the encodings it commonly travels in.
+fn encodings(values: &[String]) -> Vec<String> {
+    use base64::Engine;
+    let mut out: Vec<String> = Vec::new();
+    for v in values.iter().filter(|v| v.len() >= MIN_HOST_SECRET) {
+        let b = v.as_bytes();
+        let forms = [
+            v.clone(),
+            base64::engine::general_purpose::STANDARD.encode(b),
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(b),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
+            percent_encode(v),
+            hex::encode(b),
+        ];
+        for f in forms {
+            if f.len() >= MIN_HOST_SECRET && !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+/// Values of the host's secrets: environment variables whose names match
+/// `globs` (case-insensitive) and non-empty lines of `files`.
+pub fn host_secrets(globs: &[String], files: &[String]) -> Vec<String> {
+    let set = crate::policy::paths::compile_globs(globs.iter().map(String::as_str)).ok();
+    let mut out = Vec::new();
+    if let Some(set) = set {
+        for (k, v) in std::env::vars_os() {
+            let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else {
+                continue;
+            };
+            if v.len() >= MIN_HOST_SECRET && set.is_match(k) {
+                out.push(v.to_string());
+            }
+        }
+    }
+    for f in files {
+        if let Ok(text) = std::fs::read_to_string(f) {
+            out.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| l.len() >= MIN_HOST_SECRET)
+                    .map(String::from),
+            );
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_redacts_its_examples_and_spares_its_negatives() {
+        let r = Redactor::new().unwrap();
+        for spec in rule_specs().unwrap() {
+            assert!(!spec.examples.is_empty(), "{} has no example", spec.id);
+            for ex in &spec.examples {
+                let (out, rep) = r.redact(ex);
+                assert!(
+                    rep.redacted.contains_key(&spec.id),
+                    "{}: example not redacted by its rule: {ex:?} -> {out:?} {rep:?}",
+                    spec.id
+                );
+                assert!(out.contains(&format!("[REDACTED:{}]", spec.id)));
+            }
+            for neg in &spec.negatives {
+                let (out, rep) = r.redact(neg);
+                assert!(
+                    rep.is_empty(),
+                    "{}: negative was redacted: {neg:?} -> {out:?}",
+                    spec.id
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn redaction_is_idempotent() {
+        let r = Redactor::with(&["hunter2-s3cret-value".into()], Some(&[])).unwrap();
+        for spec in rule_specs().unwrap() {
+            for ex in &spec.examples {
+                let (once, _) = r.redact(ex);
+                let (twice, rep) = r.redact(&once);
+                assert_eq!(once, twice, "{}", spec.id);
+                assert!(rep.is_empty(), "{}: {rep:?}", spec.id);
+            }
+        }
+    }
+
+    #[test]
+    fn host_secrets_and_their_encodings() {
+        use base64::Engine;
+        let s = "Zk9Lw2Xp7Vb4Nm1H".to_string();
+        let r = Redactor::with(std::slice::from_ref(&s), None).unwrap();
+        for form in [
+            s.clone(),
+            base64::engine::general_purpose::STANDARD.encode(&s),
+            hex::encode(&s),
+            format!("a%20{}", percent_encode("Zk9Lw2Xp7Vb4Nm1H")),
+        ] {
+            let (out, rep) = r.redact(&format!("value: {form} end"));
+            assert!(
+                !out.contains(&s) && rep.redacted.get("host-secret") == Some(&1),
+                "{form}: {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_outside_the_allowlist_are_blocked() {
+        let r = Redactor::with(&[], Some(&["docs.example".to_string()])).unwrap();
+        let (out, rep) = r.redact("see https://docs.example/a and ![x](https://evil.example/p?d=abc) or http://api.docs.example:8080/x");
+        assert_eq!(
+            out,
+            "see https://docs.example/a and ![x]([BLOCKED-URL]) or http://api.docs.example:8080/x"
+        );
+        assert_eq!(rep.blocked_urls, 1);
+    }
+
+    #[test]
+    fn a_secret_split_across_chunks_is_caught() {
+        let r = Redactor::new().unwrap();
+        let secret = "ghp_3kQ9vZp2Lx7Wm4Rt8Yb1Nc6Hd0Js5Fa2Ue9G";
+        let text = format!("{} {secret} {}", "a ".repeat(20_000), "b ".repeat(20_000));
+        for chunk in [1usize, 7, 4096, 33_000] {
+            let mut s = r.stream();
+            let mut out = String::new();
+            let bytes = text.as_bytes();
+            for c in bytes.chunks(chunk) {
+                out.push_str(&s.push(std::str::from_utf8(c).unwrap()));
+            }
+            let (tail, rep) = s.finish();
+            out.push_str(&tail);
+            assert!(!out.contains(secret), "chunk {chunk}");
+            assert_eq!(rep.redacted.get("github-token"), Some(&1), "chunk {chunk}");
+            assert_eq!(
+                out.len(),
+                text.len() - secret.len() + "[REDACTED:github-token]".len()
+            );
+        }
+    }
+}
