@@ -126,6 +126,24 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         ));
     }
 
+    // Audit append, fsynced, with a realistic entry.
+    {
+        let log = toolgate::audit::AuditLog::open(
+            ws.path().join("bench-audit.log"),
+            Some(b"bench-key".to_vec()),
+        )?;
+        let rec = serde_json::json!({"kind": "call", "call_id": "call_0123456789", "principal": "local", "tool": "run_command",
+            "args": {"command": "cargo test --all -- --nocapture"}, "decision": "allow", "reasons": [], "matched_rules": ["build-and-test"],
+            "backend": "docker", "limits": {"memory_bytes": 268435456, "cpu_time_ms": 10000}, "outcome": {"status": "completed", "exit_code": 0, "stdout_bytes": 1234}});
+        let mut v = Vec::new();
+        for _ in 0..300 {
+            let t = Instant::now();
+            log.append(&rec)?;
+            v.push(t.elapsed());
+        }
+        rows.push(row("audit append (fsynced, with HMAC)", v));
+    }
+
     let build = |pool: usize| -> anyhow::Result<Executor> {
         Ok(Executor::builder(Policy::builtin_default())
             .workspace(ws.path())

@@ -41,9 +41,23 @@ pub struct ExecutorBuilder {
     ttl: Duration,
     wasm: Option<WasmConfig>,
     docker: Option<Arc<dyn Backend>>,
+    audit: Option<Arc<crate::audit::AuditLog>>,
+    principal: String,
 }
 
 impl ExecutorBuilder {
+    /// Appends an entry for every call to `log` (fsynced before returning).
+    pub fn audit(mut self, log: Arc<crate::audit::AuditLog>) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// Who the calls are made for, as recorded in the audit log (default `local`).
+    pub fn principal(mut self, p: impl Into<String>) -> Self {
+        self.principal = p.into();
+        self
+    }
+
     pub fn workspace(mut self, dir: impl Into<PathBuf>) -> Self {
         self.workspace = Some(dir.into());
         self
@@ -107,6 +121,8 @@ impl ExecutorBuilder {
             None => None,
         };
         Ok(Executor {
+            audit: self.audit,
+            principal: self.principal,
             redactor: Arc::new(redactor),
             redact: self.policy.redaction.enabled,
             policy: Arc::new(self.policy),
@@ -121,6 +137,8 @@ impl ExecutorBuilder {
 
 /// Runs tool calls under a policy. Cheap to share behind an `Arc`.
 pub struct Executor {
+    audit: Option<Arc<crate::audit::AuditLog>>,
+    principal: String,
     policy: Arc<Policy>,
     redactor: Arc<Redactor>,
     redact: bool,
@@ -140,6 +158,8 @@ impl Executor {
             ttl: gate::DEFAULT_TTL,
             wasm: Some(WasmConfig::default()),
             docker: None,
+            audit: None,
+            principal: "local".into(),
         }
     }
 
@@ -191,23 +211,39 @@ impl Executor {
     /// `Err` is for bad input and unavailable backends; everything the
     /// call itself does — denied, killed, failed — is an `Outcome`.
     pub async fn run(&self, call: &ToolCall) -> Result<Outcome, Error> {
+        self.run_as(call, &self.principal).await
+    }
+
+    /// Runs a call on behalf of `principal` (recorded in the audit log).
+    pub async fn run_as(&self, call: &ToolCall, principal: &str) -> Result<Outcome, Error> {
         let t0 = Instant::now();
         let dry = self.check(call)?;
+        let result = self.decide_and_execute(call, &dry, t0).await;
+        self.audit(call, principal, &dry, &result)?;
+        result
+    }
+
+    async fn decide_and_execute(
+        &self,
+        call: &ToolCall,
+        dry: &DryRun,
+        t0: Instant,
+    ) -> Result<Outcome, Error> {
         let decision = dry.verdict.decision;
         let mut answer: Option<Answer> = None;
         match decision {
             Decision::Deny => {
                 let mut o = Outcome::new(&call.id, &dry.tool, decision, Status::Denied);
-                o.reasons = dry.verdict.reasons;
+                o.reasons = dry.verdict.reasons.clone();
                 o.duration_ms = ms(t0.elapsed());
                 return Ok(o);
             }
             Decision::Ask => {
-                let req = self.confirmation_request(call, &dry);
+                let req = self.confirmation_request(call, dry);
                 let a = gate::confirm(self.approver.as_ref(), &req, self.ttl).await;
                 if !a.approved {
                     let mut o = Outcome::new(&call.id, &dry.tool, decision, Status::Denied);
-                    o.reasons = dry.verdict.reasons;
+                    o.reasons = dry.verdict.reasons.clone();
                     o.reasons.push(format!(
                         "confirmation {} rejected by {}",
                         a.confirmation_id, a.by
@@ -223,12 +259,85 @@ impl Executor {
         let mut o = self.execute(call, &dry.plan, decision).await?;
         if answer.is_some() {
             // Keep what the human approved on the record.
-            o.reasons.splice(0..0, dry.verdict.reasons);
+            o.reasons.splice(0..0, dry.verdict.reasons.iter().cloned());
         }
         o.confirmation = answer;
         self.filter(&mut o);
         o.duration_ms = ms(t0.elapsed());
         Ok(o)
+    }
+
+    /// Writes the call's audit entry (fsynced) before anything is returned.
+    /// An audit failure fails the call: no unrecorded outcome leaves.
+    fn audit(
+        &self,
+        call: &ToolCall,
+        principal: &str,
+        dry: &DryRun,
+        result: &Result<Outcome, Error>,
+    ) -> Result<(), Error> {
+        let Some(log) = &self.audit else {
+            return Ok(());
+        };
+        let mut args = serde_json::to_value(&call.tool)
+            .ok()
+            .and_then(|v| v.get("args").cloned())
+            .unwrap_or(serde_json::Value::Null);
+        redact_json(&self.redactor, &mut args);
+        shorten_json(&mut args, 2048);
+        let mut rec = serde_json::json!({
+            "kind": "call",
+            "call_id": call.id,
+            "principal": principal,
+            "tool": dry.tool,
+            "args": args,
+            "decision": dry.verdict.decision,
+            "reasons": dry.verdict.reasons,
+            "matched_rules": dry.verdict.matched_rules.iter().map(|m| &m.id).collect::<Vec<_>>(),
+            "flags": dry.verdict.flags.iter().map(|f| f.kind).collect::<Vec<_>>(),
+            "backend": dry.plan.backend,
+            "limits": dry.plan.limits,
+            "network": dry.plan.network,
+        });
+        let m = rec.as_object_mut().ok_or_else(|| Error::Internal {
+            op: "audit",
+            detail: "record is not an object".into(),
+        })?;
+        match result {
+            Ok(o) => {
+                m.insert(
+                    "confirmation".into(),
+                    serde_json::to_value(&o.confirmation).unwrap_or_default(),
+                );
+                m.insert(
+                    "outcome".into(),
+                    serde_json::json!({
+                        "status": o.status,
+                        "exit_code": o.exit_code,
+                        "limits_hit": o.limits_hit,
+                        "stdout_bytes": o.stdout.len(),
+                        "stderr_bytes": o.stderr.len(),
+                        "truncated": o.truncated,
+                        "redactions": o.redactions,
+                        "error": o.error,
+                    }),
+                );
+                m.insert("duration_ms".into(), o.duration_ms.into());
+            }
+            Err(e) => {
+                let mut msg = e.to_string();
+                self.redactor
+                    .redact_secrets_into(&mut msg, &mut Report::default());
+                m.insert(
+                    "outcome".into(),
+                    serde_json::json!({"status": "error", "error_kind": e.kind(), "error": msg}),
+                );
+            }
+        }
+        log.append(&rec).map(|_| ()).map_err(|e| Error::Internal {
+            op: "audit",
+            detail: e.to_string(),
+        })
     }
 
     /// The output filter, on every field that reaches the model.
@@ -411,6 +520,25 @@ impl Executor {
             o.status = Status::Killed;
         }
         Ok(())
+    }
+}
+
+/// Shortens long strings in a JSON value (audit entries keep the shape
+/// and a digest, not megabytes of code).
+fn shorten_json(v: &mut serde_json::Value, max: usize) {
+    match v {
+        serde_json::Value::String(s) if s.len() > max => {
+            use sha2::Digest;
+            let digest = hex::encode(sha2::Sha256::digest(s.as_bytes()));
+            *s = format!(
+                "{}… [{} bytes, sha256 {digest}]",
+                crate::call::shorten(s, max),
+                s.len()
+            );
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| shorten_json(x, max)),
+        serde_json::Value::Object(m) => m.values_mut().for_each(|x| shorten_json(x, max)),
+        _ => {}
     }
 }
 

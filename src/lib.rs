@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 pub mod call;
 mod error;
 mod executor;

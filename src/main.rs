@@ -38,6 +38,9 @@ enum Cmd {
     /// Install, list and verify the wasm runtimes.
     #[command(subcommand)]
     Runtimes(RuntimesCmd),
+    /// Verify, tail and query audit logs.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Filter stdin to stdout with the policy's redaction rules.
     Redact {
         #[arg(long, default_value = "default")]
@@ -64,6 +67,9 @@ struct Common {
     /// Who answers `ask` decisions (default: prompt on a terminal, deny otherwise).
     #[arg(long, value_enum)]
     approve: Option<ApproveMode>,
+    /// Append an audit entry per call to FILE (HMAC key from TOOLGATE_AUDIT_KEY).
+    #[arg(long)]
+    audit: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -123,6 +129,36 @@ enum RuntimesCmd {
     Verify {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain (and HMACs with TOOLGATE_AUDIT_KEY) of FILEs, oldest first.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the last N entries as JSON lines.
+    Tail {
+        file: PathBuf,
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+    },
+    /// Print entries matching all filters as JSON lines.
+    Query {
+        file: PathBuf,
+        /// Entries newer than this: a duration ago (`1h`, `30m`) or unix milliseconds.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        tool: Option<String>,
+        #[arg(long)]
+        decision: Option<String>,
+        #[arg(long)]
+        principal: Option<String>,
     },
 }
 
@@ -233,7 +269,98 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Runtimes(r) => runtimes(r),
         Cmd::Redact { policy, json } => redact(&policy, json),
+        Cmd::Audit(a) => audit(a),
         Cmd::Bench(b) => bench::run(b),
+    }
+}
+
+fn audit(a: AuditCmd) -> anyhow::Result<i32> {
+    use toolgate::audit;
+    let io_err = |e: audit::AuditError| Error::from(toolgate::CallError::Read(e.to_string()));
+    match a {
+        AuditCmd::Verify { files, json } => {
+            let key = audit::AuditLog::key_from_env();
+            match audit::verify(&files, key.as_deref()) {
+                Ok(v) => {
+                    if json {
+                        print_json(&serde_json::json!({"ok": true, "verified": v}))?;
+                    } else {
+                        println!(
+                            "OK: {} entries, last seq {}, last hash {}{}{}",
+                            v.entries,
+                            v.last_seq,
+                            v.last_hash,
+                            if v.keyed {
+                                ", HMACs verified"
+                            } else {
+                                ", no key: hash chain only"
+                            },
+                            v.continues_from
+                                .map(|f| format!(", continues from {f}"))
+                                .unwrap_or_default()
+                        );
+                    }
+                    Ok(exit::OK)
+                }
+                Err(f) => {
+                    if json {
+                        print_json(&serde_json::json!({"ok": false, "failure": f}))?;
+                    } else {
+                        println!("FAILED: {}:{}: {}: {}", f.file, f.line, f.problem, f.detail);
+                    }
+                    Ok(exit::TOOL_FAILED)
+                }
+            }
+        }
+        AuditCmd::Tail { file, lines } => {
+            let entries = audit::read_entries(&file).map_err(io_err)?;
+            let mut out = std::io::stdout().lock();
+            for e in entries.iter().skip(entries.len().saturating_sub(lines)) {
+                writeln!(out, "{e}")?;
+            }
+            Ok(exit::OK)
+        }
+        AuditCmd::Query {
+            file,
+            since,
+            tool,
+            decision,
+            principal,
+        } => {
+            let since_ms: Option<u128> = match since {
+                None => None,
+                Some(s) => Some(match s.parse::<u128>() {
+                    Ok(ms) => ms,
+                    Err(_) => {
+                        let d = toolgate::policy::units::parse_duration(&s)
+                            .map_err(|m| Error::from(toolgate::CallError::Shape(m)))?;
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)?
+                            .as_millis()
+                            .saturating_sub(d.as_millis())
+                    }
+                }),
+            };
+            let mut out = std::io::stdout().lock();
+            for e in audit::read_entries(&file).map_err(io_err)? {
+                let s = |k: &str| e.get(k).and_then(|v| v.as_str()).map(String::from);
+                let ok = since_ms.is_none_or(|m| {
+                    e.get("ts_ms")
+                        .and_then(|v| v.as_u64())
+                        .is_some_and(|t| t as u128 >= m)
+                }) && tool.as_ref().is_none_or(|t| s("tool").as_ref() == Some(t))
+                    && decision
+                        .as_ref()
+                        .is_none_or(|d| s("decision").as_ref() == Some(d))
+                    && principal
+                        .as_ref()
+                        .is_none_or(|p| s("principal").as_ref() == Some(p));
+                if ok {
+                    writeln!(out, "{e}")?;
+                }
+            }
+            Ok(exit::OK)
+        }
     }
 }
 
@@ -401,7 +528,19 @@ fn prompt(req: &toolgate::ConfirmationRequest) -> std::io::Result<bool> {
 }
 
 fn executor(c: &Common, policy: Policy) -> Result<Executor, Error> {
+    let audit_path = c
+        .audit
+        .clone()
+        .or_else(|| policy.audit_path.clone().map(PathBuf::from));
     let mut b = Executor::builder(policy).approver(approver(c.approve));
+    if let Some(p) = audit_path {
+        let log = toolgate::audit::AuditLog::open(&p, toolgate::audit::AuditLog::key_from_env())
+            .map_err(|e| Error::Internal {
+                op: "open audit log",
+                detail: e.to_string(),
+            })?;
+        b = b.audit(Arc::new(log));
+    }
     if let Some(w) = &c.workspace {
         b = b.workspace(w);
     }

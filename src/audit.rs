@@ -1,0 +1,482 @@
+//! The audit log: append-only JSON lines, hash-chained, optionally keyed.
+//!
+//! Each line is `{…body…,"hash":H}` or `{…body…,"hash":H,"hmac":M}` where
+//! the body holds `seq` and `prev` (the previous line's hash; the first
+//! line's is [`GENESIS`]), `H = sha256(body text as written)` and
+//! `M = HMAC-SHA256(key, H)`. Verification is textual, so it never depends
+//! on JSON key order. Appends take an exclusive `flock` (other processes)
+//! and a mutex (other threads), and are fsynced before they return, so
+//! concurrent writers never interleave or fork the chain. Rotation renames
+//! the file and starts a new one whose first entry chains to the old
+//! file's last hash.
+//!
+//! Without a key the chain proves order and integrity against edits,
+//! deletions, insertions and reordering, but someone who can rewrite the
+//! whole file can recompute it; a key (`TOOLGATE_AUDIT_KEY`) closes that.
+
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The `prev` of a chain's first entry: sha256("toolgate-audit-v1").
+pub fn genesis() -> String {
+    hex::encode(Sha256::digest(b"toolgate-audit-v1"))
+}
+
+/// Environment variable holding the HMAC key.
+pub const KEY_ENV: &str = "TOOLGATE_AUDIT_KEY";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error("audit log {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "audit log {path}: last line is torn (a crash during a write?): run `toolgate audit verify {path}`; refusing to append"
+    )]
+    Torn { path: String },
+    #[error("audit log {path}: last line is not a toolgate entry: {detail}")]
+    Corrupt { path: String, detail: String },
+    #[error("audit entry must be a JSON object")]
+    NotObject,
+}
+
+struct State {
+    file: File,
+    len: u64,
+    last_hash: String,
+    seq: u64,
+}
+
+/// An open audit log.
+pub struct AuditLog {
+    path: PathBuf,
+    key: Option<Vec<u8>>,
+    max_bytes: Option<u64>,
+    state: Mutex<State>,
+}
+
+/// A parsed line: its body text, hash and optional HMAC.
+struct Line<'a> {
+    body: String,
+    hash: &'a str,
+    hmac: Option<&'a str>,
+}
+
+fn split_line(line: &str) -> Option<Line<'_>> {
+    let line = line.strip_suffix('}')?;
+    let (rest, hmac) = match line.rfind(",\"hmac\":\"") {
+        Some(i) if line.len() - i == 9 + 64 + 1 => (&line[..i], Some(&line[i + 9..line.len() - 1])),
+        _ => (line, None),
+    };
+    let i = rest.rfind(",\"hash\":\"")?;
+    let hash = rest.get(i + 9..rest.len().checked_sub(1)?)?;
+    if hash.len() != 64 || !rest.ends_with('"') {
+        return None;
+    }
+    Some(Line {
+        body: format!("{}}}", &rest[..i]),
+        hash,
+        hmac,
+    })
+}
+
+fn sha(body: &str) -> String {
+    hex::encode(Sha256::digest(body.as_bytes()))
+}
+
+fn mac(key: &[u8], hash: &str) -> String {
+    let mut m = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    m.update(hash.as_bytes());
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// Reads the last complete entry: (hash, seq). Fails on a torn tail.
+fn read_tail(file: &mut File, path: &Path) -> Result<(u64, String, u64), AuditError> {
+    let io = |source| AuditError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let len = file.seek(SeekFrom::End(0)).map_err(io)?;
+    if len == 0 {
+        return Ok((0, genesis(), 0));
+    }
+    let start = len.saturating_sub(1 << 20);
+    file.seek(SeekFrom::Start(start)).map_err(io)?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf).map_err(io)?;
+    if buf.last() != Some(&b'\n') {
+        return Err(AuditError::Torn {
+            path: path.display().to_string(),
+        });
+    }
+    let text = String::from_utf8_lossy(&buf[..buf.len() - 1]);
+    let last = text.rsplit('\n').next().unwrap_or("");
+    let corrupt = |detail: &str| AuditError::Corrupt {
+        path: path.display().to_string(),
+        detail: detail.to_string(),
+    };
+    let l = split_line(last).ok_or_else(|| corrupt("no hash"))?;
+    let v: Value = serde_json::from_str(&l.body).map_err(|e| corrupt(&e.to_string()))?;
+    let seq = v
+        .get("seq")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| corrupt("no seq"))?;
+    Ok((len, l.hash.to_string(), seq))
+}
+
+impl AuditLog {
+    /// Opens (creating) a log. `key` enables HMACs.
+    pub fn open(path: impl Into<PathBuf>, key: Option<Vec<u8>>) -> Result<AuditLog, AuditError> {
+        let path = path.into();
+        let io = |source| AuditError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        let (len, last_hash, seq) = read_tail(&mut file, &path)?;
+        Ok(AuditLog {
+            key: key.filter(|k| !k.is_empty()),
+            max_bytes: None,
+            state: Mutex::new(State {
+                file,
+                len,
+                last_hash,
+                seq,
+            }),
+            path,
+        })
+    }
+
+    /// The key from [`KEY_ENV`], if set.
+    pub fn key_from_env() -> Option<Vec<u8>> {
+        std::env::var_os(KEY_ENV)
+            .map(|v| v.into_encoded_bytes())
+            .filter(|k| !k.is_empty())
+    }
+
+    /// Rotate automatically once the file reaches `bytes`.
+    pub fn rotate_at(mut self, bytes: u64) -> AuditLog {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one entry (a JSON object; `seq`, `ts_ms`, `prev` are added)
+    /// and fsyncs it. Returns the entry's hash.
+    pub fn append(&self, record: &impl Serialize) -> Result<String, AuditError> {
+        let Value::Object(fields) =
+            serde_json::to_value(record).map_err(|_| AuditError::NotObject)?
+        else {
+            return Err(AuditError::NotObject);
+        };
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if self.max_bytes.is_some_and(|m| st.len >= m) {
+            self.rotate_locked(&mut st)?;
+        }
+        self.write_locked(&mut st, fields)
+    }
+
+    fn write_locked(
+        &self,
+        st: &mut State,
+        fields: Map<String, Value>,
+    ) -> Result<String, AuditError> {
+        let io = |source| AuditError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let lock = nix::fcntl::Flock::lock(
+            st.file.try_clone().map_err(io)?,
+            nix::fcntl::FlockArg::LockExclusive,
+        )
+        .map_err(|(_, e)| io(std::io::Error::from(e)))?;
+        // Another process may have appended since our last write.
+        let now_len = st.file.metadata().map_err(io)?.len();
+        if now_len != st.len {
+            let (len, h, s) = read_tail(&mut st.file, &self.path)?;
+            st.len = len;
+            st.last_hash = h;
+            st.seq = s;
+        }
+        let mut body = Map::new();
+        body.insert("seq".into(), Value::from(st.seq + 1));
+        body.insert("ts_ms".into(), Value::from(crate::gate::now_ms() as u64));
+        body.insert("prev".into(), Value::from(st.last_hash.clone()));
+        for (k, v) in fields {
+            if !matches!(k.as_str(), "seq" | "ts_ms" | "prev" | "hash" | "hmac") {
+                body.insert(k, v);
+            }
+        }
+        let body = serde_json::to_string(&Value::Object(body))
+            .map_err(|e| io(std::io::Error::other(e)))?;
+        let hash = sha(&body);
+        let mut line = format!("{},\"hash\":\"{hash}\"", &body[..body.len() - 1]);
+        if let Some(k) = &self.key {
+            line.push_str(&format!(",\"hmac\":\"{}\"", mac(k, &hash)));
+        }
+        line.push_str("}\n");
+        // One write of the whole line (O_APPEND), then fsync.
+        st.file.write_all(line.as_bytes()).map_err(io)?;
+        st.file.sync_data().map_err(io)?;
+        drop(lock);
+        st.len += line.len() as u64;
+        st.seq += 1;
+        st.last_hash = hash.clone();
+        Ok(hash)
+    }
+
+    /// Renames the current file to `FILE.<seq>` and continues the chain in a
+    /// fresh FILE whose first entry records the rotation.
+    pub fn rotate(&self) -> Result<PathBuf, AuditError> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.rotate_locked(&mut st)
+    }
+
+    fn rotate_locked(&self, st: &mut State) -> Result<PathBuf, AuditError> {
+        let io = |source| AuditError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let old = PathBuf::from(format!("{}.{:08}", self.path.display(), st.seq));
+        std::fs::rename(&self.path, &old).map_err(io)?;
+        st.file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        st.len = 0;
+        let mut m = Map::new();
+        m.insert("kind".into(), Value::from("rotate"));
+        m.insert(
+            "previous_file".into(),
+            Value::from(
+                old.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+        );
+        self.write_locked(st, m)?;
+        Ok(old)
+    }
+}
+
+/// Why verification failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub file: String,
+    /// 1-based line number.
+    pub line: usize,
+    pub problem: &'static str,
+    pub detail: String,
+}
+
+/// A verified chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verified {
+    pub entries: u64,
+    pub last_hash: String,
+    pub last_seq: u64,
+    pub keyed: bool,
+    /// Set when the first file continues a chain from a file not given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continues_from: Option<String>,
+}
+
+/// Verifies files in order as one chain.
+pub fn verify(files: &[PathBuf], key: Option<&[u8]>) -> Result<Verified, Failure> {
+    let mut last_hash = genesis();
+    let mut last_seq = 0u64;
+    let mut entries = 0u64;
+    let mut continues_from = None;
+    for (fi, path) in files.iter().enumerate() {
+        let name = path.display().to_string();
+        let fail = |line: usize, problem: &'static str, detail: String| Failure {
+            file: name.clone(),
+            line,
+            problem,
+            detail,
+        };
+        let text = std::fs::read(path).map_err(|e| fail(0, "unreadable", e.to_string()))?;
+        let text = String::from_utf8(text).map_err(|_| fail(0, "edited", "not UTF-8".into()))?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            let n = text.lines().count();
+            return Err(fail(
+                n,
+                "truncated",
+                "the last line is torn (no newline): a crash during a write, or a cut file".into(),
+            ));
+        }
+        // Seqs present later in the file tell a reordering from a deletion.
+        let seqs: Vec<Option<u64>> = text
+            .lines()
+            .map(|raw| {
+                let l = split_line(raw)?;
+                serde_json::from_str::<Value>(&l.body)
+                    .ok()?
+                    .get("seq")?
+                    .as_u64()
+            })
+            .collect();
+        for (i, raw) in text.lines().enumerate() {
+            let ln = i + 1;
+            let l = split_line(raw)
+                .ok_or_else(|| fail(ln, "edited", "not a toolgate audit line (no hash)".into()))?;
+            if sha(&l.body) != l.hash {
+                return Err(fail(ln, "edited", "content does not match its hash".into()));
+            }
+            if let Some(k) = key {
+                match l.hmac {
+                    Some(m) if m == mac(k, l.hash) => {}
+                    Some(_) => {
+                        return Err(fail(
+                            ln,
+                            "forged",
+                            "HMAC does not match (rewritten without the key)".into(),
+                        ));
+                    }
+                    None => {
+                        return Err(fail(
+                            ln,
+                            "forged",
+                            "entry has no HMAC but a key was given".into(),
+                        ));
+                    }
+                }
+            }
+            let v: Value =
+                serde_json::from_str(&l.body).map_err(|e| fail(ln, "edited", e.to_string()))?;
+            let seq = v
+                .get("seq")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| fail(ln, "edited", "no seq".into()))?;
+            let prev = v.get("prev").and_then(Value::as_str).unwrap_or("");
+            if fi == 0 && i == 0 && prev != last_hash {
+                // A rotated file's first entry continues an earlier file.
+                if v.get("kind").and_then(Value::as_str) == Some("rotate") {
+                    continues_from = v
+                        .get("previous_file")
+                        .and_then(Value::as_str)
+                        .map(String::from);
+                    last_hash = prev.to_string();
+                    last_seq = seq - 1;
+                } else {
+                    return Err(fail(
+                        ln,
+                        "deleted",
+                        format!(
+                            "the chain does not start at genesis (seq {seq}): earlier entries are missing"
+                        ),
+                    ));
+                }
+            }
+            let expected = last_seq + 1;
+            if prev != last_hash || seq != expected {
+                let (problem, detail) = if seq > expected && seqs[i + 1..].contains(&Some(expected))
+                {
+                    (
+                        "reordered",
+                        format!("seq {seq} comes before seq {expected}"),
+                    )
+                } else if seq > expected {
+                    (
+                        "deleted",
+                        format!("entries {expected}..{} are missing", seq - 1),
+                    )
+                } else if seq == last_seq {
+                    ("inserted", format!("a second entry claims seq {seq}"))
+                } else if seq < expected {
+                    ("reordered", format!("seq {seq} follows seq {last_seq}"))
+                } else {
+                    (
+                        "inserted",
+                        format!("seq {seq} does not chain to the previous entry"),
+                    )
+                };
+                return Err(fail(ln, problem, detail));
+            }
+            last_hash = l.hash.to_string();
+            last_seq = seq;
+            entries += 1;
+        }
+    }
+    Ok(Verified {
+        entries,
+        last_hash,
+        last_seq,
+        keyed: key.is_some(),
+        continues_from,
+    })
+}
+
+/// Reads entries (bodies with their hash) from a log, oldest first.
+pub fn read_entries(path: &Path) -> Result<Vec<Value>, AuditError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AuditError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let p = split_line(l)?;
+            let mut v: Value = serde_json::from_str(&p.body).ok()?;
+            if let Some(m) = v.as_object_mut() {
+                m.insert("hash".into(), Value::from(p.hash));
+            }
+            Some(v)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn chain_appends_and_verifies_across_reopen_and_rotation() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        let log = AuditLog::open(&p, None).unwrap();
+        log.append(&json!({"tool": "x", "n": 1})).unwrap();
+        log.append(&json!({"tool": "y", "n": 2})).unwrap();
+        drop(log);
+        let log = AuditLog::open(&p, None).unwrap();
+        log.append(&json!({"tool": "z"})).unwrap();
+        let v = verify(std::slice::from_ref(&p), None).unwrap();
+        assert_eq!((v.entries, v.last_seq), (3, 3));
+        let old = log.rotate().unwrap();
+        log.append(&json!({"tool": "after"})).unwrap();
+        let v = verify(&[old.clone(), p.clone()], None).unwrap();
+        assert_eq!((v.entries, v.last_seq), (5, 5));
+        let alone = verify(std::slice::from_ref(&p), None).unwrap();
+        assert_eq!(
+            alone.continues_from.as_deref(),
+            old.file_name().and_then(|n| n.to_str())
+        );
+    }
+}

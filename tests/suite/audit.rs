@@ -1,0 +1,311 @@
+//! The audit log: every call leaves an entry; `verify` finds every kind
+//! of tampering; concurrent writers keep one chain.
+
+use super::common::{stderr, workspace};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use toolgate::audit::{AuditLog, verify};
+
+fn good_log(dir: &Path, n: usize, key: Option<&[u8]>) -> PathBuf {
+    let p = dir.join("audit.log");
+    let log = AuditLog::open(&p, key.map(|k| k.to_vec())).unwrap();
+    for i in 0..n {
+        log.append(&json!({"kind": "call", "tool": "read_file", "call_id": format!("c{i}"), "decision": "allow"})).unwrap();
+    }
+    p
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn write(p: &Path, lines: &[String]) {
+    std::fs::write(
+        p,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn verify_names_every_kind_of_tampering() {
+    let d = tempfile::tempdir().unwrap();
+    let p = good_log(d.path(), 6, None);
+    assert_eq!(verify(std::slice::from_ref(&p), None).unwrap().entries, 6);
+    let orig = lines(&p);
+    let case = |name: &str,
+                mutate: &dyn Fn(&mut Vec<String>),
+                raw: Option<&dyn Fn(&str) -> String>,
+                problem: &str,
+                line: usize| {
+        let f = d.path().join(format!("{name}.log"));
+        match raw {
+            Some(r) => std::fs::write(&f, r(&std::fs::read_to_string(&p).unwrap())).unwrap(),
+            None => {
+                let mut l = orig.clone();
+                mutate(&mut l);
+                write(&f, &l);
+            }
+        }
+        let fail = verify(&[f], None).unwrap_err();
+        assert_eq!(
+            (fail.problem, fail.line),
+            (problem, line),
+            "{name}: {fail:?}"
+        );
+    };
+    case(
+        "edited",
+        &|l| l[2] = l[2].replace("\"decision\":\"allow\"", "\"decision\":\"deny\""),
+        None,
+        "edited",
+        3,
+    );
+    case("deleted", &|l| drop(l.remove(3)), None, "deleted", 4);
+    case("deleted-first", &|l| drop(l.remove(0)), None, "deleted", 1);
+    case(
+        "inserted",
+        &|l| l.insert(2, l[1].clone()),
+        None,
+        "inserted",
+        3,
+    );
+    case("reordered", &|l| l.swap(2, 4), None, "reordered", 3);
+    case(
+        "truncated",
+        &|_| {},
+        Some(&|t: &str| t[..t.len() - 20].to_string()),
+        "truncated",
+        6,
+    );
+    case(
+        "garbage",
+        &|l| l.insert(1, "{\"tool\":\"x\"}".into()),
+        None,
+        "edited",
+        2,
+    );
+    // A forged entry: valid hash and chain, but seq fabricated between two real ones.
+    let forged = {
+        let mut l = orig.clone();
+        let body = l[1].split(",\"hash\":").next().unwrap().to_string() + "}";
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let fake = json!({"seq": 2, "prev": v["prev"], "kind": "call", "tool": "run_command", "decision": "allow"});
+        let fake_body = serde_json::to_string(&fake).unwrap();
+        use sha2::Digest;
+        let h = hex::encode(sha2::Sha256::digest(fake_body.as_bytes()));
+        l.insert(
+            1,
+            format!("{},\"hash\":\"{h}\"}}", &fake_body[..fake_body.len() - 1]),
+        );
+        l
+    };
+    let f = d.path().join("inserted-valid.log");
+    write(&f, &forged);
+    let fail = verify(&[f], None).unwrap_err();
+    assert_eq!((fail.problem, fail.line), ("inserted", 3), "{fail:?}");
+}
+
+#[test]
+fn hmac_detects_a_recomputed_chain() {
+    let d = tempfile::tempdir().unwrap();
+    let key = b"k3y-for-tests-only";
+    let p = good_log(d.path(), 3, Some(key));
+    assert!(verify(std::slice::from_ref(&p), Some(key)).unwrap().keyed);
+    // Rewrite the whole log without the key: the chain is valid, the HMACs are not.
+    let q = d.path().join("rewritten.log");
+    let log = AuditLog::open(&q, Some(b"another-key".to_vec())).unwrap();
+    for i in 0..3 {
+        log.append(&json!({"kind": "call", "tool": "read_file", "call_id": format!("c{i}"), "decision": "allow"})).unwrap();
+    }
+    assert!(
+        verify(std::slice::from_ref(&q), None).is_ok(),
+        "without a key only the chain is checked"
+    );
+    let fail = verify(&[q], Some(key)).unwrap_err();
+    assert_eq!((fail.problem, fail.line), ("forged", 1));
+}
+
+#[test]
+fn a_torn_tail_is_reported_and_not_appended_to() {
+    let d = tempfile::tempdir().unwrap();
+    let p = good_log(d.path(), 2, None);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    use std::io::Write;
+    f.write_all(b"{\"seq\":3,\"ts_ms\":1,\"prev\":\"abc")
+        .unwrap();
+    drop(f);
+    assert_eq!(
+        verify(std::slice::from_ref(&p), None).unwrap_err().problem,
+        "truncated"
+    );
+    let err = AuditLog::open(&p, None)
+        .err()
+        .expect("refuses to extend a torn log");
+    assert!(err.to_string().contains("torn"), "{err}");
+}
+
+#[test]
+fn concurrent_writers_never_fork_the_chain() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("shared.log");
+    // Threads sharing one handle, and a second handle on the same file.
+    let a = Arc::new(AuditLog::open(&p, None).unwrap());
+    let b = Arc::new(AuditLog::open(&p, None).unwrap());
+    let mut hs = Vec::new();
+    for t in 0..8 {
+        let log = if t % 2 == 0 { a.clone() } else { b.clone() };
+        hs.push(std::thread::spawn(move || {
+            for i in 0..50 {
+                log.append(&json!({"t": t, "i": i})).unwrap();
+            }
+        }));
+    }
+    for h in hs {
+        h.join().unwrap();
+    }
+    // And separate processes.
+    let ws = workspace();
+    let procs: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = super::common::bin();
+            c.current_dir(ws.path())
+                .args([
+                    "run",
+                    "--audit",
+                    p.to_str().unwrap(),
+                    "--call",
+                    r#"{"tool":"list_dir"}"#,
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for c in procs {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let v = verify(&[p], None).unwrap();
+    assert_eq!((v.entries, v.last_seq), (404, 404));
+}
+
+#[test]
+fn rotation_continues_the_chain() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("rot.log");
+    let log = AuditLog::open(&p, None).unwrap().rotate_at(2_000);
+    for i in 0..40 {
+        log.append(&json!({"i": i, "pad": "x".repeat(100)}))
+            .unwrap();
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|f| f != &p)
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    files.push(p);
+    let v = verify(&files, None).unwrap();
+    assert_eq!(
+        v.entries as usize,
+        40 + files.len() - 1,
+        "every append plus one rotation entry per rotated file"
+    );
+    files.remove(1);
+    assert_eq!(
+        verify(&files, None).unwrap_err().problem,
+        "deleted",
+        "a missing middle file is a deletion"
+    );
+}
+
+#[test]
+fn every_call_kind_is_audited_with_principal_and_outcome() {
+    let ws = workspace();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("calls.log");
+    let exec = toolgate::Executor::builder(toolgate::Policy::builtin_default())
+        .workspace(ws.path())
+        .wasm(None)
+        .principal("agent-7")
+        .audit(Arc::new(AuditLog::open(&p, None).unwrap()))
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let calls = [
+        r#"{"id":"ok","tool":"read_file","args":{"path":"README.md"}}"#,
+        r#"{"id":"deny","tool":"run_command","args":{"command":"sudo rm -rf /"}}"#,
+        r#"{"id":"ask","tool":"read_file","args":{"path":".env"}}"#,
+        r#"{"id":"fail","tool":"read_file","args":{"path":"missing.txt"}}"#,
+        r#"{"id":"err","tool":"run_code","args":{"language":"python","code":"print(1)"}}"#,
+    ];
+    for c in calls {
+        let _ = rt.block_on(exec.run(&toolgate::ToolCall::parse(c).unwrap()));
+    }
+    let entries = toolgate::audit::read_entries(&p).unwrap();
+    let got: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["call_id"].as_str().unwrap().into(),
+                e["decision"].as_str().unwrap().into(),
+                e["outcome"]["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String)> = [
+        ("ok", "allow", "completed"),
+        ("deny", "deny", "denied"),
+        ("ask", "ask", "denied"),
+        ("fail", "allow", "failed"),
+        ("err", "allow", "error"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    assert!(entries.iter().all(|e| e["principal"] == "agent-7"));
+    assert_eq!(entries[2]["confirmation"]["by"], "auto-deny");
+    assert_eq!(verify(&[p], None).unwrap().entries, 5);
+}
+
+#[test]
+fn audit_cli_verify_tail_query() {
+    let d = tempfile::tempdir().unwrap();
+    let p = good_log(d.path(), 5, None);
+    let ps = p.to_str().unwrap();
+    let o = super::common::toolgate(d.path(), &["audit", "verify", ps], None);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("OK: 5 entries"));
+    let o = super::common::toolgate(d.path(), &["audit", "tail", ps, "-n", "2"], None);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+    let o = super::common::toolgate(
+        d.path(),
+        &["audit", "query", ps, "--since", "1h", "--tool", "read_file"],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 5);
+    let mut l = lines(&p);
+    l.remove(2);
+    write(&p, &l);
+    let o = super::common::toolgate(d.path(), &["audit", "verify", "--json", ps], None);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            v["failure"]["problem"].as_str(),
+            v["failure"]["line"].as_u64()
+        ),
+        (Some("deleted"), Some(3))
+    );
+}
