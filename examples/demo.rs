@@ -28,6 +28,7 @@ impl Approver for ScriptedHuman {
             } else {
                 "not that one".into()
             }),
+            scope: toolgate::gate::Scope::Once,
         }
     }
 }

@@ -121,6 +121,7 @@ impl ExecutorBuilder {
             None => None,
         };
         Ok(Executor {
+            gate: Arc::new(gate::Gate::new()),
             audit: self.audit,
             principal: self.principal,
             redactor: Arc::new(redactor),
@@ -137,6 +138,7 @@ impl ExecutorBuilder {
 
 /// Runs tool calls under a policy. Cheap to share behind an `Arc`.
 pub struct Executor {
+    gate: Arc<gate::Gate>,
     audit: Option<Arc<crate::audit::AuditLog>>,
     principal: String,
     policy: Arc<Policy>,
@@ -173,6 +175,17 @@ impl Executor {
 
     pub fn wasm(&self) -> Option<&WasmBackend> {
         self.wasm.as_ref()
+    }
+
+    /// Pending confirmations; answer them with [`gate::Gate::answer`].
+    pub fn gate(&self) -> &gate::Gate {
+        &self.gate
+    }
+
+    /// Rejects every pending confirmation (each is audited as rejected by
+    /// `shutdown`) and every later one.
+    pub fn shutdown(&self) -> usize {
+        self.gate.shutdown()
     }
 
     /// Decides and prepares, executing nothing.
@@ -240,7 +253,10 @@ impl Executor {
             }
             Decision::Ask => {
                 let req = self.confirmation_request(call, dry);
-                let a = gate::confirm(self.approver.as_ref(), &req, self.ttl).await;
+                let a = self
+                    .gate
+                    .confirm(self.approver.as_ref(), req, self.ttl)
+                    .await;
                 if !a.approved {
                     let mut o = Outcome::new(&call.id, &dry.tool, decision, Status::Denied);
                     o.reasons = dry.verdict.reasons.clone();

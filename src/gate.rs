@@ -1,12 +1,20 @@
 //! The confirmation gate: the only road from an `ask` verdict to execution.
 //!
-//! An [`Approver`] answers; the gate bounds how long it may take. No answer
-//! in time, an approver error, or a dropped approver is a rejection: the gate
-//! fails closed. Dry-run never reaches the gate.
+//! Each `ask` becomes a pending confirmation in a [`Gate`] (listable, with
+//! an id and an expiry). It is answered either by the configured
+//! [`Approver`] (callback, terminal prompt, deny-all) or from outside by id
+//! ([`Gate::answer`], used by the HTTP service) — whichever comes first.
+//! No answer in time, an approver that fails, or a shutdown is a rejection:
+//! the gate fails closed. An approval may cover the rest of the session for
+//! the same rules ([`Scope::Session`]). Dry-run never reaches the gate.
 
-use crate::policy::MatchedRule;
+use crate::policy::{Decision, MatchedRule};
 use serde::Serialize;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// Default time a confirmation may stay pending before it is rejected.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
@@ -33,6 +41,19 @@ pub struct Answer {
     pub by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    pub scope: Scope,
+}
+
+/// How far an approval reaches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// This call only.
+    #[default]
+    Once,
+    /// This call and, for the rest of the session, later calls asked about
+    /// by the same rules (and nothing else).
+    Session,
 }
 
 /// Answers confirmations. Implement it to plug in a UI, a chat, a pager.
@@ -52,6 +73,7 @@ impl Approver for DenyAll {
             approved: false,
             by: "auto-deny".into(),
             note: Some("no approver is configured (non-interactive)".into()),
+            scope: Scope::Once,
         }
     }
 }
@@ -67,6 +89,7 @@ impl Approver for AllowAll {
             approved: true,
             by: "auto-allow".into(),
             note: None,
+            scope: Scope::Once,
         }
     }
 }
@@ -90,6 +113,7 @@ where
             approved,
             by: "callback".into(),
             note: None,
+            scope: Scope::Once,
         }
     }
 }
@@ -101,16 +125,203 @@ pub(crate) fn now_ms() -> u128 {
         .unwrap_or(0)
 }
 
-/// Asks `approver`, rejecting if it does not answer within `ttl`.
-pub async fn confirm(approver: &dyn Approver, req: &ConfirmationRequest, ttl: Duration) -> Answer {
-    match tokio::time::timeout(ttl, approver.decide(req)).await {
-        Ok(a) => a,
-        Err(_) => Answer {
+/// Errors answering a confirmation by id.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GateError {
+    #[error("no pending confirmation {0}")]
+    Unknown(String),
+    #[error("confirmation {0} has expired (it was rejected)")]
+    Expired(String),
+    #[error("confirmation {0} was already answered")]
+    Answered(String),
+}
+
+struct Waiting {
+    req: ConfirmationRequest,
+    tx: oneshot::Sender<Answer>,
+}
+
+/// Ids remembered after they end, so a late answer gets a clear error.
+const REMEMBERED: usize = 4096;
+
+/// Pending confirmations of one executor (one session).
+#[derive(Default)]
+pub struct Gate {
+    pending: Mutex<HashMap<String, Waiting>>,
+    ended: Mutex<VecDeque<(String, bool)>>,
+    session_rules: Mutex<HashSet<String>>,
+    closed: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The rules that made a request `ask` (what a session approval covers).
+fn ask_rules(req: &ConfirmationRequest) -> Vec<&str> {
+    req.matched_rules
+        .iter()
+        .filter(|m| m.decision == Decision::Ask)
+        .map(|m| m.id.as_str())
+        .collect()
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Confirmations waiting for an answer, oldest first.
+    pub fn pending(&self) -> Vec<ConfirmationRequest> {
+        let mut v: Vec<ConfirmationRequest> = lock(&self.pending)
+            .values()
+            .map(|w| w.req.clone())
+            .collect();
+        v.sort_by_key(|r| r.created_unix_ms);
+        v
+    }
+
+    /// Answers a pending confirmation by id.
+    pub fn answer(
+        &self,
+        id: &str,
+        approved: bool,
+        scope: Scope,
+        by: &str,
+        note: Option<String>,
+    ) -> Result<(), GateError> {
+        let Some(w) = lock(&self.pending).remove(id) else {
+            return Err(match lock(&self.ended).iter().find(|(i, _)| i == id) {
+                Some((_, true)) => GateError::Expired(id.to_string()),
+                Some((_, false)) => GateError::Answered(id.to_string()),
+                None => GateError::Unknown(id.to_string()),
+            });
+        };
+        self.remember(id, false);
+        let a = Answer {
+            confirmation_id: id.to_string(),
+            approved,
+            by: by.to_string(),
+            note,
+            scope,
+        };
+        // The waiting side may have just expired; then the answer is moot.
+        let _ = w.tx.send(a);
+        Ok(())
+    }
+
+    fn remember(&self, id: &str, expired: bool) {
+        let mut e = lock(&self.ended);
+        if e.len() >= REMEMBERED {
+            e.pop_front();
+        }
+        e.push_back((id.to_string(), expired));
+    }
+
+    /// Whether an earlier session-wide approval covers this request: it must
+    /// have been asked about only by rules already approved for the session
+    /// (input flags or a tool-level `ask` are never covered).
+    pub fn covered_by_session(&self, req: &ConfirmationRequest) -> bool {
+        let rules = ask_rules(req);
+        let tool_or_flag = req
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("suspicious input") || r.starts_with("tool `"));
+        !rules.is_empty() && !tool_or_flag && {
+            let s = lock(&self.session_rules);
+            rules.iter().all(|r| s.contains(*r))
+        }
+    }
+
+    /// Registers `req`, asks `approver`, and returns the first answer —
+    /// from the approver or from [`Gate::answer`] — or a rejection at
+    /// expiry or shutdown.
+    pub async fn confirm(
+        &self,
+        approver: &dyn Approver,
+        req: ConfirmationRequest,
+        ttl: Duration,
+    ) -> Answer {
+        let reject = |by: &str, note: String| Answer {
             confirmation_id: req.id.clone(),
             approved: false,
-            by: "expired".into(),
-            note: Some(format!("no answer within {} s", ttl.as_secs_f64())),
-        },
+            by: by.to_string(),
+            note: Some(note),
+            scope: Scope::Once,
+        };
+        if self.closed.load(Ordering::SeqCst) {
+            return reject("shutdown", "the executor is shutting down".into());
+        }
+        if self.covered_by_session(&req) {
+            return Answer {
+                confirmation_id: req.id.clone(),
+                approved: true,
+                by: "session-approval".into(),
+                note: Some(format!(
+                    "rules {} were approved for this session",
+                    ask_rules(&req).join(", ")
+                )),
+                scope: Scope::Session,
+            };
+        }
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(
+            req.id.clone(),
+            Waiting {
+                req: req.clone(),
+                tx,
+            },
+        );
+        let outcome = tokio::time::timeout(ttl, async {
+            tokio::select! {
+                a = approver.decide(&req) => a,
+                a = rx => a.unwrap_or_else(|_| reject("shutdown", "the gate was closed".into())),
+            }
+        })
+        .await;
+        let expired = outcome.is_err();
+        if lock(&self.pending).remove(&req.id).is_some() {
+            self.remember(&req.id, expired);
+        }
+        let a = outcome.unwrap_or_else(|_| {
+            reject(
+                "expired",
+                format!("no answer within {} s", ttl.as_secs_f64()),
+            )
+        });
+        if a.approved && a.scope == Scope::Session {
+            lock(&self.session_rules).extend(ask_rules(&req).into_iter().map(String::from));
+        }
+        a
+    }
+
+    /// Rejects everything pending and every later request.
+    pub fn shutdown(&self) -> usize {
+        self.closed.store(true, Ordering::SeqCst);
+        let drained: Vec<(String, Waiting)> = lock(&self.pending).drain().collect();
+        let n = drained.len();
+        for (id, w) in drained {
+            self.remember(&id, false);
+            let _ = w.tx.send(Answer {
+                confirmation_id: id,
+                approved: false,
+                by: "shutdown".into(),
+                note: Some("the executor shut down while this was pending".into()),
+                scope: Scope::Once,
+            });
+        }
+        n
+    }
+}
+
+/// Waits for [`Gate::answer`] only (for services whose humans answer by id).
+pub struct External;
+
+#[async_trait::async_trait]
+impl Approver for External {
+    async fn decide(&self, _: &ConfirmationRequest) -> Answer {
+        std::future::pending().await
     }
 }
 
@@ -141,23 +352,24 @@ mod tests {
 
     #[tokio::test]
     async fn expiry_rejects() {
-        let a = confirm(&Never, &req(), Duration::from_millis(30)).await;
+        let g = Gate::new();
+        let a = g.confirm(&Never, req(), Duration::from_millis(30)).await;
         assert!(!a.approved);
         assert_eq!(a.by, "expired");
         assert!(
-            confirm(&AllowAll, &req(), Duration::from_secs(1))
+            g.confirm(&AllowAll, req(), Duration::from_secs(1))
                 .await
                 .approved
         );
         assert!(
-            !confirm(&DenyAll, &req(), Duration::from_secs(1))
+            !g.confirm(&DenyAll, req(), Duration::from_secs(1))
                 .await
                 .approved
         );
         assert!(
-            !confirm(
+            !g.confirm(
                 &FnApprover(|_: &ConfirmationRequest| false),
-                &req(),
+                req(),
                 Duration::from_secs(1)
             )
             .await

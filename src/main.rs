@@ -487,19 +487,24 @@ struct TerminalApprover;
 impl toolgate::Approver for TerminalApprover {
     async fn decide(&self, req: &toolgate::ConfirmationRequest) -> toolgate::Answer {
         let r = req.clone();
-        let approved = tokio::task::spawn_blocking(move || prompt(&r).unwrap_or(false))
+        let answer = tokio::task::spawn_blocking(move || prompt(&r).unwrap_or_default())
             .await
-            .unwrap_or(false);
+            .unwrap_or_default();
         toolgate::Answer {
             confirmation_id: req.id.clone(),
-            approved,
+            approved: answer == "yes" || answer == "always",
             by: "terminal".into(),
             note: None,
+            scope: if answer == "always" {
+                toolgate::gate::Scope::Session
+            } else {
+                toolgate::gate::Scope::Once
+            },
         }
     }
 }
 
-fn prompt(req: &toolgate::ConfirmationRequest) -> std::io::Result<bool> {
+fn prompt(req: &toolgate::ConfirmationRequest) -> std::io::Result<String> {
     let mut tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -519,12 +524,12 @@ fn prompt(req: &toolgate::ConfirmationRequest) -> std::io::Result<bool> {
     }
     write!(
         tty,
-        "Run it? Type 'yes' to approve, anything else rejects: "
+        "Run it? 'yes' approves this call, 'always' also later calls asked by the same rules; anything else rejects: "
     )?;
     tty.flush()?;
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(tty.take(4096)), &mut line)?;
-    Ok(line.trim() == "yes")
+    Ok(line.trim().to_string())
 }
 
 fn executor(c: &Common, policy: Policy) -> Result<Executor, Error> {

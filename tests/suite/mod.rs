@@ -1,6 +1,7 @@
 mod audit;
 mod cli;
 mod common;
+mod gate;
 mod mutate;
 mod policy;
 mod redaction;
