@@ -33,7 +33,9 @@ pub struct DryRun {
 /// Builds an [`Executor`]. Defaults: the workspace is the current
 /// directory, `ask` is answered by [`DenyAll`] (fail closed), a pending
 /// confirmation expires after [`gate::DEFAULT_TTL`], the wasm backend is
-/// enabled without a warm pool, and no docker backend is attached.
+/// enabled without a warm pool, no docker backend is attached, no audit
+/// log is written, and the principal is `local`. The output filter follows
+/// the policy's `[redaction]` table.
 pub struct ExecutorBuilder {
     policy: Policy,
     workspace: Option<PathBuf>,

@@ -3,9 +3,10 @@
 //! An agent emits a tool call; toolgate parses it ([`ToolCall`]), decides
 //! on it from a policy ([`Policy::evaluate`] → [`Verdict`]), asks a human
 //! when the verdict is `ask` ([`gate`]), prepares a [`Plan`] (backend,
-//! limits, network, mounts), runs it in a sandbox ([`sandbox`]) and returns
-//! an [`Outcome`]. [`Executor`] ties the steps together; [`Executor::check`]
-//! is the dry run: every step but the last.
+//! limits, network, mounts), runs it in a sandbox ([`sandbox`]), filters the
+//! output ([`filter`]), records it ([`audit`]) and returns an [`Outcome`].
+//! [`Executor`] ties the steps together; [`Executor::check`] is the dry
+//! run: every step but the last.
 //!
 //! | part | module | what it owns |
 //! |---|---|---|
@@ -13,8 +14,10 @@
 //! | tool definitions | [`tools`] | JSON Schemas for agent frameworks |
 //! | policy | [`policy`] | TOML rules, path confinement, shell parsing, input flags; pure |
 //! | plan | [`plan`] | limits, network mode, backend choice, mounts |
-//! | gate | [`gate`] | confirmations, approvers, expiry that denies |
+//! | gate | [`gate`] | pending confirmations, approvers, once/session scope, expiry that denies |
 //! | sandboxes | [`sandbox`] | host file tools (cap-std), wasm (Wasmtime + WASI) |
+//! | output filter | [`filter`] | secret rules, host secrets, URL allowlist; pure |
+//! | audit | [`audit`] | hash-chained, fsynced JSON lines; `verify` |
 //! | pipeline | [`Executor`] | decide → confirm → prepare → execute |
 //!
 //! ```no_run
