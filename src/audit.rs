@@ -30,6 +30,8 @@ pub fn genesis() -> String {
 
 /// Environment variable holding the HMAC key.
 pub const KEY_ENV: &str = "TOOLGATE_AUDIT_KEY";
+/// Environment variable naming a file that holds the HMAC key.
+pub const KEY_FILE_ENV: &str = "TOOLGATE_AUDIT_KEY_FILE";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -168,11 +170,21 @@ impl AuditLog {
         })
     }
 
-    /// The key from [`KEY_ENV`], if set.
+    /// The key from [`KEY_ENV`], else from the file named by [`KEY_FILE_ENV`]
+    /// (trailing newline ignored), if either is set.
     pub fn key_from_env() -> Option<Vec<u8>> {
-        std::env::var_os(KEY_ENV)
+        if let Some(k) = std::env::var_os(KEY_ENV)
             .map(|v| v.into_encoded_bytes())
             .filter(|k| !k.is_empty())
+        {
+            return Some(k);
+        }
+        let path = std::env::var_os(KEY_FILE_ENV)?;
+        let mut k = std::fs::read(path).ok()?;
+        while k.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            k.pop();
+        }
+        (!k.is_empty()).then_some(k)
     }
 
     /// Rotate automatically once the file reaches `bytes`.

@@ -110,3 +110,33 @@ fn parsed_calls_round_trip() {
         }
     }
 }
+
+#[test]
+fn seeded_secrets_never_survive_and_filtering_is_idempotent() {
+    let r = toolgate::filter::Redactor::new().unwrap();
+    let secrets: Vec<String> = toolgate::filter::rule_specs()
+        .unwrap()
+        .into_iter()
+        .flat_map(|s| s.examples)
+        .collect();
+    let texts = mutants("shell_parse", 3_000, 0x5ec2e7);
+    let mut rng = Rng(0xfeed);
+    for (i, text) in texts.iter().enumerate() {
+        let secret = &secrets[i % secrets.len()];
+        let mut at = rng.below(text.len() + 1);
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let seeded = format!("{}\n{secret}\n{}", &text[..at], &text[at..]);
+        let (out, _) = r.redact(&seeded);
+        let core = secret
+            .split(|c: char| c.is_whitespace() || "=:'\"".contains(c))
+            .max_by_key(|t| t.len())
+            .unwrap();
+        assert!(
+            !out.contains(core),
+            "survived: {secret:?} in {seeded:?} -> {out:?}"
+        );
+        assert_eq!(r.redact(&out).0, out, "not idempotent on {seeded:?}");
+    }
+}
