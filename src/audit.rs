@@ -2,7 +2,7 @@
 //!
 //! Each line is `{…body…,"hash":H}` or `{…body…,"hash":H,"hmac":M}` where
 //! the body holds `seq` and `prev` (the previous line's hash; the first
-//! line's is [`GENESIS`]), `H = sha256(body text as written)` and
+//! line's is [`genesis()`]), `H = sha256(body text as written)` and
 //! `M = HMAC-SHA256(key, H)`. Verification is textual, so it never depends
 //! on JSON key order. Appends take an exclusive `flock` (other processes)
 //! and a mutex (other threads), and are fsynced before they return, so

@@ -225,6 +225,50 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         Ok::<_, anyhow::Error>(())
     })?;
 
+    // Docker: a pooled call against `docker run --rm` of the same image.
+    let docker = rt.block_on(toolgate::sandbox::docker::DockerBackend::connect(
+        toolgate::sandbox::docker::DockerConfig {
+            pool_size: 2,
+            ..Default::default()
+        },
+    ));
+    match docker {
+        Err(e) => eprintln!("docker figures skipped: {e}"),
+        Ok(b) => {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(ws.path(), std::fs::Permissions::from_mode(0o777))?;
+            let exec = Executor::builder(Policy::builtin_default())
+                .workspace(ws.path())
+                .wasm(None)
+                .docker(Arc::new(b))
+                .build()?;
+            let call = ToolCall::parse(r#"{"tool":"run_command","args":{"command":"echo hi"}}"#)?;
+            let v = rt.block_on(time_calls(&exec, &call, n, Duration::from_millis(400)))?;
+            rt.block_on(exec.close());
+            let pooled = row("docker run_command `echo hi` — warm pool", v);
+            let image = Policy::builtin_default().docker.image;
+            let mut v = Vec::new();
+            for _ in 0..n {
+                let t = Instant::now();
+                #[allow(clippy::disallowed_methods)] // the reference the pool is measured against
+                let ok = std::process::Command::new("docker")
+                    .args(["run", "--rm", "--network", "none", &image, "echo", "hi"])
+                    .output()?
+                    .status
+                    .success();
+                v.push(t.elapsed());
+                anyhow::ensure!(ok, "docker run failed");
+            }
+            let plain = row(&format!("docker run --rm {image} echo hi (reference)"), v);
+            extra.insert(
+                "docker_pool_speedup_vs_docker_run".into(),
+                ((plain.p50_ms / pooled.p50_ms * 10.0).round() / 10.0).into(),
+            );
+            rows.push(pooled);
+            rows.push(plain);
+        }
+    }
+
     // Native CPython for scale (spawned directly, not through a shim).
     if let Some(py) = ["/usr/bin/python3", "/usr/local/bin/python3"]
         .iter()

@@ -190,6 +190,15 @@ impl Executor {
         self.gate.shutdown()
     }
 
+    /// Shuts down and releases the backends' sandboxes (removes pooled
+    /// containers, waits for pending removals). Call before exiting.
+    pub async fn close(&self) {
+        self.gate.shutdown();
+        if let Some(d) = &self.docker {
+            d.shutdown().await;
+        }
+    }
+
     /// Decides and prepares, executing nothing.
     pub fn check(&self, call: &ToolCall) -> Result<DryRun, Error> {
         self.policy.check_sizes(call)?;
@@ -530,10 +539,14 @@ impl Executor {
         o.output_untrusted = raw.output_untrusted;
         o.error = raw.detail;
         o.limits_hit = raw.limits_hit;
-        let killed = o
-            .limits_hit
-            .iter()
-            .any(|h| !matches!(h, LimitHit::OutputTruncated | LimitHit::Memory));
+        // A limit that was hit but let the program exit (memory refused,
+        // fork refused, output cut) is reported; only a kill is `killed`.
+        let killed = o.limits_hit.iter().any(|h| {
+            matches!(
+                h,
+                LimitHit::TimeoutCpu | LimitHit::TimeoutWall | LimitHit::Trap
+            )
+        });
         if killed || raw.exit_code.is_none() {
             o.status = Status::Killed;
         }

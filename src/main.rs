@@ -38,6 +38,14 @@ enum Cmd {
     /// Install, list and verify the wasm runtimes.
     #[command(subcommand)]
     Runtimes(RuntimesCmd),
+    /// Build or list sandbox images for the docker backend.
+    #[command(subcommand)]
+    Images(ImagesCmd),
+    /// Remove toolgate containers left by processes that are gone (`--all`: every one).
+    Gc {
+        #[arg(long)]
+        all: bool,
+    },
     /// Verify, tail and query audit logs.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -130,6 +138,20 @@ enum RuntimesCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ImagesCmd {
+    /// Build IMAGE from Debian packages with mmdebstrap (no registry needed).
+    Build {
+        #[arg(default_value = "toolgate-python:bookworm")]
+        image: String,
+        /// Extra Debian packages to include.
+        #[arg(long = "package")]
+        packages: Vec<String>,
+    },
+    /// List toolgate images on the engine.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -270,7 +292,56 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Runtimes(r) => runtimes(r),
         Cmd::Redact { policy, json } => redact(&policy, json),
         Cmd::Audit(a) => audit(a),
+        Cmd::Images(i) => images(i),
+        Cmd::Gc { all } => tokio_rt()?.block_on(async {
+            let b = toolgate::sandbox::docker::DockerBackend::connect(Default::default())
+                .await
+                .map_err(Error::from)?;
+            let n = b.gc(all).await.map_err(Error::from)?;
+            eprintln!("toolgate: removed {n} container(s)");
+            Ok(exit::OK)
+        }),
         Cmd::Bench(b) => bench::run(b),
+    }
+}
+
+fn images(i: ImagesCmd) -> anyhow::Result<i32> {
+    match i {
+        ImagesCmd::Build { image, packages } => {
+            // The recipe is embedded; bash reads it from stdin.
+            #[allow(clippy::disallowed_methods)] // building an image is not a tool call
+            let mut child = std::process::Command::new("bash")
+                .arg("-s")
+                .arg("--")
+                .arg(&image)
+                .args(&packages)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .context("running bash")?;
+            child
+                .stdin
+                .take()
+                .context("stdin")?
+                .write_all(toolgate::sandbox::docker::BUILD_SCRIPT.as_bytes())?;
+            let status = child.wait()?;
+            Ok(if status.success() {
+                exit::OK
+            } else {
+                exit::UNAVAILABLE
+            })
+        }
+        ImagesCmd::List => {
+            #[allow(clippy::disallowed_methods)] // a listing for a person
+            let st = std::process::Command::new("docker")
+                .args(["images", "--filter", "label=toolgate.image=1"])
+                .status()
+                .context("running docker")?;
+            Ok(if st.success() {
+                exit::OK
+            } else {
+                exit::UNAVAILABLE
+            })
+        }
     }
 }
 
@@ -532,12 +603,25 @@ fn prompt(req: &toolgate::ConfirmationRequest) -> std::io::Result<String> {
     Ok(line.trim().to_string())
 }
 
-fn executor(c: &Common, policy: Policy) -> Result<Executor, Error> {
+/// Builds the executor for one call; connects to docker only when the
+/// call's plan needs it (an unreachable engine becomes a clear per-call error).
+async fn executor(c: &Common, policy: Policy, call: &ToolCall) -> Result<Executor, Error> {
     let audit_path = c
         .audit
         .clone()
         .or_else(|| policy.audit_path.clone().map(PathBuf::from));
-    let mut b = Executor::builder(policy).approver(approver(c.approve));
+    let ws = match &c.workspace {
+        Some(w) => w.clone(),
+        None => std::env::current_dir().map_err(|e| Error::Workspace {
+            path: ".".into(),
+            detail: e.to_string(),
+        })?,
+    };
+    let needs_docker =
+        toolgate::Plan::prepare(&policy, call, &ws, false).backend == toolgate::BackendKind::Docker;
+    let mut b = Executor::builder(policy)
+        .approver(approver(c.approve))
+        .workspace(ws);
     if let Some(p) = audit_path {
         let log = toolgate::audit::AuditLog::open(&p, toolgate::audit::AuditLog::key_from_env())
             .map_err(|e| Error::Internal {
@@ -546,10 +630,30 @@ fn executor(c: &Common, policy: Policy) -> Result<Executor, Error> {
             })?;
         b = b.audit(Arc::new(log));
     }
-    if let Some(w) = &c.workspace {
-        b = b.workspace(w);
+    if needs_docker {
+        let backend: Arc<dyn toolgate::sandbox::Backend> =
+            match toolgate::sandbox::docker::DockerBackend::connect(Default::default()).await {
+                Ok(d) => Arc::new(d),
+                Err(e) => Arc::new(toolgate::sandbox::Unavailable {
+                    backend: "docker",
+                    detail: format!(
+                        "cannot reach the Docker engine ({e}); set DOCKER_HOST or start the daemon"
+                    ),
+                }),
+            };
+        b = b.docker(backend);
     }
     b.build()
+}
+
+/// Runs one call and releases every sandbox before returning.
+fn run_one(c: &Common, policy: Policy, call: &ToolCall) -> anyhow::Result<Outcome> {
+    tokio_rt()?.block_on(async {
+        let exec = executor(c, policy, call).await?;
+        let o = exec.run(call).await;
+        exec.close().await;
+        Ok(o?)
+    })
 }
 
 fn tokio_rt() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -590,8 +694,7 @@ fn outcome_code(o: &Outcome) -> i32 {
 fn run_call(a: CallArgs) -> anyhow::Result<i32> {
     let policy = load_policy(&a.common)?;
     let call = read_call(&a)?;
-    let exec = executor(&a.common, policy)?;
-    let o = tokio_rt()?.block_on(exec.run(&call))?;
+    let o = run_one(&a.common, policy, &call)?;
     print_json(&o)?;
     Ok(outcome_code(&o))
 }
@@ -639,8 +742,7 @@ fn exec(a: ExecArgs) -> anyhow::Result<i32> {
             timeout: None,
         }),
     );
-    let exec = executor(&a.common, policy)?;
-    let o = tokio_rt()?.block_on(exec.run(&call))?;
+    let o = run_one(&a.common, policy, &call)?;
     if a.common.json {
         print_json(&o)?;
     } else {

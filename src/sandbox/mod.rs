@@ -4,6 +4,7 @@
 //! and a [`Job`] (what to run) — never the policy. Each backend owns its
 //! isolation and must report which limit stopped a run.
 
+pub mod docker;
 pub mod hostfs;
 pub mod wasm;
 
@@ -71,4 +72,27 @@ pub trait Backend: Send + Sync {
     /// Runs one job under `plan`. The guest's failures (non-zero exit, a
     /// limit) are a normal `RawOutput`; `Err` means the sandbox failed.
     async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError>;
+
+    /// Releases what the backend holds (pooled sandboxes, pending cleanup).
+    async fn shutdown(&self) {}
+}
+
+/// A backend that could not be set up: every call gets the same clear error.
+pub struct Unavailable {
+    pub backend: &'static str,
+    pub detail: String,
+}
+
+#[async_trait::async_trait]
+impl Backend for Unavailable {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Docker
+    }
+
+    async fn execute(&self, _: &Plan, _: &Job) -> Result<RawOutput, SandboxError> {
+        Err(SandboxError::Unavailable {
+            backend: self.backend,
+            detail: self.detail.clone(),
+        })
+    }
 }

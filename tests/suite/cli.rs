@@ -185,32 +185,37 @@ fn denied_and_unconfirmed_calls_touch_nothing() {
 }
 
 #[test]
-fn run_command_without_docker_backend_is_a_clear_error() {
+fn an_unreachable_docker_engine_is_a_clear_error() {
     let ws = workspace();
-    let o = toolgate(
-        ws.path(),
-        &[
-            "run",
-            "--call",
-            r#"{"tool":"run_command","args":{"command":"ls"}}"#,
-        ],
-        None,
-    );
+    let run = |args: &[&str]| {
+        let mut c = super::common::bin();
+        c.current_dir(ws.path())
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .args(args);
+        c.output().unwrap()
+    };
+    let o = run(&[
+        "run",
+        "--call",
+        r#"{"tool":"run_command","args":{"command":"ls"}}"#,
+    ]);
     assert_eq!(o.status.code(), Some(exit::UNAVAILABLE));
     let e = stderr(&o);
     assert_eq!(e.lines().count(), 1, "{e}");
-    assert!(e.contains("backend docker is not available"), "{e}");
-    let o = toolgate(
-        ws.path(),
-        &[
-            "run",
-            "--json",
-            "--call",
-            r#"{"tool":"run_command","args":{"command":"ls"}}"#,
-        ],
-        None,
+    assert!(
+        e.contains("backend docker is not available") && e.contains("DOCKER_HOST"),
+        "{e}"
     );
+    let o = run(&[
+        "run",
+        "--json",
+        "--call",
+        r#"{"tool":"run_command","args":{"command":"ls"}}"#,
+    ]);
     assert_eq!(stdout_json(&o)["error"]["kind"], "backend_unavailable");
+    // File tools never need the engine.
+    let o = run(&["run", "--call", r#"{"tool":"list_dir"}"#]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
 /// Every bad input: one line (or one JSON object), a distinct exit code, no panic.

@@ -1,6 +1,7 @@
 mod audit;
 mod cli;
 mod common;
+mod docker;
 mod gate;
 mod mutate;
 mod policy;

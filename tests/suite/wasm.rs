@@ -150,7 +150,8 @@ fn sleep_past_the_wall_limit_is_stopped_even_blocked_in_the_host() {
     assert_eq!(o.status, Status::Killed);
     assert_eq!(o.limits_hit, vec![LimitHit::TimeoutWall]);
     assert_eq!(o.stdout, "before\n");
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Proves the 30 s sleep was cut short (under load the kill may lag a little).
+    assert!(took < Duration::from_secs(15), "took {took:?}");
     let o = run(&e, "python", "while True: pass");
     assert_eq!(
         o.limits_hit,

@@ -13,7 +13,7 @@
 //!   clock — each guest runs on its own thread, so the clock is exact;
 //! - wall time: the same callback for busy guests, plus a timer around the
 //!   async call for guests blocked in a host call (`time.sleep`);
-//! - output: truncating sinks ([`io::Sink`]).
+//! - output: truncating sinks (`io::Sink`).
 //!
 //! Speed: one `Engine` (pooling allocator, copy-on-write memory images),
 //! modules precompiled once and cached by digest + engine hash, one

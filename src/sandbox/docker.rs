@@ -1,0 +1,745 @@
+//! The docker backend: each call runs in a fresh, hardened container,
+//! through the Docker Engine API (bollard; `DOCKER_HOST` is honoured, with
+//! TLS via `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`).
+//!
+//! Every container: non-root user, all capabilities dropped,
+//! `no-new-privileges`, read-only root, a size-capped `noexec` tmpfs at
+//! `/tmp`, memory with swap equal to it, one CPU, a pids limit, ulimits
+//! (`nofile`, `fsize`, `nproc`, `cpu`), network `none` unless the plan says
+//! `open` (then a dedicated bridge, never the host network), the workspace
+//! bind-mounted at `/workspace` read-only or read-write and nothing else
+//! from the host, an init process that reaps zombies, and labels that
+//! mark it as toolgate's. A container serves exactly one call and is then
+//! removed; a warm pool keeps started, idle containers per profile so a
+//! call only pays for an `exec`. Leftovers of a crashed toolgate are
+//! reaped when a backend starts (`toolgate gc` on demand).
+//!
+//! Limits reported: `timeout_wall` (our timer; the container is killed),
+//! `timeout_cpu` (RLIMIT_CPU: SIGXCPU, then SIGKILL), `memory` (the
+//! cgroup's OOM-kill counter), `pids` (the cgroup's pids `max` events),
+//! `output_truncated`.
+
+use super::{Backend, Job, Program, RawOutput, SandboxError};
+use crate::call::{Command, Language};
+use crate::outcome::LimitHit;
+use crate::plan::{BackendKind, MountAccess, NetworkMode, Plan};
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ExecConfig, HostConfig, NetworkCreateRequest, ResourcesUlimits,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+/// Label on everything toolgate creates.
+pub const LABEL: &str = "toolgate";
+const LABEL_INSTANCE: &str = "toolgate.instance";
+const LABEL_PID: &str = "toolgate.pid";
+const LABEL_HOST: &str = "toolgate.host";
+const LABEL_CALL: &str = "toolgate.call";
+/// The bridge network used for `network = "open"`.
+pub const OPEN_NETWORK: &str = "toolgate-open";
+/// The image recipe (no registry needed), embedded for `toolgate images build`.
+pub const BUILD_SCRIPT: &str = include_str!("../../sandboxes/docker/build-image.sh");
+
+/// Settings of the docker backend. Defaults grant nothing extra.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// Warm containers kept per profile; 0 disables the pool.
+    pub pool_size: usize,
+    /// Size of the `/tmp` tmpfs.
+    pub tmpfs_bytes: u64,
+    /// Open files per process.
+    pub nofile: i64,
+    /// Containers alive at once (running or pooled); callers wait beyond it.
+    pub max_containers: usize,
+}
+
+impl Default for DockerConfig {
+    fn default() -> DockerConfig {
+        DockerConfig {
+            pool_size: 0,
+            tmpfs_bytes: 64 << 20,
+            nofile: 1024,
+            max_containers: 32,
+        }
+    }
+}
+
+/// What must be fixed when a container is created; pooled containers are keyed by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Profile {
+    image: String,
+    memory: u64,
+    pids: u32,
+    file_size: u64,
+    cpu_secs: u64,
+    network: String,
+    workspace: Option<(PathBuf, MountAccess)>,
+}
+
+impl Profile {
+    fn of(plan: &Plan) -> Result<Profile, SandboxError> {
+        let network = match &plan.network {
+            NetworkMode::None => "none".to_string(),
+            NetworkMode::Open => OPEN_NETWORK.to_string(),
+            NetworkMode::Allowlist(_) => {
+                return Err(SandboxError::Unsupported(
+                    "the docker backend cannot enforce a host allowlist (no egress proxy); the policy should have been refused".into(),
+                ));
+            }
+        };
+        Ok(Profile {
+            image: plan
+                .image
+                .clone()
+                .unwrap_or_else(|| "toolgate-python:bookworm".into()),
+            memory: plan.limits.memory_bytes,
+            pids: plan.limits.pids,
+            file_size: plan.limits.file_size,
+            cpu_secs: plan.limits.cpu_time.as_secs_f64().ceil().max(1.0) as u64,
+            network,
+            workspace: plan.mounts.first().map(|m| (m.host.clone(), m.access)),
+        })
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Unavailable {
+        backend: "docker",
+        detail: e.to_string(),
+    }
+}
+
+fn internal(op: &'static str) -> impl Fn(bollard::errors::Error) -> SandboxError {
+    move |e| SandboxError::Internal {
+        op,
+        detail: e.to_string(),
+    }
+}
+
+/// The docker backend. Cheap to clone.
+#[derive(Clone)]
+pub struct DockerBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: Docker,
+    cfg: DockerConfig,
+    instance: String,
+    uid: String,
+    pool: Mutex<HashMap<Profile, VecDeque<String>>>,
+    /// Pool creations in flight per profile (counted against `pool_size`).
+    filling: Mutex<HashMap<Profile, usize>>,
+    slots: Arc<tokio::sync::Semaphore>,
+    cleanup: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // Signal 0 checks existence; EPERM means it exists but is not ours.
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+impl DockerBackend {
+    /// Connects (honouring `DOCKER_HOST`), negotiates the API version and
+    /// reaps containers left by toolgate processes that are gone.
+    pub async fn connect(cfg: DockerConfig) -> Result<DockerBackend, SandboxError> {
+        let docker = Docker::connect_with_defaults().map_err(unavailable)?;
+        let docker = tokio::time::timeout(Duration::from_secs(5), docker.negotiate_version())
+            .await
+            .map_err(|_| unavailable("the engine did not answer within 5 s"))?
+            .map_err(unavailable)?;
+        docker.ping().await.map_err(unavailable)?;
+        // A non-root host user keeps its uid (so workspace files stay its
+        // own); root maps to an unprivileged uid.
+        let uid = match nix::unistd::getuid().as_raw() {
+            0 => "10001:10001".to_string(),
+            u => format!("{u}:{}", nix::unistd::getgid().as_raw()),
+        };
+        let b = DockerBackend {
+            inner: Arc::new(Inner {
+                docker,
+                slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_containers)),
+                cfg,
+                instance: uuid::Uuid::new_v4().simple().to_string(),
+                uid,
+                pool: Mutex::new(HashMap::new()),
+                filling: Mutex::new(HashMap::new()),
+                cleanup: Mutex::new(Vec::new()),
+            }),
+        };
+        b.gc(false).await?;
+        Ok(b)
+    }
+
+    /// This backend's instance id (label `toolgate.instance`).
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Removes toolgate containers: with `all`, every one; otherwise those
+    /// whose owning process on this host is gone. Returns how many.
+    pub async fn gc(&self, all: bool) -> Result<usize, SandboxError> {
+        let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", vec![LABEL])]);
+        let list = self
+            .inner
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(internal("list containers"))?;
+        let host = hostname();
+        let mut n = 0;
+        for c in list {
+            let labels = c.labels.unwrap_or_default();
+            let orphan = labels.get(LABEL_HOST) == Some(&host)
+                && labels
+                    .get(LABEL_PID)
+                    .and_then(|p| p.parse::<i32>().ok())
+                    .is_some_and(|p| !pid_alive(p) || p == 0);
+            if (all || orphan)
+                && let Some(id) = c.id
+            {
+                self.remove_now(&id).await;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn remove_now(&self, id: &str) {
+        let _ = self
+            .inner
+            .docker
+            .remove_container(
+                id,
+                Some(
+                    RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .v(true)
+                        .build(),
+                ),
+            )
+            .await;
+    }
+
+    /// Removes a used container in the background (tracked for `shutdown`).
+    fn remove_later(&self, id: String) {
+        let b = self.clone();
+        let h = tokio::spawn(async move { b.remove_now(&id).await });
+        let mut c = self.inner.cleanup.lock().unwrap_or_else(|p| p.into_inner());
+        c.retain(|h| !h.is_finished());
+        c.push(h);
+    }
+
+    /// Ids of this backend's containers that exist now (for tests and gc).
+    pub async fn containers(&self) -> Result<Vec<String>, SandboxError> {
+        let label = format!("{LABEL_INSTANCE}={}", self.inner.instance);
+        let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", vec![label.as_str()])]);
+        let list = self
+            .inner
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(internal("list containers"))?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), SandboxError> {
+        match self.inner.docker.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Err(SandboxError::Unavailable {
+                backend: "docker",
+                detail: format!(
+                    "image {image} is not present: build it with `toolgate images build {image}` (from Debian packages, no registry needed) or `docker pull` an image with python3 and a non-root-friendly /workspace"
+                ),
+            }),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn ensure_network(&self, name: &str) -> Result<(), SandboxError> {
+        if name == "none"
+            || self
+                .inner
+                .docker
+                .inspect_network(
+                    name,
+                    None::<bollard::query_parameters::InspectNetworkOptions>,
+                )
+                .await
+                .is_ok()
+        {
+            return Ok(());
+        }
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(LABEL.to_string(), "1".to_string())])),
+            ..Default::default()
+        };
+        match self.inner.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            // Another process created it first.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(internal("create network")(e)),
+        }
+    }
+
+    /// Creates and starts an idle container for `profile`.
+    async fn create(&self, p: &Profile, call: &str) -> Result<String, SandboxError> {
+        self.ensure_image(&p.image).await?;
+        self.ensure_network(&p.network).await?;
+        let limit = |name: &str, v: i64| ResourcesUlimits {
+            name: Some(name.into()),
+            soft: Some(v),
+            hard: Some(v),
+        };
+        let mut binds = Vec::new();
+        if let Some((host, access)) = &p.workspace {
+            let mode = if *access == MountAccess::ReadOnly {
+                "ro"
+            } else {
+                "rw"
+            };
+            binds.push(format!(
+                "{}:{}:{mode}",
+                host.display(),
+                crate::plan::GUEST_WORKSPACE
+            ));
+        }
+        let host_config = HostConfig {
+            binds: Some(binds),
+            network_mode: Some(p.network.clone()),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                format!("rw,noexec,nosuid,nodev,size={}", self.inner.cfg.tmpfs_bytes),
+            )])),
+            memory: Some(p.memory as i64),
+            memory_swap: Some(p.memory as i64),
+            nano_cpus: Some(1_000_000_000),
+            pids_limit: Some(p.pids as i64),
+            ulimits: Some(vec![
+                limit("nofile", self.inner.cfg.nofile),
+                limit("fsize", p.file_size as i64),
+                // RLIMIT_NPROC counts the uid's processes host-wide (all
+                // containers share the uid), so it is only a backstop; the
+                // per-container bound is the cgroup pids limit above.
+                limit(
+                    "nproc",
+                    (p.pids as i64).saturating_mul(self.inner.cfg.max_containers as i64 + 1),
+                ),
+                // SIGXCPU at the limit, SIGKILL a second later.
+                ResourcesUlimits {
+                    name: Some("cpu".into()),
+                    soft: Some(p.cpu_secs as i64),
+                    hard: Some(p.cpu_secs as i64 + 1),
+                },
+            ]),
+            init: Some(true),
+            privileged: Some(false),
+            ipc_mode: Some("private".into()),
+            ..Default::default()
+        };
+        let labels = HashMap::from([
+            (LABEL.to_string(), "1".to_string()),
+            (LABEL_INSTANCE.to_string(), self.inner.instance.clone()),
+            (LABEL_PID.to_string(), std::process::id().to_string()),
+            (LABEL_HOST.to_string(), hostname()),
+            (LABEL_CALL.to_string(), call.to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(p.image.clone()),
+            cmd: Some(vec!["sleep".into(), "infinity".into()]),
+            user: Some(self.inner.uid.clone()),
+            working_dir: Some(crate::plan::GUEST_WORKSPACE.into()),
+            env: Some(vec![
+                "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+                "HOME=/tmp".into(),
+                "LANG=C.UTF-8".into(),
+            ]),
+            labels: Some(labels),
+            network_disabled: Some(p.network == "none"),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = format!("toolgate-{}", uuid::Uuid::new_v4().simple());
+        let created = self
+            .inner
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                body,
+            )
+            .await
+            .map_err(internal("create container"))?;
+        if let Err(e) = self
+            .inner
+            .docker
+            .start_container(
+                &created.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+        {
+            self.remove_now(&created.id).await;
+            return Err(internal("start container")(e));
+        }
+        Ok(created.id)
+    }
+
+    fn take_warm(&self, p: &Profile) -> Option<String> {
+        self.inner.pool.lock().ok()?.get_mut(p)?.pop_front()
+    }
+
+    /// Tops the pool for `p` up in the background.
+    fn refill(&self, p: &Profile) {
+        let want = self.inner.cfg.pool_size;
+        if want == 0 {
+            return;
+        }
+        let mut filling = self.inner.filling.lock().unwrap_or_else(|e| e.into_inner());
+        let ready = self
+            .inner
+            .pool
+            .lock()
+            .map(|m| m.get(p).map_or(0, |q| q.len()))
+            .unwrap_or(want);
+        let in_flight = filling.entry(p.clone()).or_insert(0);
+        for _ in (ready + *in_flight)..want {
+            let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
+                return;
+            };
+            *in_flight += 1;
+            let (b, p) = (self.clone(), p.clone());
+            let h = tokio::spawn(async move {
+                let created = b.create(&p, "pool").await;
+                if let Ok(mut f) = b.inner.filling.lock()
+                    && let Some(n) = f.get_mut(&p)
+                {
+                    *n = n.saturating_sub(1);
+                }
+                if let Ok(id) = created {
+                    permit.forget();
+                    let mut pool = b.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
+                    pool.entry(p).or_default().push_back(id);
+                }
+            });
+            self.inner
+                .cleanup
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(h);
+        }
+    }
+
+    /// Starts warm containers for a plan ahead of calls.
+    pub fn prewarm(&self, plan: &Plan) -> Result<(), SandboxError> {
+        self.refill(&Profile::of(plan)?);
+        Ok(())
+    }
+
+    fn argv(job: &Job) -> Result<Vec<String>, SandboxError> {
+        Ok(match &job.program {
+            Program::Command(Command::Shell(s)) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+            Program::Command(Command::Argv(v)) if !v.is_empty() => v.clone(),
+            Program::Command(Command::Argv(_)) => {
+                return Err(SandboxError::Unsupported("empty argv".into()));
+            }
+            Program::Code {
+                language: Language::Sh,
+                code,
+            } => vec!["/bin/sh".into(), "-c".into(), code.clone()],
+            Program::Code {
+                language: Language::Python,
+                code,
+            } => vec!["python3".into(), "-c".into(), code.clone()],
+            Program::Code {
+                language: Language::Javascript,
+                ..
+            } => {
+                return Err(SandboxError::Unsupported(
+                    "javascript runs on the wasm backend".into(),
+                ));
+            }
+        })
+    }
+
+    /// Reads a cgroup v1/v2 counter of a local container (`key value` lines).
+    fn cgroup_counter(id: &str, v1: (&str, &str), v2: &str, key: &str) -> Option<u64> {
+        let paths = [
+            format!("/sys/fs/cgroup/{}/docker/{id}/{}", v1.0, v1.1),
+            format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/{v2}"),
+            format!("/sys/fs/cgroup/docker/{id}/{v2}"),
+        ];
+        paths.iter().find_map(|p| {
+            let text = std::fs::read_to_string(p).ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+        })
+    }
+
+    async fn run_in(&self, id: &str, job: &Job, plan: &Plan) -> Result<RawOutput, SandboxError> {
+        let started = Instant::now();
+        let workdir = match &job.cwd {
+            Some(cwd) => {
+                let ws = plan
+                    .mounts
+                    .first()
+                    .map(|m| m.host.clone())
+                    .unwrap_or_default();
+                let parts = crate::policy::paths::normalize(&ws, cwd)
+                    .map_err(|e| SandboxError::Unsupported(format!("cwd {cwd}: {e}")))?;
+                format!("{}/{}", crate::plan::GUEST_WORKSPACE, parts.join("/"))
+            }
+            None => crate::plan::GUEST_WORKSPACE.into(),
+        };
+        let exec = self
+            .inner
+            .docker
+            .create_exec(
+                id,
+                ExecConfig {
+                    attach_stdin: Some(job.stdin.is_some()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(Self::argv(job)?),
+                    user: Some(self.inner.uid.clone()),
+                    working_dir: Some(workdir),
+                    env: Some(vec![
+                        "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+                        "HOME=/tmp".into(),
+                        "LANG=C.UTF-8".into(),
+                    ]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(internal("create exec"))?;
+        let cap = plan.limits.output_bytes as usize;
+        let mut out = RawOutput::default();
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = self
+            .inner
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(internal("start exec"))?
+        else {
+            return Err(SandboxError::Internal {
+                op: "start exec",
+                detail: "detached".into(),
+            });
+        };
+        if let Some(s) = job.stdin.clone() {
+            tokio::spawn(async move {
+                let _ = input.write_all(s.as_bytes()).await;
+                let _ = input.shutdown().await;
+            });
+        } else {
+            drop(input);
+        }
+        let keep = |buf: &mut Vec<u8>, trunc: &mut bool, data: &[u8]| {
+            let room = cap.saturating_sub(buf.len());
+            buf.extend_from_slice(&data[..room.min(data.len())]);
+            if data.len() > room {
+                *trunc = true;
+            }
+        };
+        let collect = async {
+            while let Some(item) = output.next().await {
+                match item {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        keep(&mut out.stdout, &mut out.stdout_truncated, &message)
+                    }
+                    Ok(LogOutput::StdErr { message }) => {
+                        keep(&mut out.stderr, &mut out.stderr_truncated, &message)
+                    }
+                    Ok(LogOutput::StdIn { .. }) => {}
+                    Err(_) => break,
+                }
+            }
+        };
+        let timed_out = tokio::time::timeout(plan.limits.wall_time, collect)
+            .await
+            .is_err();
+        if timed_out {
+            out.limits_hit.push(LimitHit::TimeoutWall);
+        } else {
+            let code = self
+                .inner
+                .docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(internal("inspect exec"))?
+                .exit_code;
+            out.exit_code = code.map(|c| c as i32);
+            let oom = Self::cgroup_counter(
+                id,
+                ("memory", "memory.oom_control"),
+                "memory.events",
+                "oom_kill ",
+            )
+            .unwrap_or(0)
+                > 0
+                || self
+                    .inner
+                    .docker
+                    .inspect_container(
+                        id,
+                        None::<bollard::query_parameters::InspectContainerOptions>,
+                    )
+                    .await
+                    .ok()
+                    .and_then(|c| c.state?.oom_killed)
+                    .unwrap_or(false);
+            match out.exit_code {
+                Some(137) if oom => out.limits_hit.push(LimitHit::Memory),
+                // SIGXCPU (or the SIGKILL after it): RLIMIT_CPU.
+                Some(152) => out.limits_hit.push(LimitHit::TimeoutCpu),
+                Some(137) if Self::cpu_used(id) >= plan.limits.cpu_time => {
+                    out.limits_hit.push(LimitHit::TimeoutCpu)
+                }
+                _ if oom => out.limits_hit.push(LimitHit::Memory),
+                _ => {}
+            }
+            if matches!(
+                out.limits_hit.last(),
+                Some(LimitHit::Memory | LimitHit::TimeoutCpu)
+            ) {
+                out.exit_code = None;
+            }
+        }
+        if Self::cgroup_counter(id, ("pids", "pids.events"), "pids.events", "max ").unwrap_or(0) > 0
+        {
+            out.limits_hit.push(LimitHit::Pids);
+        }
+        if out.stdout_truncated || out.stderr_truncated {
+            out.limits_hit.push(LimitHit::OutputTruncated);
+        }
+        out.duration = started.elapsed();
+        Ok(out)
+    }
+
+    /// CPU time the container has used (cgroup), if readable.
+    fn cpu_used(id: &str) -> Duration {
+        let v1 =
+            std::fs::read_to_string(format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+        let v2 = || {
+            Self::cgroup_counter(id, ("cpu", "none"), "cpu.stat", "usage_usec ").map(|u| u * 1000)
+        };
+        Duration::from_nanos(v1.or_else(v2).unwrap_or(0))
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for DockerBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Docker
+    }
+
+    async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError> {
+        let profile = Profile::of(plan)?;
+        Self::argv(job)?;
+        let (id, permit) = match self.take_warm(&profile) {
+            // A pooled container holds a forgotten permit; it is returned on removal.
+            Some(id) => (id, None),
+            None => {
+                let permit = self
+                    .inner
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| SandboxError::Internal {
+                        op: "acquire container slot",
+                        detail: e.to_string(),
+                    })?;
+                (self.create(&profile, "call").await?, Some(permit))
+            }
+        };
+        let result = self.run_in(&id, job, plan).await;
+        // Never reused: removed after this one call, whatever happened.
+        self.remove_later(id);
+        match permit {
+            Some(p) => drop(p),
+            None => self.inner.slots.add_permits(1),
+        }
+        self.refill(&profile);
+        result
+    }
+
+    async fn shutdown(&self) {
+        // Wait for refills and removals in flight, then empty the pool; repeat
+        // until nothing is left (a refill may finish while we remove).
+        loop {
+            let pending: Vec<_> = self
+                .inner
+                .cleanup
+                .lock()
+                .map(|mut c| c.drain(..).collect())
+                .unwrap_or_default();
+            for h in pending {
+                let _ = h.await;
+            }
+            let ids: Vec<String> = self
+                .inner
+                .pool
+                .lock()
+                .map(|mut m| m.drain().flat_map(|(_, q)| q).collect())
+                .unwrap_or_default();
+            if ids.is_empty() {
+                break;
+            }
+            for id in ids {
+                self.remove_now(&id).await;
+                self.inner.slots.add_permits(1);
+            }
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The docker backend against the real engine: each limit binds for the
+//! right reason, isolation holds, nothing is left behind.
+//!
+//! Skips with a printed reason when no engine is reachable, unless
+//! `TOOLGATE_REQUIRE_DOCKER=1` (set by `.ci/run`), which makes that a failure.
+//! Builds the test image from Debian packages once if it is missing.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use toolgate::gate::AllowAll;
+use toolgate::sandbox::docker::{DockerBackend, DockerConfig};
+use toolgate::{Executor, LimitHit, Outcome, Policy, Status, ToolCall};
+
+const IMAGE: &str = "toolgate-python:bookworm";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Connects, building the image once if needed; `None` means skip.
+fn backend(rt: &tokio::runtime::Runtime, cfg: DockerConfig) -> Option<DockerBackend> {
+    static IMAGE_READY: Mutex<bool> = Mutex::new(false);
+    let b = match rt.block_on(DockerBackend::connect(cfg)) {
+        Ok(b) => b,
+        Err(e) => {
+            if std::env::var_os("TOOLGATE_REQUIRE_DOCKER").is_some_and(|v| v == "1") {
+                panic!("TOOLGATE_REQUIRE_DOCKER=1 but no Docker engine is reachable: {e}");
+            }
+            eprintln!("SKIPPED: docker tests need a reachable Docker engine ({e})");
+            return None;
+        }
+    };
+    let mut ready = IMAGE_READY.lock().unwrap_or_else(|p| p.into_inner());
+    if !*ready {
+        #[allow(clippy::disallowed_methods)]
+        let present = std::process::Command::new("docker")
+            .args(["image", "inspect", IMAGE])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if !present {
+            eprintln!("building {IMAGE} from Debian packages (once)…");
+            #[allow(clippy::disallowed_methods)]
+            let ok = std::process::Command::new("bash")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/sandboxes/docker/build-image.sh"
+                ))
+                .arg(IMAGE)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "building the test image failed");
+        }
+        *ready = true;
+    }
+    Some(b)
+}
+
+/// A workspace the container's unprivileged uid can use.
+fn workspace() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(d.path().join("in.txt"), "from the host\n").unwrap();
+    d
+}
+
+fn policy(f: impl FnOnce(&mut Policy)) -> Policy {
+    let mut p = Policy::builtin_default();
+    p.limits.memory_bytes = 128 << 20;
+    p.limits.wall_time = Duration::from_secs(10);
+    p.limits.cpu_time = Duration::from_secs(5);
+    p.limits.pids = 32;
+    p.backends.python = toolgate::BackendKind::Docker;
+    f(&mut p);
+    p
+}
+
+fn executor(ws: &std::path::Path, p: Policy, b: &DockerBackend) -> Executor {
+    Executor::builder(p)
+        .workspace(ws)
+        .wasm(None)
+        .approver(Arc::new(AllowAll))
+        .docker(Arc::new(b.clone()))
+        .build()
+        .unwrap()
+}
+
+fn cmd(c: &str) -> ToolCall {
+    ToolCall::parse(&serde_json::json!({"tool": "run_command", "args": {"command": c}}).to_string())
+        .unwrap()
+}
+
+fn py(code: &str) -> ToolCall {
+    ToolCall::parse(
+        &serde_json::json!({"tool": "run_code", "args": {"language": "python", "code": code}})
+            .to_string(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn commands_run_with_output_exit_codes_stdin_and_cwd() {
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    let ws = workspace();
+    std::fs::create_dir(ws.path().join("sub")).unwrap();
+    let e = executor(ws.path(), policy(|_| {}), &b);
+    let o = rt
+        .block_on(e.run(&cmd("echo out; echo err >&2; cat in.txt; id -u; exit 7")))
+        .unwrap();
+    assert_eq!(
+        (o.status, o.exit_code),
+        (Status::Completed, Some(7)),
+        "{o:?}"
+    );
+    assert_eq!(o.stdout, "out\nfrom the host\n10001\n");
+    assert_eq!(o.stderr, "err\n");
+    let argv = ToolCall::parse(
+        r#"{"tool":"run_command","args":{"command":["ls","; echo injected"],"cwd":"sub"}}"#,
+    )
+    .unwrap();
+    let o = rt.block_on(e.run(&argv)).unwrap();
+    assert_eq!(
+        o.exit_code,
+        Some(2),
+        "argv is not a shell: `;` is a file name: {o:?}"
+    );
+    assert!(!o.stdout.contains("injected"));
+    let sh = ToolCall::parse(
+        r#"{"tool":"run_code","args":{"language":"sh","code":"tr a-z A-Z","stdin":"hello"}}"#,
+    )
+    .unwrap();
+    assert_eq!(rt.block_on(e.run(&sh)).unwrap().stdout, "HELLO");
+    rt.block_on(e.close());
+}
+
+#[test]
+fn fork_bomb_is_stopped_by_the_pids_limit() {
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    let ws = workspace();
+    let e = executor(ws.path(), policy(|_| {}), &b);
+    let o = rt
+        .block_on(e.run(&py("import os, sys, time\nn = 0\ntry:\n    for i in range(10000):\n        if os.fork() == 0:\n            time.sleep(2)\n            os._exit(0)\n        n += 1\nexcept OSError as err:\n    print('fork refused after', n, err.strerror)\n    sys.exit(3)")))
+        .unwrap();
+    assert_eq!(o.exit_code, Some(3), "{o:?}");
+    let n: u32 = o.stdout.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(n < 32, "more processes than the limit: {n}");
+    assert!(o.limits_hit.contains(&LimitHit::Pids), "{o:?}");
+    rt.block_on(e.close());
+}
+
+#[test]
+fn memory_bomb_is_oom_killed_and_reported() {
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    let ws = workspace();
+    let e = executor(ws.path(), policy(|_| {}), &b);
+    let o = rt
+        .block_on(e.run(&py("b = bytearray(600 * 1024 * 1024)\nprint('survived')")))
+        .unwrap();
+    assert_eq!(o.status, Status::Killed, "{o:?}");
+    assert_eq!(o.limits_hit, vec![LimitHit::Memory]);
+    assert!(!o.stdout.contains("survived"));
+    rt.block_on(e.close());
+}
+
+#[test]
+fn sleep_is_killed_at_the_wall_timeout_and_busy_loops_at_the_cpu_limit() {
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    let ws = workspace();
+    let e = executor(
+        ws.path(),
+        policy(|p| {
+            p.limits.wall_time = Duration::from_secs(2);
+            p.limits.cpu_time = Duration::from_secs(1);
+        }),
+        &b,
+    );
+    let t = Instant::now();
+    let o = rt.block_on(e.run(&cmd("echo started; sleep 100"))).unwrap();
+    assert_eq!(
+        (o.status, o.limits_hit.as_slice()),
+        (Status::Killed, &[LimitHit::TimeoutWall][..]),
+        "{o:?}"
+    );
+    assert_eq!(o.stdout, "started\n");
+    // Proves the 100 s sleep was cut short; how fast is for `toolgate bench`.
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    rt.block_on(e.close());
+    // The CPU limit, with wall time to spare (the machine may be loaded).
+    let e = executor(
+        ws.path(),
+        policy(|p| {
+            p.limits.wall_time = Duration::from_secs(30);
+            p.limits.cpu_time = Duration::from_secs(1);
+        }),
+        &b,
+    );
+    let o = rt.block_on(e.run(&py("while True: pass"))).unwrap();
+    assert_eq!(
+        (o.status, o.limits_hit.as_slice()),
+        (Status::Killed, &[LimitHit::TimeoutCpu][..]),
+        "{o:?}"
+    );
+    rt.block_on(e.close());
+}
+
+#[test]
+fn network_none_leaves_only_loopback_and_no_route() {
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    let ws = workspace();
+    let e = executor(ws.path(), policy(|_| {}), &b);
+    let o = rt.block_on(e.run(&cmd("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; echo routes=$(tail -n +2 /proc/net/route | wc -l)"))).unwrap();
+    assert_eq!(o.stdout, "lo\nroutes=0\n", "{o:?}");
+    // And a listener the sandbox cannot reach: one we start on the host's loopback.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let o = rt
+        .block_on(e.run(&py(&format!("import socket\ns = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(('127.0.0.1', {port}))\n    print('connected')\nexcept OSError as err:\n    print('refused', err.errno)"))))
+        .unwrap();
+    assert!(
+        o.stdout.starts_with("refused"),
+        "the container's loopback is its own: {o:?}"
+    );
+    rt.block_on(e.close());
+}
+
+#[test]
+fn root_is_read_only_and_a_read_only_workspace_is_honoured() {
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    let ws = workspace();
+    let e = executor(ws.path(), policy(|_| {}), &b);
+    // (A shell redirect to /tmp would be refused by the path policy first; probe from python.)
+    let o = rt
+        .block_on(e.run(&py("import os, shutil, subprocess\nfor p in ['/etc/evil', '/usr/bin/evil']:\n    try:\n        open(p, 'w')\n    except OSError as err:\n        print(err.strerror)\nopen('/workspace/ok', 'w').write('x'); print('ws-writable')\nopen('/tmp/t', 'w').write('x'); print('tmp-writable')\nshutil.copy('/bin/true', '/tmp/t2'); os.chmod('/tmp/t2', 0o755)\ntry:\n    subprocess.run(['/tmp/t2'])\nexcept OSError:\n    print('tmp-noexec')")))
+        .unwrap();
+    assert!(o.stdout.contains("Read-only file system"), "{o:?}");
+    assert!(
+        o.stdout.contains("ws-writable")
+            && o.stdout.contains("tmp-writable")
+            && o.stdout.contains("tmp-noexec"),
+        "{o:?}"
+    );
+    let ro = executor(
+        ws.path(),
+        policy(|p| p.docker.workspace = toolgate::plan::MountAccess::ReadOnly),
+        &b,
+    );
+    let o = rt
+        .block_on(ro.run(&cmd("cat in.txt; touch /workspace/nope")))
+        .unwrap();
+    assert_eq!(o.stdout, "from the host\n");
+    assert!(o.stderr.contains("Read-only file system"), "{o:?}");
+    assert!(!ws.path().join("nope").exists());
+    rt.block_on(e.close());
+    rt.block_on(ro.close());
+}
+
+#[test]
+fn output_flood_is_truncated() {
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    let ws = workspace();
+    let e = executor(ws.path(), policy(|p| p.limits.output_bytes = 64 << 10), &b);
+    let o = rt
+        .block_on(e.run(&cmd(
+            "head -c 10000000 /dev/zero | tr '\\0' x; echo done >&2",
+        )))
+        .unwrap();
+    assert_eq!(
+        (o.status, o.exit_code),
+        (Status::Completed, Some(0)),
+        "{o:?}"
+    );
+    assert_eq!(o.stdout.len(), 64 << 10);
+    assert!(o.truncated.stdout);
+    assert_eq!(o.stderr, "done\n");
+    assert_eq!(o.limits_hit, vec![LimitHit::OutputTruncated]);
+    rt.block_on(e.close());
+}
+
+#[test]
+fn a_missing_image_is_a_clear_error() {
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    let ws = workspace();
+    let e = executor(
+        ws.path(),
+        policy(|p| p.docker.image = "toolgate-no-such-image:0".into()),
+        &b,
+    );
+    let err = rt.block_on(e.run(&cmd("true"))).unwrap_err();
+    assert_eq!(err.exit_code(), toolgate::exit::UNAVAILABLE);
+    assert!(err.to_string().contains("toolgate images build"), "{err}");
+}
+
+#[test]
+fn sixteen_concurrent_calls_then_200_calls_leave_no_container() {
+    let rt = rt();
+    let Some(b) = backend(
+        &rt,
+        DockerConfig {
+            pool_size: 2,
+            ..DockerConfig::default()
+        },
+    ) else {
+        return;
+    };
+    let ws = workspace();
+    let e = Arc::new(executor(
+        ws.path(),
+        policy(|p| p.limits.wall_time = Duration::from_secs(2)),
+        &b,
+    ));
+    let outs: Vec<Outcome> = rt.block_on(async {
+        let hs: Vec<_> = (0..16)
+            .map(|i| {
+                let e = e.clone();
+                tokio::spawn(async move {
+                    e.run(&cmd(&format!(
+                        "echo {i} > f{i}; cat f{i}; ls f* | wc -l >/dev/null"
+                    )))
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut v = Vec::new();
+        for h in hs {
+            v.push(h.await.unwrap());
+        }
+        v
+    });
+    for (i, o) in outs.iter().enumerate() {
+        assert_eq!(
+            (o.exit_code, o.stdout.as_str()),
+            (Some(0), format!("{i}\n").as_str()),
+            "{o:?}"
+        );
+    }
+    // 200 more, 4 at a time; every 25th is killed by the wall timeout.
+    rt.block_on(async {
+        let sem = Arc::new(tokio::sync::Semaphore::new(4));
+        let hs: Vec<_> = (0..200)
+            .map(|i| {
+                let (e, sem) = (e.clone(), sem.clone());
+                tokio::spawn(async move {
+                    let _p = sem.acquire().await.unwrap();
+                    let c = if i % 25 == 0 {
+                        cmd("sleep 30")
+                    } else {
+                        cmd(&format!("echo {i}"))
+                    };
+                    let o = e.run(&c).await.unwrap();
+                    if i % 25 == 0 {
+                        assert_eq!(o.limits_hit, vec![LimitHit::TimeoutWall]);
+                    } else {
+                        assert_eq!(o.stdout, format!("{i}\n"));
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.await.unwrap();
+        }
+        e.close().await;
+    });
+    let left = rt.block_on(b.containers()).unwrap();
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+}
