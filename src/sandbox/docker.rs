@@ -198,18 +198,7 @@ impl DockerBackend {
     /// Removes toolgate containers: with `all`, every one; otherwise those
     /// whose owning process on this host is gone. Returns how many.
     pub async fn gc(&self, all: bool) -> Result<usize, SandboxError> {
-        let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", vec![LABEL])]);
-        let list = self
-            .inner
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(internal("list containers"))?;
+        let list = self.labelled(LABEL).await?;
         let host = hostname();
         let mut n = 0;
         for c in list {
@@ -257,9 +246,21 @@ impl DockerBackend {
     /// Ids of this backend's containers that exist now (for tests and gc).
     pub async fn containers(&self) -> Result<Vec<String>, SandboxError> {
         let label = format!("{LABEL_INSTANCE}={}", self.inner.instance);
-        let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", vec![label.as_str()])]);
-        let list = self
-            .inner
+        Ok(self
+            .labelled(&label)
+            .await?
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect())
+    }
+
+    /// All containers (running or not) carrying `label` (`key` or `key=value`).
+    async fn labelled(
+        &self,
+        label: &str,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, SandboxError> {
+        let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", vec![label])]);
+        self.inner
             .docker
             .list_containers(Some(
                 ListContainersOptionsBuilder::new()
@@ -268,8 +269,7 @@ impl DockerBackend {
                     .build(),
             ))
             .await
-            .map_err(internal("list containers"))?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+            .map_err(internal("list containers"))
     }
 
     async fn ensure_image(&self, image: &str) -> Result<(), SandboxError> {

@@ -487,28 +487,24 @@ impl WasmBackend {
         Ok(true)
     }
 
-    /// Loads (installing and compiling on first use) a runtime.
-    fn load(&self, name: &str) -> Result<Arc<Loaded>, WasmError> {
-        if let Some(l) = self
-            .inner
+    fn cached(&self, name: &str) -> Option<Arc<Loaded>> {
+        self.inner
             .loaded
             .lock()
             .ok()
             .and_then(|m| m.get(name).cloned())
-        {
+    }
+
+    /// Loads (installing and compiling on first use) a runtime.
+    fn load(&self, name: &str) -> Result<Arc<Loaded>, WasmError> {
+        if let Some(l) = self.cached(name) {
             return Ok(l);
         }
         // One installer/compiler at a time in this process: concurrent first
         // calls wait for it instead of each downloading and compiling.
         static INSTALL: Mutex<()> = Mutex::new(());
         let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = self
-            .inner
-            .loaded
-            .lock()
-            .ok()
-            .and_then(|m| m.get(name).cloned())
-        {
+        if let Some(l) = self.cached(name) {
             return Ok(l);
         }
         let spec = runtime::spec(name)?;
