@@ -24,7 +24,8 @@ pub struct Limits {
     pub pids: u32,
     /// Output floods: bytes kept from each of stdout and stderr.
     pub output_bytes: u64,
-    /// Disk filling: largest file a call may write.
+    /// Disk filling: largest file a call may write (write_file, docker;
+    /// not enforced inside wasm guests — use a read-only workspace there).
     pub file_size: u64,
 }
 

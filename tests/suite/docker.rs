@@ -447,3 +447,47 @@ fn leftovers_of_a_dead_toolgate_are_reaped_at_start() {
         .success();
     assert!(!still, "the orphan {id} was not reaped");
 }
+
+#[test]
+fn file_size_open_files_and_tmpfs_caps_bind() {
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    let ws = workspace();
+    let e = executor(ws.path(), policy(|p| p.limits.file_size = 1 << 20), &b);
+    // RLIMIT_FSIZE: the writer is killed by SIGXFSZ at 1 MiB.
+    let o = rt
+        .block_on(e.run(&cmd("head -c 5000000 /dev/zero > big.bin; echo status=$?")))
+        .unwrap();
+    assert!(o.stdout.contains("status=153"), "{o:?}");
+    assert_eq!(
+        std::fs::metadata(ws.path().join("big.bin")).unwrap().len(),
+        1 << 20
+    );
+    rt.block_on(e.close());
+    // RLIMIT_NOFILE (1024), and the 64 MiB /tmp tmpfs (file size allowed to
+    // be larger, so the tmpfs is what stops the write).
+    let e = executor(ws.path(), policy(|p| p.limits.file_size = 512 << 20), &b);
+    let o = rt
+        .block_on(e.run(&py("import errno\nfs = []\ntry:\n    while True:\n        fs.append(open('/dev/null'))\nexcept OSError as err:\n    print('files', len(fs), errno.errorcode[err.errno])\nfor f in fs:\n    f.close()\nn = 0\ntry:\n    with open('/tmp/fill', 'wb') as f:\n        for _ in range(200):\n            f.write(b'x' * (1 << 20))\n            f.flush()\n            n += 1\nexcept OSError as err:\n    print('tmp', n, errno.errorcode[err.errno])")))
+        .unwrap();
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    let files: usize = lines[0].split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(files < 1024 && lines[0].ends_with("EMFILE"), "{o:?}");
+    let tmp: Vec<&str> = lines
+        .get(1)
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        (tmp.first(), tmp.last()),
+        (Some(&"tmp"), Some(&"ENOSPC")),
+        "{o:?}"
+    );
+    let written: usize = tmp[1].parse().unwrap();
+    assert!(
+        (60..=64).contains(&written),
+        "stopped after {written} MiB, expected at the 64 MiB tmpfs cap"
+    );
+    rt.block_on(e.close());
+}
