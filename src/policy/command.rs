@@ -6,6 +6,7 @@
 //! matched against the rules. Redirection targets go through the path
 //! rules. What cannot be resolved statically gets `unresolved` (never allow).
 
+use super::fileargs::{self, PathArg};
 use super::shell::{self, RedirKind, Script, SimpleCommand, Word};
 use super::{Decision, MatchedRule, paths::Access};
 use regex::Regex;
@@ -17,6 +18,8 @@ pub struct CommandRule {
     pub programs: Vec<String>,
     /// Searched in the arguments joined by single spaces.
     pub args: Option<Regex>,
+    /// The rule does not apply when this matches the joined arguments.
+    pub except_args: Option<Regex>,
     /// Searched in the whole command text (and in nested `sh -c` strings).
     pub pattern: Option<Regex>,
     pub decision: Decision,
@@ -34,6 +37,9 @@ impl CommandRule {
 pub struct CommandPolicy {
     pub default: Decision,
     pub unresolved: Decision,
+    /// For programs named by a relative path (`./build.sh`,
+    /// `scripts/test`) that no rule covers: the workspace's own scripts.
+    pub workspace_scripts: Decision,
     pub rules: Vec<CommandRule>,
 }
 
@@ -42,6 +48,8 @@ pub struct CommandPolicy {
 pub struct Exec {
     pub program: String,
     pub args: Vec<String>,
+    /// Run by a relative path: a script of the workspace.
+    pub workspace_script: bool,
 }
 
 /// What a command string resolves to.
@@ -51,8 +59,8 @@ pub struct Analysis {
     /// Texts judged by pattern rules: the command and any nested script strings.
     pub texts: Vec<String>,
     pub unresolved: Vec<String>,
-    /// (path, access) from redirections.
-    pub paths: Vec<(String, Access)>,
+    /// Files named by redirections and by file arguments, for the path rules.
+    pub paths: Vec<PathArg>,
 }
 
 const WRAPPERS_NO_ARG: &[&str] = &[
@@ -175,7 +183,7 @@ pub fn analyse_argv(argv: &[String]) -> Analysis {
 }
 
 fn analyse_text(src: &str, depth: usize, a: &mut Analysis) {
-    a.texts.push(src.to_string());
+    a.texts.push(shell::mask_quoted(src));
     let script: Script = shell::parse_at(src, depth);
     a.unresolved.extend(script.problems.iter().cloned());
     for cmd in &script.commands {
@@ -199,7 +207,11 @@ fn analyse_simple(cmd: &SimpleCommand, depth: usize, a: &mut Analysis) {
                     r.target.text.as_str(),
                     "/dev/null" | "/dev/stdout" | "/dev/stderr"
                 ) {
-                    a.paths.push((r.target.text.clone(), access));
+                    a.paths.push(PathArg {
+                        path: r.target.text.clone(),
+                        access,
+                        glob: false,
+                    });
                 }
             }
         }
@@ -232,16 +244,7 @@ fn analyse_simple(cmd: &SimpleCommand, depth: usize, a: &mut Analysis) {
                     | "esac"
             );
         if is_assign {
-            if t.starts_with("IFS=")
-                || t.starts_with("PATH=")
-                || t.starts_with("LD_PRELOAD=")
-                || t.starts_with("BASH_ENV=")
-            {
-                a.unresolved.push(format!(
-                    "assignment to {} changes what runs",
-                    t.split('=').next().unwrap_or("")
-                ));
-            }
+            check_assignment(t, a);
             words = &words[1..];
         } else if reserved {
             words = &words[1..];
@@ -268,7 +271,8 @@ fn resolve(words: &[Word], stdin_is_data: bool, depth: usize, a: &mut Analysis) 
         return;
     }
     let Some(first) = words.first() else { return };
-    if first.dynamic || first.glob {
+    // `[` and `[[` are the test command, not a glob.
+    if first.dynamic || (first.glob && !matches!(first.text.as_str(), "[" | "[[")) {
         a.unresolved.push(
             "the program name is computed at run time (variable, substitution or expansion)".into(),
         );
@@ -280,12 +284,32 @@ fn resolve(words: &[Word], stdin_is_data: bool, depth: usize, a: &mut Analysis) 
         return;
     }
     let args: Vec<String> = words[1..].iter().map(|w| w.text.clone()).collect();
+    let workspace_script = first.text.contains('/') && !first.text.starts_with(['/', '~']);
+    if workspace_script {
+        // The script itself is a file the command reads (`../x` escapes).
+        a.paths.push(PathArg {
+            path: first.text.clone(),
+            access: Access::Read,
+            glob: false,
+        });
+    }
     a.execs.push(Exec {
         program: prog.clone(),
         args: args.clone(),
+        workspace_script,
     });
     let rest = &words[1..];
+    let unresolved = fileargs::collect(&prog, rest, &mut a.paths);
+    a.unresolved.extend(unresolved);
 
+    if matches!(
+        prog.as_str(),
+        "export" | "declare" | "typeset" | "local" | "readonly"
+    ) {
+        for w in rest {
+            check_assignment(&w.text, a);
+        }
+    }
     if prog == "eval" {
         if rest.iter().any(|w| w.dynamic) {
             a.unresolved
@@ -326,6 +350,9 @@ fn resolve(words: &[Word], stdin_is_data: bool, depth: usize, a: &mut Analysis) 
             a.unresolved.push(format!(
                 "`{prog}` runs a script read from a pipe or here-document"
             ));
+        } else if rest.get(i).is_some_and(|w| w.dynamic) {
+            a.unresolved
+                .push(format!("`{prog}` runs a script named at run time"));
         }
         return;
     }
@@ -336,15 +363,46 @@ fn resolve(words: &[Word], stdin_is_data: bool, depth: usize, a: &mut Analysis) 
                 w.text == *f || (f.len() == 2 && w.text.starts_with(f) && !w.text.starts_with("--"))
             })
         });
-        let awk_like =
-            matches!(fam, "awk" | "gawk") && rest.iter().any(|w| !w.text.starts_with('-'));
-        if inline || awk_like {
+        let awk_like = matches!(fam, "awk" | "gawk" | "mawk" | "nawk");
+        if awk_like {
+            // An awk program is analysed: printing and arithmetic are
+            // fine; running commands, writing files or reading the
+            // environment is not resolved.
+            match rest.iter().find(|w| !w.text.starts_with('-')) {
+                Some(p) if p.dynamic => a
+                    .unresolved
+                    .push(format!("`{prog}` program is built at run time")),
+                Some(p) if awk_escapes(&p.text) => a.unresolved.push(format!(
+                    "`{prog}` program runs commands, writes files or reads the environment"
+                )),
+                _ => {}
+            }
+        } else if inline {
             a.unresolved.push(format!(
                 "`{prog}` is given inline code, which is not analysed"
             ));
+        } else if rest
+            .iter()
+            .find(|w| !w.text.starts_with('-'))
+            .is_some_and(|w| w.dynamic)
+        {
+            a.unresolved
+                .push(format!("`{prog}` runs a program named at run time"));
         } else if stdin_is_data && !rest.iter().any(|w| !w.text.starts_with('-')) {
             a.unresolved.push(format!(
                 "`{prog}` runs a program read from a pipe or here-document"
+            ));
+        }
+        return;
+    }
+    if matches!(prog.as_str(), "sed" | "gsed") {
+        let scripts = sed_scripts(rest);
+        if scripts.iter().any(|(_, dynamic)| *dynamic) {
+            a.unresolved
+                .push(format!("`{prog}` script is built at run time"));
+        } else if scripts.iter().any(|(s, _)| sed_escapes(s)) {
+            a.unresolved.push(format!(
+                "`{prog}` script runs commands or reads or writes other files (e, r, w)"
             ));
         }
         return;
@@ -415,6 +473,144 @@ fn resolve(words: &[Word], stdin_is_data: bool, depth: usize, a: &mut Analysis) 
     }
 }
 
+/// Variables whose value changes what later commands run.
+fn check_assignment(t: &str, a: &mut Analysis) {
+    let name = t.split('=').next().unwrap_or("");
+    if t.contains('=')
+        && matches!(
+            name,
+            "IFS"
+                | "PATH"
+                | "LD_PRELOAD"
+                | "LD_LIBRARY_PATH"
+                | "LD_AUDIT"
+                | "BASH_ENV"
+                | "ENV"
+                | "PROMPT_COMMAND"
+                | "PYTHONPATH"
+                | "PYTHONSTARTUP"
+                | "NODE_OPTIONS"
+                | "PERL5OPT"
+                | "RUBYOPT"
+                | "GIT_SSH_COMMAND"
+                | "GIT_EXEC_PATH"
+                | "SHELLOPTS"
+                | "BASHOPTS"
+                | "PS4"
+                | "HISTFILE"
+        )
+    {
+        a.unresolved
+            .push(format!("assignment to {name} changes what runs"));
+    }
+}
+
+/// Whether an awk program can do more than transform its input.
+fn awk_escapes(program: &str) -> bool {
+    [
+        "system", "|", ">", "getline", "ENVIRON", "PROCINFO", "@load", "close(",
+    ]
+    .iter()
+    .any(|k| program.contains(k))
+}
+
+/// The sed scripts of an argument list as (text, dynamic): `-e` values, or
+/// the first positional when there are none. A script file (`-f FILE`)
+/// cannot be read here, so it counts as dynamic.
+fn sed_scripts(args: &[Word]) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut first_positional = None;
+    let mut i = 0;
+    while i < args.len() {
+        let w = &args[i];
+        let t = w.text.as_str();
+        i += 1;
+        if matches!(t, "-f" | "--file") || t.starts_with("--file=") {
+            return vec![(String::new(), true)];
+        }
+        if matches!(t, "-e" | "--expression") {
+            if let Some(v) = args.get(i) {
+                out.push((v.text.clone(), v.dynamic));
+                i += 1;
+            }
+        } else if let Some(v) = t.strip_prefix("--expression=") {
+            out.push((v.to_string(), w.dynamic));
+        } else if !t.starts_with('-') && first_positional.is_none() {
+            first_positional = Some((t.to_string(), w.dynamic));
+        }
+    }
+    if out.is_empty() {
+        out.extend(first_positional);
+    }
+    out
+}
+
+/// Whether a sed script runs commands (`e`, `s///e`) or touches files other
+/// than its operands (`r`, `R`, `w`, `W`, `s///w`).
+fn sed_escapes(script: &str) -> bool {
+    let s: Vec<char> = script.chars().collect();
+    let mut i = 0;
+    while i < s.len() {
+        // Skip separators, addresses and negation before a command letter.
+        match s[i] {
+            ';' | '\n' | ' ' | '\t' | '{' | '}' | '!' | ',' | '$' | '0'..='9' | '~' | '+' => {
+                i += 1;
+                continue;
+            }
+            '/' | '\\' => {
+                // A regex address: `/re/` or `\cREc`.
+                let d = if s[i] == '\\' {
+                    i += 1;
+                    s.get(i).copied().unwrap_or('/')
+                } else {
+                    '/'
+                };
+                i += 1;
+                while i < s.len() && s[i] != d {
+                    i += if s[i] == '\\' { 2 } else { 1 };
+                }
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let cmd = s[i];
+        i += 1;
+        match cmd {
+            'e' | 'r' | 'R' | 'w' | 'W' => return true,
+            's' | 'y' => {
+                let Some(&d) = s.get(i) else { return false };
+                i += 1;
+                for _ in 0..2 {
+                    while i < s.len() && s[i] != d {
+                        i += if s[i] == '\\' { 2 } else { 1 };
+                    }
+                    i += 1;
+                }
+                let flags_start = i;
+                while i < s.len() && !matches!(s[i], ';' | '\n' | '}') {
+                    i += 1;
+                }
+                let flags: String = s[flags_start.min(s.len())..i.min(s.len())].iter().collect();
+                if cmd == 's' && flags.contains(['e', 'w', 'W']) {
+                    return true;
+                }
+            }
+            'a' | 'i' | 'c' | ':' | 'b' | 't' | 'T' | 'q' | 'Q' | 'l' | 'L' => {
+                // Text or label to the end of the command.
+                while i < s.len()
+                    && s[i] != '\n'
+                    && !(matches!(cmd, 'b' | 't' | 'T' | ':') && s[i] == ';')
+                {
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 impl CommandPolicy {
     /// Judges an analysis; path checks are done by the caller.
     pub fn judge(
@@ -474,6 +670,11 @@ impl CommandPolicy {
             {
                 continue;
             }
+            if let Some(re) = &rule.except_args
+                && re.is_match(&joined)
+            {
+                continue;
+            }
             if let Some(re) = &rule.pattern {
                 let full = format!("{} {}", e.program, joined);
                 if !re.is_match(&full) {
@@ -493,6 +694,16 @@ impl CommandPolicy {
         }
         match best {
             Some(d) => d,
+            None if e.workspace_script => {
+                if self.workspace_scripts > Decision::Allow {
+                    reasons.push(format!(
+                        "`{}`: a workspace script (workspace_scripts {})",
+                        e.program,
+                        self.workspace_scripts.as_str()
+                    ));
+                }
+                self.workspace_scripts
+            }
             None => {
                 if self.default > Decision::Allow {
                     reasons.push(format!(
@@ -578,8 +789,9 @@ mod tests {
     #[test]
     fn redirection_targets_become_path_checks() {
         let a = analyse_shell("echo x > ~/.bashrc; sort < in.txt 2>/dev/null");
+        let got: Vec<(String, Access)> = a.paths.into_iter().map(|p| (p.path, p.access)).collect();
         assert_eq!(
-            a.paths,
+            got,
             vec![
                 ("~/.bashrc".to_string(), Access::Write),
                 ("in.txt".to_string(), Access::Read)

@@ -10,6 +10,7 @@
 //! (`Deny > Ask > Allow`).
 
 pub mod command;
+pub mod fileargs;
 pub mod inspect;
 pub mod paths;
 mod raw;
@@ -587,6 +588,11 @@ impl Policy {
                     .as_ref()
                     .map(|a| cx.regex(a, &format!("{key}.args")))
                     .transpose()?,
+                except_args: r
+                    .except_args
+                    .as_ref()
+                    .map(|a| cx.regex(a, &format!("{key}.except_args")))
+                    .transpose()?,
                 pattern: r
                     .pattern
                     .as_ref()
@@ -599,6 +605,7 @@ impl Policy {
             let single = CommandPolicy {
                 default: Decision::Allow,
                 unresolved: Decision::Allow,
+                workspace_scripts: Decision::Allow,
                 rules: vec![rule.clone()],
             };
             let hits = |ex: &str| {
@@ -634,9 +641,15 @@ impl Policy {
                 "what cannot be resolved statically is never allowed: use ask or deny",
             ));
         }
+        let default = cx.opt_decision(&raw.default, "commands.default", Decision::Deny)?;
         Ok(CommandPolicy {
-            default: cx.opt_decision(&raw.default, "commands.default", Decision::Deny)?,
+            default,
             unresolved,
+            workspace_scripts: cx.opt_decision(
+                &raw.workspace_scripts,
+                "commands.workspace_scripts",
+                default,
+            )?,
             rules,
         })
     }
@@ -721,14 +734,14 @@ impl Policy {
                     Command::Shell(s) => command::analyse_shell(s),
                     Command::Argv(argv) => command::analyse_argv(argv),
                 };
-                v.commands(self, workspace, &an);
+                v.commands(self, workspace, a.cwd.as_deref(), &an);
                 if let Some(cwd) = &a.cwd {
                     v.path(self, workspace, cwd, Access::Read);
                 }
             }
             Tool::RunCode(a) => {
                 if a.language == crate::call::Language::Sh {
-                    v.commands(self, workspace, &command::analyse_shell(&a.code));
+                    v.commands(self, workspace, None, &command::analyse_shell(&a.code));
                 }
                 for f in &a.files {
                     v.path(self, workspace, &f.path, Access::Write);
@@ -783,11 +796,36 @@ impl Eval {
         self.reasons.extend(c.reasons);
     }
 
-    fn commands(&mut self, p: &Policy, ws: &Path, an: &command::Analysis) {
+    fn commands(&mut self, p: &Policy, ws: &Path, cwd: Option<&str>, an: &command::Analysis) {
         let d = p.commands.judge(an, &mut self.matched, &mut self.reasons);
         self.raise(d);
-        for (path, access) in &an.paths {
-            self.path(p, ws, path, *access);
+        for arg in &an.paths {
+            // Relative names are relative to the call's working directory.
+            let path = match cwd {
+                Some(c) if !arg.path.starts_with('/') && !arg.path.starts_with('~') => {
+                    format!("{}/{}", c.trim_end_matches('/'), arg.path)
+                }
+                _ => arg.path.clone(),
+            };
+            self.path(p, ws, &path, arg.access);
+            if arg.glob {
+                // The shell hands the program what the glob matches: judge
+                // those files too (`cat .e*` reads `.env`).
+                match paths::expand_glob(ws, &path) {
+                    Some(found) => {
+                        for f in found {
+                            self.path(p, ws, &f, arg.access);
+                        }
+                    }
+                    None => {
+                        self.raise(p.commands.unresolved);
+                        self.reasons.push(format!(
+                            "cannot resolve statically: `{}` matches too many files to judge",
+                            crate::call::sanitize_for_msg(&path)
+                        ));
+                    }
+                }
+            }
         }
     }
 }

@@ -375,6 +375,64 @@ impl PathPolicy {
     }
 }
 
+/// Most files a glob in a command may expand to before it counts as
+/// unresolvable.
+pub const GLOB_LIMIT: usize = 512;
+
+/// Expands a shell glob inside the workspace the way the shell would when
+/// the command runs, so each file it names can be judged. Returns the
+/// workspace-relative matches (none when nothing matches or the pattern
+/// leaves the workspace, which the literal check already refused), or
+/// `None` when more than [`GLOB_LIMIT`] entries would have to be examined.
+pub fn expand_glob(workspace: &Path, pattern: &str) -> Option<Vec<String>> {
+    let Ok(parts) = normalize(workspace, pattern) else {
+        return Some(Vec::new());
+    };
+    let mut current: Vec<String> = vec![String::new()];
+    let mut examined = 0usize;
+    for part in &parts {
+        let is_glob = part.contains(['*', '?', '[']);
+        let mut next = Vec::new();
+        for prefix in &current {
+            let join = |name: &str| {
+                if prefix.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{prefix}/{name}")
+                }
+            };
+            if !is_glob {
+                next.push(join(part));
+                continue;
+            }
+            let Ok(glob) = compile_glob(part) else {
+                return None;
+            };
+            let m = glob.compile_matcher();
+            let Ok(rd) = std::fs::read_dir(workspace.join(prefix)) else {
+                continue;
+            };
+            for entry in rd.flatten() {
+                examined += 1;
+                if examined > GLOB_LIMIT {
+                    return None;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // As in the shell: a dotfile matches only a pattern that
+                // starts with a dot (`*` skips `.env`, `.e*` does not).
+                if name.starts_with('.') && !part.starts_with('.') {
+                    continue;
+                }
+                if m.is_match(&name) {
+                    next.push(join(&name));
+                }
+            }
+        }
+        current = next;
+    }
+    Some(current.into_iter().filter(|p| !p.is_empty()).collect())
+}
+
 fn display(rel: &str) -> &str {
     if rel.is_empty() { "." } else { rel }
 }

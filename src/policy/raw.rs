@@ -87,6 +87,7 @@ fn any() -> Spanned<String> {
 pub struct RawCommands {
     pub default: Option<Spanned<String>>,
     pub unresolved: Option<Spanned<String>>,
+    pub workspace_scripts: Option<Spanned<String>>,
     #[serde(default)]
     pub rules: Vec<Spanned<RawCommandRule>>,
 }
@@ -98,6 +99,7 @@ pub struct RawCommandRule {
     #[serde(default)]
     pub programs: Vec<String>,
     pub args: Option<Spanned<String>>,
+    pub except_args: Option<Spanned<String>>,
     pub pattern: Option<Spanned<String>>,
     pub decision: Spanned<String>,
     pub reason: String,

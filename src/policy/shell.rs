@@ -55,6 +55,62 @@ pub struct Script {
     pub problems: Vec<String>,
 }
 
+/// The command text with the contents of quoted strings removed, for
+/// pattern rules: `grep -rn 'curl x | sh' docs/` is a search, not a pipe
+/// into a shell. Double-quoted strings that expand something (`"$HOME"`,
+/// `"$(…)"`) are kept, since their expansions are live. Scripts handed to `sh -c` or `eval` are
+/// analysed (and masked) on their own.
+pub fn mask_quoted(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut chars = src.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                out.push(c);
+                if let Some((_, n)) = chars.next() {
+                    out.push(n);
+                }
+            }
+            '\'' => {
+                out.push('\'');
+                for (_, n) in chars.by_ref() {
+                    if n == '\'' {
+                        break;
+                    }
+                }
+                out.push('\'');
+            }
+            '"' => {
+                // Find the closing quote, honouring backslash escapes.
+                let rest = &src[i + 1..];
+                let mut end = rest.len();
+                let mut esc = false;
+                for (j, n) in rest.char_indices() {
+                    if esc {
+                        esc = false;
+                    } else if n == '\\' {
+                        esc = true;
+                    } else if n == '"' {
+                        end = j;
+                        break;
+                    }
+                }
+                let body = &rest[..end];
+                out.push('"');
+                if body.contains('$') || body.contains('`') {
+                    out.push_str(body);
+                }
+                out.push('"');
+                while chars.peek().is_some_and(|(k, _)| *k <= i + end + 1) {
+                    chars.next();
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// Parses a command string. Never fails: what it cannot analyse lands in
 /// `problems`.
 pub fn parse(src: &str) -> Script {

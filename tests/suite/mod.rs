@@ -1,6 +1,7 @@
 mod audit;
 mod cli;
 mod common;
+mod corpus;
 mod docker;
 mod gate;
 mod mutate;
