@@ -19,6 +19,7 @@
 //! | output filter | [`filter`] | secret rules, host secrets, URL allowlist; pure |
 //! | audit | [`audit`] | hash-chained, fsynced JSON lines; `verify` |
 //! | pipeline | [`Executor`] | decide → confirm → prepare → execute |
+//! | doctor | [`doctor`] | probes that prove each promised limit binds |
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), toolgate::Error> {
@@ -32,6 +33,7 @@
 
 pub mod audit;
 pub mod call;
+pub mod doctor;
 mod error;
 mod executor;
 pub mod filter;

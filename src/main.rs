@@ -59,6 +59,22 @@ enum Cmd {
     },
     /// Measure the pipeline (medians and p95 of one run).
     Bench(bench::BenchArgs),
+    /// Prove the policy's limits bind: probes try to break each one on
+    /// every backend. Exit 1 when a promised limit does not hold.
+    Doctor {
+        /// Policy file, or a built-in name (default, strict, permissive-dev).
+        #[arg(long, default_value = "default")]
+        policy: String,
+        #[arg(long)]
+        json: bool,
+        /// Backends that must be available (wasm, docker); an unavailable
+        /// one fails the run instead of being reported.
+        #[arg(long, value_delimiter = ',')]
+        require: Vec<String>,
+        /// Probe only these backends (default: wasm and docker).
+        #[arg(long, value_delimiter = ',')]
+        backends: Vec<String>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -302,7 +318,86 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }),
         Cmd::Bench(b) => bench::run(b),
+        Cmd::Doctor {
+            policy,
+            json,
+            require,
+            backends,
+        } => doctor(&policy, json, &require, &backends),
     }
+}
+
+fn doctor(policy: &str, json: bool, require: &[String], only: &[String]) -> anyhow::Result<i32> {
+    use toolgate::BackendKind;
+    use toolgate::sandbox::Backend;
+    let policy = Policy::load(policy)?;
+    for b in require.iter().chain(only) {
+        if BackendKind::parse(b).is_none() {
+            return Err(
+                Error::from(toolgate::sandbox::SandboxError::Unsupported(format!(
+                    "unknown backend `{b}` (wasm, docker)"
+                )))
+                .into(),
+            );
+        }
+    }
+    let wanted = |b: &str| only.is_empty() || only.iter().any(|o| o == b);
+    let report = tokio_rt()?.block_on(async {
+        let mut backends: Vec<toolgate::doctor::Candidate> = Vec::new();
+        if wanted("wasm") {
+            let wasm = toolgate::WasmBackend::new(toolgate::WasmConfig::default())
+                .map(|b| Arc::new(b) as Arc<dyn Backend>)
+                .map_err(|e| e.to_string());
+            backends.push((BackendKind::Wasm, wasm));
+        }
+        if wanted("docker") {
+            let docker = toolgate::sandbox::docker::DockerBackend::connect(Default::default())
+                .await
+                .map(|b| Arc::new(b) as Arc<dyn Backend>)
+                .map_err(|e| e.to_string());
+            backends.push((BackendKind::Docker, docker));
+        }
+        let report = toolgate::doctor::run(&policy, &backends).await;
+        for (_, b) in &backends {
+            if let Ok(b) = b {
+                b.shutdown().await;
+            }
+        }
+        report
+    })?;
+    let missing: Vec<&String> = require.iter().filter(|b| report.unavailable(b)).collect();
+    if json {
+        print_json(&serde_json::json!({
+            "ok": report.ok() && missing.is_empty(),
+            "rows": report.rows,
+        }))?;
+    } else {
+        println!(
+            "{:<7} {:<17} {:<12} {:<44} evidence",
+            "backend", "limit", "status", "promised"
+        );
+        for r in &report.rows {
+            println!(
+                "{:<7} {:<17} {:<12} {:<44} {}",
+                r.backend,
+                r.limit,
+                r.status.as_str(),
+                r.promised,
+                r.evidence
+            );
+        }
+    }
+    for b in &missing {
+        eprintln!("toolgate: doctor: backend {b} is required but unavailable");
+    }
+    if !report.ok() {
+        eprintln!("toolgate: doctor: a limit the policy promises does not bind (FAILED rows)");
+    }
+    Ok(if report.ok() && missing.is_empty() {
+        exit::OK
+    } else {
+        exit::TOOL_FAILED
+    })
 }
 
 fn images(i: ImagesCmd) -> anyhow::Result<i32> {

@@ -3,6 +3,7 @@ mod cli;
 mod common;
 mod corpus;
 mod docker;
+mod doctor;
 mod gate;
 mod mutate;
 mod policy;

@@ -1,0 +1,112 @@
+//! `toolgate doctor` on the real backends: under the strict policy's limits
+//! every probe is stopped, for the right reason, and the run exits 0.
+//! (That a limit which does not bind is reported FAILED with exit 1 is
+//! tested in src/doctor.rs against a backend that ignores its limits.)
+
+use super::common::{bin, stderr, stdout_json};
+use serde_json::Value;
+
+fn doctor(backend: &str) -> (std::process::Output, Value) {
+    let out = bin()
+        .args([
+            "doctor",
+            "--policy",
+            "strict",
+            "--json",
+            "--backends",
+            backend,
+            "--require",
+            backend,
+        ])
+        // A host value the guest must never see.
+        .env("TOOLGATE_DOCTOR_CANARY", "canary-5f1e9c2a7b")
+        .output()
+        .unwrap();
+    let v = stdout_json(&out);
+    (out, v)
+}
+
+fn rows(v: &Value) -> Vec<(String, String, String)> {
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["limit"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+                r["evidence"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn assert_all_bind(backend: &str, v: &Value, unavailable: &[&str]) {
+    let rows = rows(v);
+    let limits: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    for l in [
+        "memory",
+        "cpu_time",
+        "wall_time",
+        "pids",
+        "network",
+        "fs_write_outside",
+        "fs_readonly",
+        "fs_read_host",
+        "file_size",
+        "output",
+        "environment",
+    ] {
+        assert!(limits.contains(&l), "{backend}: no `{l}` row in {rows:?}");
+    }
+    for (limit, status, evidence) in &rows {
+        let want = if unavailable.contains(&limit.as_str()) {
+            "unavailable"
+        } else {
+            "enforced"
+        };
+        assert_eq!(status, want, "{backend} {limit}: {evidence}");
+        assert!(!evidence.is_empty());
+    }
+    assert_eq!(v["ok"], true);
+}
+
+#[test]
+fn doctor_proves_the_wasm_limits_bind() {
+    let (out, v) = doctor("wasm");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_all_bind("wasm", &v, &["file_size"]);
+    let text = serde_json::to_string(&v).unwrap();
+    assert!(
+        text.contains("MemoryError") || text.contains("memory"),
+        "{text}"
+    );
+    assert!(!text.contains("canary-5f1e9c2a7b"));
+}
+
+#[test]
+fn doctor_proves_the_docker_limits_bind() {
+    let (out, v) = doctor("docker");
+    if out.status.code() != Some(0)
+        && rows(&v).iter().all(|r| r.1 == "unavailable")
+        && std::env::var_os("TOOLGATE_REQUIRE_DOCKER").is_none_or(|x| x != "1")
+    {
+        eprintln!("SKIPPED: docker unavailable: {:?}", rows(&v));
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{} {v}", stderr(&out));
+    assert_all_bind("docker", &v, &[]);
+    let ev = rows(&v);
+    let net = ev.iter().find(|r| r.0 == "network").unwrap();
+    assert!(net.2.contains("ifaces=lo "), "{}", net.2);
+}
+
+#[test]
+fn doctor_refuses_an_unknown_backend() {
+    let out = bin()
+        .args(["doctor", "--backends", "vmware"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
