@@ -291,20 +291,26 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
 
     if a.json {
         let v = serde_json::json!({"cases": rows, "figures": extra});
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
+        outln!(
             "{:<58} {:>5} {:>10} {:>10}",
-            "case", "n", "p50 ms", "p95 ms"
+            "case",
+            "n",
+            "p50 ms",
+            "p95 ms"
         );
         for r in &rows {
-            println!(
+            outln!(
                 "{:<58} {:>5} {:>10.3} {:>10.3}",
-                r.case, r.n, r.p50_ms, r.p95_ms
+                r.case,
+                r.n,
+                r.p50_ms,
+                r.p95_ms
             );
         }
         for (k, v) in &extra {
-            println!("{k}: {v}");
+            outln!("{k}: {v}");
         }
     }
     Ok(toolgate::exit::OK)

@@ -1,6 +1,14 @@
 //! The `toolgate` CLI: parses flags, builds an `Executor`, prints JSON,
 //! and maps errors to the documented exit codes (`toolgate::exit`).
 
+/// `println!` that does not panic when stdout is closed (`toolgate … | head`).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod bench;
 
 use anyhow::Context;
@@ -247,11 +255,11 @@ fn main() {
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            if let Some(err) = e.downcast_ref::<Error>() {
+            if is_broken_pipe(&e) {
+                0
+            } else if let Some(err) = e.downcast_ref::<Error>() {
                 report(json, err.kind(), "", &err.to_string());
                 err.exit_code()
-            } else if is_broken_pipe(&e) {
-                0
             } else {
                 report(json, "internal", "", &format!("{e:#}"));
                 exit::INTERNAL
@@ -272,6 +280,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
     })
 }
 
@@ -285,7 +295,7 @@ fn report(json: bool, kind: &str, detail: &str, message: &str) {
     let message = message.replace('\n', " ");
     if json {
         let v = serde_json::json!({"error": {"kind": kind, "message": message, "detail": if detail.is_empty() { None } else { Some(detail) }}});
-        println!("{v}");
+        outln!("{v}");
     } else {
         eprintln!("toolgate: error: {message}");
     }
@@ -372,12 +382,15 @@ fn doctor(policy: &str, json: bool, require: &[String], only: &[String]) -> anyh
             "rows": report.rows,
         }))?;
     } else {
-        println!(
+        outln!(
             "{:<7} {:<17} {:<12} {:<44} evidence",
-            "backend", "limit", "status", "promised"
+            "backend",
+            "limit",
+            "status",
+            "promised"
         );
         for r in &report.rows {
-            println!(
+            outln!(
                 "{:<7} {:<17} {:<12} {:<44} {}",
                 r.backend,
                 r.limit,
@@ -451,7 +464,7 @@ fn audit(a: AuditCmd) -> anyhow::Result<i32> {
                     if json {
                         print_json(&serde_json::json!({"ok": true, "verified": v}))?;
                     } else {
-                        println!(
+                        outln!(
                             "OK: {} entries, last seq {}, last hash {}{}{}",
                             v.entries,
                             v.last_seq,
@@ -472,7 +485,7 @@ fn audit(a: AuditCmd) -> anyhow::Result<i32> {
                     if json {
                         print_json(&serde_json::json!({"ok": false, "failure": f}))?;
                     } else {
-                        println!("FAILED: {}:{}: {}: {}", f.file, f.line, f.problem, f.detail);
+                        outln!("FAILED: {}:{}: {}: {}", f.file, f.line, f.problem, f.detail);
                     }
                     Ok(exit::TOOL_FAILED)
                 }
@@ -951,7 +964,7 @@ fn runtimes(r: RuntimesCmd) -> anyhow::Result<i32> {
                 print_json(&rows)?;
             } else {
                 for (s, r) in specs.iter().zip(&rows) {
-                    println!(
+                    outln!(
                         "{:<11} {:<8} {}\n            {}\n            licence: {}",
                         s.name,
                         if r["installed"] == true {
@@ -996,7 +1009,7 @@ fn runtimes(r: RuntimesCmd) -> anyhow::Result<i32> {
                 }
                 rows.push(serde_json::json!({"name": s.name, "status": status, "detail": detail}));
                 if !json {
-                    println!("{:<11} {status}: {detail}", s.name);
+                    outln!("{:<11} {status}: {detail}", s.name);
                 }
             }
             if json {

@@ -358,9 +358,15 @@ fn resolve(words: &[Word], stdin_is_data: bool, depth: usize, a: &mut Analysis) 
     }
     let fam = family(&prog);
     if let Some((_, flags)) = INTERPRETERS.iter().find(|(n, _)| *n == fam || *n == prog) {
+        // `-c`, `-cCODE`, and clusters such as `-Ic` or `-ne`.
         let inline = rest.iter().any(|w| {
+            let t = w.text.as_str();
             flags.iter().any(|f| {
-                w.text == *f || (f.len() == 2 && w.text.starts_with(f) && !w.text.starts_with("--"))
+                t == *f
+                    || (f.len() == 2
+                        && t.starts_with('-')
+                        && !t.starts_with("--")
+                        && f[1..].chars().all(|c| t[1..].contains(c)))
             })
         });
         let awk_like = matches!(fam, "awk" | "gawk" | "mawk" | "nawk");

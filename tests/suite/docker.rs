@@ -280,9 +280,7 @@ fn root_is_read_only_and_a_read_only_workspace_is_honoured() {
         policy(|p| p.docker.workspace = toolgate::plan::MountAccess::ReadOnly),
         &b,
     );
-    let o = rt
-        .block_on(ro.run(&cmd("cat in.txt; touch nope")))
-        .unwrap();
+    let o = rt.block_on(ro.run(&cmd("cat in.txt; touch nope"))).unwrap();
     assert_eq!(o.stdout, "from the host\n");
     assert!(o.stderr.contains("Read-only file system"), "{o:?}");
     assert!(!ws.path().join("nope").exists());
