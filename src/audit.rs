@@ -446,6 +446,33 @@ pub fn verify(files: &[PathBuf], key: Option<&[u8]>) -> Result<Verified, Failure
 }
 
 /// Reads entries (bodies with their hash) from a log, oldest first.
+/// A filter over audit entries (`audit query`, `GET /v1/audit`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Query {
+    /// Entries at or after this time (Unix ms).
+    pub since_ms: Option<u128>,
+    pub tool: Option<String>,
+    pub decision: Option<String>,
+    pub principal: Option<String>,
+    /// `call` or `request`.
+    pub kind: Option<String>,
+}
+
+impl Query {
+    pub fn matches(&self, e: &Value) -> bool {
+        let s = |k: &str| e.get(k).and_then(|v| v.as_str());
+        let eq = |want: &Option<String>, k: &str| want.as_deref().is_none_or(|w| s(k) == Some(w));
+        self.since_ms.is_none_or(|m| {
+            e.get("ts_ms")
+                .and_then(|v| v.as_u64())
+                .is_some_and(|t| t as u128 >= m)
+        }) && eq(&self.tool, "tool")
+            && eq(&self.decision, "decision")
+            && eq(&self.principal, "principal")
+            && eq(&self.kind, "kind")
+    }
+}
+
 pub fn read_entries(path: &Path) -> Result<Vec<Value>, AuditError> {
     let text = std::fs::read_to_string(path).map_err(|source| AuditError::Io {
         path: path.display().to_string(),

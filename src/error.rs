@@ -23,6 +23,8 @@ pub mod exit {
     pub const DENIED: i32 = 11;
     /// Stopped by a limit (timeout, memory, trap).
     pub const KILLED: i32 = 12;
+    /// A rate limit or budget refused the call; nothing ran.
+    pub const REFUSED: i32 = 13;
     /// Internal error (a bug or an environment failure).
     pub const INTERNAL: i32 = 70;
 }
@@ -40,6 +42,9 @@ pub enum Error {
     Workspace { path: String, detail: String },
     #[error("{op}: {detail}")]
     Internal { op: &'static str, detail: String },
+    /// A rate limit or budget refused the call before it ran. Exit code 13.
+    #[error(transparent)]
+    Refused(crate::budget::Refusal),
 }
 
 impl Error {
@@ -55,6 +60,7 @@ impl Error {
             Error::Sandbox(SandboxError::Internal { .. }) => exit::INTERNAL,
             Error::Workspace { .. } => exit::BAD_INPUT,
             Error::Internal { .. } => exit::INTERNAL,
+            Error::Refused(_) => exit::REFUSED,
         }
     }
 
@@ -73,6 +79,8 @@ impl Error {
             Error::Sandbox(SandboxError::Internal { .. }) => "internal",
             Error::Workspace { .. } => "bad_workspace",
             Error::Internal { .. } => "internal",
+            Error::Refused(crate::budget::Refusal::Rate { .. }) => "rate_limited",
+            Error::Refused(crate::budget::Refusal::Budget { .. }) => "budget_exhausted",
         }
     }
 }

@@ -45,6 +45,7 @@ pub struct ExecutorBuilder {
     docker: Option<Arc<dyn Backend>>,
     audit: Option<Arc<crate::audit::AuditLog>>,
     principal: String,
+    budgets: crate::budget::Budgets,
 }
 
 impl ExecutorBuilder {
@@ -55,6 +56,12 @@ impl ExecutorBuilder {
     }
 
     /// Who the calls are made for, as recorded in the audit log (default `local`).
+    /// Rate limits and budgets per principal (default: unlimited).
+    pub fn budgets(mut self, b: crate::budget::Budgets) -> Self {
+        self.budgets = b;
+        self
+    }
+
     pub fn principal(mut self, p: impl Into<String>) -> Self {
         self.principal = p.into();
         self
@@ -126,6 +133,7 @@ impl ExecutorBuilder {
             gate: Arc::new(gate::Gate::new()),
             audit: self.audit,
             principal: self.principal,
+            limiter: Arc::new(crate::budget::Limiter::new(self.budgets)),
             redactor: Arc::new(redactor),
             redact: self.policy.redaction.enabled,
             policy: Arc::new(self.policy),
@@ -151,6 +159,7 @@ pub struct Executor {
     ttl: Duration,
     wasm: Option<WasmBackend>,
     docker: Option<Arc<dyn Backend>>,
+    limiter: Arc<crate::budget::Limiter>,
 }
 
 impl Executor {
@@ -164,6 +173,7 @@ impl Executor {
             docker: None,
             audit: None,
             principal: "local".into(),
+            budgets: crate::budget::Budgets::default(),
         }
     }
 
@@ -240,11 +250,39 @@ impl Executor {
 
     /// Runs a call on behalf of `principal` (recorded in the audit log).
     pub async fn run_as(&self, call: &ToolCall, principal: &str) -> Result<Outcome, Error> {
+        self.run_with(call, principal, None).await
+    }
+
+    /// Like [`Executor::run_as`], with `approver` answering this call's
+    /// confirmation instead of the configured one (an MCP client's
+    /// elicitation, a chat message).
+    pub async fn run_with(
+        &self,
+        call: &ToolCall,
+        principal: &str,
+        approver: Option<&dyn Approver>,
+    ) -> Result<Outcome, Error> {
         let t0 = Instant::now();
         let dry = self.check(call)?;
-        let result = self.decide_and_execute(call, &dry, t0).await;
+        if let Err(refusal) = self.limiter.admit(principal) {
+            let result = Err(Error::Refused(refusal));
+            self.audit(call, principal, &dry, &result)?;
+            return result;
+        }
+        let result = self
+            .decide_and_execute(call, &dry, t0, approver.unwrap_or(self.approver.as_ref()))
+            .await;
+        if let Ok(o) = &result {
+            self.limiter
+                .charge(principal, Duration::from_secs_f64(o.duration_ms / 1e3));
+        }
         self.audit(call, principal, &dry, &result)?;
         result
+    }
+
+    /// The rate limits and budgets this executor enforces.
+    pub fn limiter(&self) -> &crate::budget::Limiter {
+        &self.limiter
     }
 
     async fn decide_and_execute(
@@ -252,6 +290,7 @@ impl Executor {
         call: &ToolCall,
         dry: &DryRun,
         t0: Instant,
+        approver: &dyn Approver,
     ) -> Result<Outcome, Error> {
         let decision = dry.verdict.decision;
         let mut answer: Option<Answer> = None;
@@ -266,7 +305,7 @@ impl Executor {
                 let req = self.confirmation_request(call, dry);
                 let a = self
                     .gate
-                    .confirm(self.approver.as_ref(), req, self.ttl)
+                    .confirm(approver, req, self.ttl)
                     .await;
                 if !a.approved {
                     let mut o = Outcome::new(&call.id, &dry.tool, decision, Status::Denied);

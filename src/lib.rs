@@ -19,6 +19,8 @@
 //! | output filter | [`filter`] | secret rules, host secrets, URL allowlist; pure |
 //! | audit | [`audit`] | hash-chained, fsynced JSON lines; `verify` |
 //! | pipeline | [`Executor`] | decide → confirm → prepare → execute |
+//! | budgets | [`budget`] | rate limits and totals per principal |
+//! | service | [`server`] | HTTP API (`serve`) and MCP over stdio (`mcp`) |
 //! | doctor | [`doctor`] | probes that prove each promised limit binds |
 //!
 //! ```no_run
@@ -32,6 +34,7 @@
 //! ```
 
 pub mod audit;
+pub mod budget;
 pub mod call;
 pub mod doctor;
 mod error;
@@ -42,6 +45,7 @@ mod outcome;
 pub mod plan;
 pub mod policy;
 pub mod sandbox;
+pub mod server;
 pub mod tools;
 
 pub use call::{CallError, Language, Tool, ToolCall};

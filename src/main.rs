@@ -67,6 +67,10 @@ enum Cmd {
     },
     /// Measure the pipeline (medians and p95 of one run).
     Bench(bench::BenchArgs),
+    /// Serve the HTTP API (loopback by default; bearer tokens).
+    Serve(ServeArgs),
+    /// Serve the tools over MCP on stdin/stdout.
+    Mcp(McpArgs),
     /// Prove the policy's limits bind: probes try to break each one on
     /// every backend. Exit 1 when a promised limit does not hold.
     Doctor {
@@ -102,6 +106,61 @@ struct Common {
     /// Append an audit entry per call to FILE (HMAC key from TOOLGATE_AUDIT_KEY).
     #[arg(long)]
     audit: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Address to listen on; a non-loopback one needs --allow-non-loopback.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: std::net::SocketAddr,
+    /// TOML file of [[tokens]] (principal, token or token_sha256, tools,
+    /// approve). Without it, TOOLGATE_TOKEN is the one operator token.
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// Listen beyond loopback (plain HTTP: only behind a TLS proxy).
+    #[arg(long)]
+    allow_non_loopback: bool,
+    /// Calls running at once (beyond it: 429).
+    #[arg(long, default_value_t = 64)]
+    max_concurrent: usize,
+    /// Largest request body, e.g. 1MiB.
+    #[arg(long, default_value = "1MiB")]
+    max_body: String,
+    /// Requests per principal per minute / per hour.
+    #[arg(long, default_value_t = 600)]
+    rate_per_minute: u32,
+    #[arg(long, default_value_t = 10_000)]
+    rate_per_hour: u32,
+    /// Calls per principal per minute / per hour (executor rate limits).
+    #[arg(long)]
+    calls_per_minute: Option<u32>,
+    #[arg(long)]
+    calls_per_hour: Option<u32>,
+    /// Budgets per principal for the life of the service.
+    #[arg(long)]
+    budget_calls: Option<u64>,
+    #[arg(long)]
+    budget_wall_seconds: Option<f64>,
+    /// Seconds a confirmation stays pending before it is rejected.
+    #[arg(long, default_value_t = 300)]
+    confirmation_ttl: u64,
+    /// Seconds shutdown waits for calls in flight.
+    #[arg(long, default_value_t = 30)]
+    drain: u64,
+}
+
+#[derive(Args)]
+struct McpArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Principal recorded in the audit log.
+    #[arg(long, default_value = "mcp")]
+    principal: String,
+    /// Seconds a confirmation stays pending before it is rejected.
+    #[arg(long, default_value_t = 120)]
+    confirmation_ttl: u64,
 }
 
 #[derive(Args)]
@@ -334,7 +393,184 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             require,
             backends,
         } => doctor(&policy, json, &require, &backends),
+        Cmd::Serve(a) => serve(a),
+        Cmd::Mcp(a) => mcp(a),
     }
+}
+
+/// Where a long-running service writes its audit log when neither the
+/// command line nor the policy says: outside any workspace.
+fn default_service_audit() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("toolgate").join("audit.jsonl")
+}
+
+/// An executor for a service: every backend the policy routes to, an
+/// audit log, the given approver and budgets.
+async fn service_executor(
+    c: &Common,
+    policy: Policy,
+    approver: Arc<dyn toolgate::Approver>,
+    budgets: toolgate::budget::Budgets,
+    ttl: std::time::Duration,
+) -> Result<(Executor, Arc<toolgate::audit::AuditLog>), Error> {
+    let path = c
+        .audit
+        .clone()
+        .or_else(|| policy.audit_path.clone().map(PathBuf::from))
+        .unwrap_or_else(default_service_audit);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Internal {
+            op: "create audit directory",
+            detail: e.to_string(),
+        })?;
+    }
+    let log = Arc::new(
+        toolgate::audit::AuditLog::open(&path, toolgate::audit::AuditLog::key_from_env())
+            .map_err(|e| Error::Internal {
+                op: "open audit log",
+                detail: e.to_string(),
+            })?,
+    );
+    eprintln!("toolgate: audit log {}", path.display());
+    let uses_docker = [
+        policy.backends.run_command,
+        policy.backends.python,
+        policy.backends.javascript,
+        policy.backends.sh,
+    ]
+    .contains(&toolgate::BackendKind::Docker);
+    let mut b = Executor::builder(policy)
+        .approver(approver)
+        .confirmation_ttl(ttl)
+        .budgets(budgets)
+        .audit(log.clone())
+        .wasm(Some(toolgate::WasmConfig {
+            pool_size: 4,
+            ..Default::default()
+        }));
+    if let Some(w) = &c.workspace {
+        b = b.workspace(w.clone());
+    }
+    if uses_docker {
+        let backend: Arc<dyn toolgate::sandbox::Backend> =
+            match toolgate::sandbox::docker::DockerBackend::connect(Default::default()).await {
+                Ok(d) => Arc::new(d),
+                Err(e) => Arc::new(toolgate::sandbox::Unavailable {
+                    backend: "docker",
+                    detail: format!(
+                        "cannot reach the Docker engine ({e}); set DOCKER_HOST or start the daemon"
+                    ),
+                }),
+            };
+        b = b.docker(backend);
+    }
+    Ok((b.build()?, log))
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<i32> {
+    use toolgate::server::{auth::Tokens, http};
+    let policy = load_policy(&a.common)?;
+    let input = |m: String| Error::from(toolgate::CallError::Shape(m));
+    let tokens = match &a.tokens {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| input(format!("tokens file {}: {e}", p.display())))?;
+            Tokens::from_toml(&text, &p.display().to_string()).map_err(|e| input(e.to_string()))?
+        }
+        None => match std::env::var("TOOLGATE_TOKEN") {
+            Ok(t) => Tokens::single(&t, "operator").map_err(|e| input(e.to_string()))?,
+            Err(_) => {
+                return Err(input(
+                    "no tokens: set TOOLGATE_TOKEN or pass --tokens FILE".into(),
+                )
+                .into());
+            }
+        },
+    };
+    let max_body = toolgate::policy::units::parse_size(&a.max_body).map_err(input)? as usize;
+    let cfg = http::Config {
+        max_body,
+        max_concurrent: a.max_concurrent.max(1),
+        requests: toolgate::budget::Budgets {
+            per_minute: Some(a.rate_per_minute),
+            per_hour: Some(a.rate_per_hour),
+            ..Default::default()
+        },
+        drain: std::time::Duration::from_secs(a.drain),
+        ..Default::default()
+    };
+    let budgets = toolgate::budget::Budgets {
+        per_minute: a.calls_per_minute,
+        per_hour: a.calls_per_hour,
+        calls: a.budget_calls,
+        wall_seconds: a.budget_wall_seconds,
+    };
+    tokio_rt()?.block_on(async move {
+        let (exec, log) = service_executor(
+            &a.common,
+            policy,
+            Arc::new(toolgate::gate::External),
+            budgets,
+            std::time::Duration::from_secs(a.confirmation_ttl),
+        )
+        .await?;
+        let app = http::App::new(Arc::new(exec), tokens, Some(log), cfg);
+        http::serve(app, a.listen, a.allow_non_loopback, shutdown_signal(), |addr| {
+            eprintln!("toolgate: listening on http://{addr}");
+        })
+        .await
+        .map_err(|e| input(e.to_string()))?;
+        eprintln!("toolgate: stopped");
+        Ok(exit::OK)
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn mcp(a: McpArgs) -> anyhow::Result<i32> {
+    let policy = load_policy(&a.common)?;
+    // stdin carries the protocol: nobody can be prompted there.
+    let mode = match a.common.approve {
+        Some(ApproveMode::Allow) => ApproveMode::Allow,
+        _ => ApproveMode::Deny,
+    };
+    let ttl = std::time::Duration::from_secs(a.confirmation_ttl);
+    tokio_rt()?.block_on(async move {
+        let (exec, _log) = service_executor(
+            &a.common,
+            policy,
+            approver(Some(mode)),
+            Default::default(),
+            ttl,
+        )
+        .await?;
+        toolgate::server::mcp::McpServer::new(Arc::new(exec), a.principal, ttl)
+            .serve_stdio()
+            .await
+            .map_err(|e| Error::Internal {
+                op: "mcp",
+                detail: e.to_string(),
+            })?;
+        Ok(exit::OK)
+    })
 }
 
 fn doctor(policy: &str, json: bool, require: &[String], only: &[String]) -> anyhow::Result<i32> {
@@ -520,21 +756,16 @@ fn audit(a: AuditCmd) -> anyhow::Result<i32> {
                     }
                 }),
             };
+            let q = audit::Query {
+                since_ms,
+                tool,
+                decision,
+                principal,
+                ..Default::default()
+            };
             let mut out = std::io::stdout().lock();
             for e in audit::read_entries(&file).map_err(io_err)? {
-                let s = |k: &str| e.get(k).and_then(|v| v.as_str()).map(String::from);
-                let ok = since_ms.is_none_or(|m| {
-                    e.get("ts_ms")
-                        .and_then(|v| v.as_u64())
-                        .is_some_and(|t| t as u128 >= m)
-                }) && tool.as_ref().is_none_or(|t| s("tool").as_ref() == Some(t))
-                    && decision
-                        .as_ref()
-                        .is_none_or(|d| s("decision").as_ref() == Some(d))
-                    && principal
-                        .as_ref()
-                        .is_none_or(|p| s("principal").as_ref() == Some(p));
-                if ok {
+                if q.matches(&e) {
                     writeln!(out, "{e}")?;
                 }
             }

@@ -1,0 +1,188 @@
+//! Rate limits and budgets per principal: how often and how much a
+//! principal (an agent, a token, a session) may run.
+//!
+//! Rates are sliding windows (calls per minute and per hour); budgets are
+//! totals for the life of the executor (calls, wall seconds of sandbox
+//! time). Both live in the library so embedded use gets
+//! them too; the HTTP service maps a refusal to 429 with `Retry-After`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Limits per principal; `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Budgets {
+    pub per_minute: Option<u32>,
+    pub per_hour: Option<u32>,
+    /// Calls in total.
+    pub calls: Option<u64>,
+    /// Elapsed seconds of calls in total.
+    pub wall_seconds: Option<f64>,
+}
+
+/// Why a principal may not run now.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("rate limit: {limit} per {window} for principal `{principal}`")]
+    Rate {
+        principal: String,
+        limit: u32,
+        window: &'static str,
+        retry_after: Duration,
+    },
+    #[error("budget exhausted: {what} for principal `{principal}`")]
+    Budget { principal: String, what: String },
+}
+
+impl Refusal {
+    /// When trying again can succeed (`None`: not before the budget is reset).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Refusal::Rate { retry_after, .. } => Some(*retry_after),
+            Refusal::Budget { .. } => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Usage {
+    recent: VecDeque<Instant>,
+    calls: u64,
+    wall: f64,
+}
+
+/// Tracks usage per principal against one set of [`Budgets`].
+pub struct Limiter {
+    budgets: Budgets,
+    usage: Mutex<HashMap<String, Usage>>,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+impl Limiter {
+    pub fn new(budgets: Budgets) -> Limiter {
+        Limiter {
+            budgets,
+            usage: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    /// Admits one call (or request) for `principal`, counting it, or says
+    /// why not. A refused attempt is not counted.
+    pub fn admit(&self, principal: &str) -> Result<(), Refusal> {
+        self.admit_at(principal, Instant::now())
+    }
+
+    fn admit_at(&self, principal: &str, now: Instant) -> Result<(), Refusal> {
+        let b = &self.budgets;
+        let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let u = all.entry(principal.to_string()).or_default();
+        let p = || principal.to_string();
+        if let Some(max) = b.calls
+            && u.calls >= max
+        {
+            return Err(Refusal::Budget {
+                principal: p(),
+                what: format!("{max} calls"),
+            });
+        }
+        if let Some(max) = b.wall_seconds
+            && u.wall >= max
+        {
+            return Err(Refusal::Budget {
+                principal: p(),
+                what: format!("{max} wall seconds"),
+            });
+        }
+        // Forget what is older than the longest window.
+        while u
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= HOUR)
+        {
+            u.recent.pop_front();
+        }
+        for (limit, window, name) in [(b.per_minute, MINUTE, "minute"), (b.per_hour, HOUR, "hour")]
+        {
+            let Some(limit) = limit else { continue };
+            let inside: Vec<&Instant> = u
+                .recent
+                .iter()
+                .filter(|t| now.duration_since(**t) < window)
+                .collect();
+            if inside.len() >= limit as usize {
+                // The oldest call in the window leaves it first.
+                let oldest = inside.first().map_or(now, |t| **t);
+                let retry_after = window
+                    .saturating_sub(now.duration_since(oldest))
+                    .max(Duration::from_secs(1));
+                return Err(Refusal::Rate {
+                    principal: p(),
+                    limit,
+                    window: name,
+                    retry_after,
+                });
+            }
+        }
+        u.recent.push_back(now);
+        u.calls += 1;
+        Ok(())
+    }
+
+    /// Charges what an admitted call used.
+    pub fn charge(&self, principal: &str, wall: Duration) {
+        let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(principal.to_string()).or_default().wall += wall.as_secs_f64();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_minute_window_slides() {
+        let l = Limiter::new(Budgets {
+            per_minute: Some(2),
+            ..Budgets::default()
+        });
+        let t0 = Instant::now();
+        l.admit_at("a", t0).unwrap();
+        l.admit_at("a", t0 + Duration::from_secs(10)).unwrap();
+        let r = l.admit_at("a", t0 + Duration::from_secs(20)).unwrap_err();
+        assert_eq!(r.retry_after(), Some(Duration::from_secs(40)));
+        // Another principal has its own window.
+        l.admit_at("b", t0 + Duration::from_secs(20)).unwrap();
+        // After the first call leaves the window, one more fits.
+        l.admit_at("a", t0 + Duration::from_secs(61)).unwrap();
+        assert!(l.admit_at("a", t0 + Duration::from_secs(62)).is_err());
+    }
+
+    #[test]
+    fn budgets_are_totals() {
+        let l = Limiter::new(Budgets {
+            calls: Some(3),
+            wall_seconds: Some(1.0),
+            ..Budgets::default()
+        });
+        l.admit("a").unwrap();
+        l.charge("a", Duration::from_millis(600));
+        l.admit("a").unwrap();
+        l.charge("a", Duration::from_millis(600));
+        let r = l.admit("a").unwrap_err();
+        assert!(matches!(r, Refusal::Budget { .. }), "{r}");
+        assert_eq!(r.retry_after(), None);
+        let l = Limiter::new(Budgets {
+            calls: Some(1),
+            ..Budgets::default()
+        });
+        l.admit("a").unwrap();
+        assert!(l.admit("a").is_err());
+    }
+}

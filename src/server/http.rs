@@ -1,0 +1,652 @@
+//! `toolgate serve`: an HTTP JSON API over an [`Executor`].
+//!
+//! Every route but `/healthz` needs a bearer token; 401 and 403 say only
+//! "unauthorized" / "forbidden". Requests are rate limited per principal and
+//! calls by a global concurrency cap (429 + `Retry-After`); bodies are size
+//! limited; every request is audited with its principal. A call that needs
+//! confirmation answers at once with `pending` and the confirmation id; a
+//! human (a principal allowed to approve) answers it by id.
+
+use super::auth::{Principal, Tokens};
+use crate::audit::AuditLog;
+use crate::budget::{Budgets, Limiter};
+use crate::gate::Scope;
+use crate::{Decision, Error, Executor, ToolCall};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+
+/// Errors of starting the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "refusing to listen on {0}: not a loopback address. toolgate serves plain HTTP; put it behind a TLS-terminating proxy and pass --allow-non-loopback"
+    )]
+    NonLoopback(SocketAddr),
+    #[error("cannot listen on {addr}: {detail}")]
+    Bind { addr: SocketAddr, detail: String },
+}
+
+/// Service settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest request body accepted.
+    pub max_body: usize,
+    /// Calls running at once, across principals.
+    pub max_concurrent: usize,
+    /// Requests per principal (all routes but `/healthz`).
+    pub requests: Budgets,
+    /// How long shutdown waits for calls in flight before closing the
+    /// sandboxes under them.
+    pub drain: Duration,
+    /// Finished calls kept for `GET /v1/calls/{id}`.
+    pub keep_calls: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_body: 1 << 20,
+            max_concurrent: 64,
+            requests: Budgets {
+                per_minute: Some(600),
+                per_hour: Some(10_000),
+                ..Budgets::default()
+            },
+            drain: Duration::from_secs(30),
+            keep_calls: 10_000,
+        }
+    }
+}
+
+/// Where a call is (pending confirmations are looked up in the gate).
+#[derive(Debug, Clone)]
+enum CallState {
+    Running,
+    Done {
+        status: StatusCode,
+        body: Value,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl CallState {
+    fn response(&self) -> Response {
+        match self {
+            CallState::Done {
+                status,
+                body,
+                retry_after,
+            } => {
+                let mut r = (*status, Json(body.clone())).into_response();
+                if let Some(d) = retry_after
+                    && let Ok(v) = HeaderValue::from_str(&d.as_secs().max(1).to_string())
+                {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                r
+            }
+            CallState::Running => Json(json!({"status": "running"})).into_response(),
+        }
+    }
+}
+
+struct CallRecord {
+    principal: String,
+    state: watch::Receiver<CallState>,
+}
+
+/// Shared state of the service.
+pub struct App {
+    exec: Arc<Executor>,
+    tokens: Tokens,
+    audit: Option<Arc<AuditLog>>,
+    requests: Limiter,
+    slots: Arc<Semaphore>,
+    calls: Mutex<(HashMap<String, CallRecord>, VecDeque<String>)>,
+    inflight: Arc<AtomicUsize>,
+    cfg: Config,
+}
+
+impl App {
+    pub fn new(
+        exec: Arc<Executor>,
+        tokens: Tokens,
+        audit: Option<Arc<AuditLog>>,
+        cfg: Config,
+    ) -> Arc<App> {
+        Arc::new(App {
+            exec,
+            tokens,
+            audit,
+            requests: Limiter::new(cfg.requests.clone()),
+            slots: Arc::new(Semaphore::new(cfg.max_concurrent)),
+            calls: Mutex::new((HashMap::new(), VecDeque::new())),
+            inflight: Arc::new(AtomicUsize::new(0)),
+            cfg,
+        })
+    }
+
+    pub fn executor(&self) -> &Arc<Executor> {
+        &self.exec
+    }
+
+    fn calls(&self) -> std::sync::MutexGuard<'_, (HashMap<String, CallRecord>, VecDeque<String>)> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The API router (no socket): what `serve` runs and the tests call.
+pub fn router(app: Arc<App>) -> Router {
+    let max_body = app.cfg.max_body;
+    let api = Router::new()
+        .route("/v1/calls", post(post_call))
+        .route("/v1/calls/{id}", get(get_call))
+        .route("/v1/confirmations", get(list_confirmations))
+        .route("/v1/confirmations/{id}", post(answer_confirmation))
+        .route("/v1/tools", get(tools))
+        .route("/v1/audit", get(audit_query))
+        .route("/openapi.json", get(openapi))
+        .layer(middleware::from_fn_with_state(app.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(api)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(app.clone(), record))
+        .with_state(app)
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"kind": kind, "message": message}})),
+    )
+        .into_response()
+}
+
+fn too_many(retry_after: Duration, kind: &str, message: &str) -> Response {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, kind, message);
+    let secs = retry_after.as_secs().max(1);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// Bearer auth and the per-principal request rate.
+async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let h = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(p) = app.tokens.authenticate(h) else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    };
+    if let Err(refusal) = app.requests.admit(&p.name) {
+        return too_many(
+            refusal.retry_after().unwrap_or(Duration::from_secs(60)),
+            "rate_limited",
+            &refusal.to_string(),
+        );
+    }
+    req.extensions_mut().insert(p);
+    next.run(req).await
+}
+
+/// Security headers on every response, and one audit entry per request.
+async fn record(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    for (k, v) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("cache-control", "no-store"),
+        ("referrer-policy", "no-referrer"),
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+    ] {
+        h.insert(k, HeaderValue::from_static(v));
+    }
+    if path != "/healthz"
+        && let Some(log) = &app.audit
+    {
+        let principal = res
+            .extensions()
+            .get::<Principal>()
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| "-".into());
+        let entry = json!({
+            "kind": "request",
+            "principal": principal,
+            "method": method,
+            "path": crate::call::shorten(&path, 200),
+            "status": res.status().as_u16(),
+        });
+        if log.append(&entry).is_err() {
+            // No unrecorded request is answered as if it were fine.
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "audit log unavailable",
+            );
+        }
+    }
+    res
+}
+
+/// Marks a response with its principal (for the request audit entry).
+fn tag(mut r: Response, p: &Principal) -> Response {
+    r.extensions_mut().insert(p.clone());
+    r
+}
+
+#[derive(Deserialize)]
+struct CallParams {
+    #[serde(default)]
+    dry_run: bool,
+    /// Seconds to wait for a call that needs confirmation.
+    wait: Option<f64>,
+}
+
+/// Status, body and `Retry-After` of an error.
+fn error_state(exec: &Executor, e: &Error) -> CallState {
+    // Error text may quote input; it is redacted like every output.
+    let mut msg = e.to_string();
+    exec.redactor()
+        .redact_secrets_into(&mut msg, &mut Default::default());
+    let status = match e {
+        Error::Refused(_) => StatusCode::TOO_MANY_REQUESTS,
+        Error::Call(_) | Error::Workspace { .. } => StatusCode::BAD_REQUEST,
+        Error::Sandbox(crate::sandbox::SandboxError::Unsupported(_)) => StatusCode::BAD_REQUEST,
+        Error::Sandbox(
+            crate::sandbox::SandboxError::Unavailable { .. }
+            | crate::sandbox::SandboxError::Runtime { .. },
+        ) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    CallState::Done {
+        status,
+        body: json!({"error": {"kind": e.kind(), "message": msg}}),
+        retry_after: match e {
+            // A spent budget does not come back within this process.
+            Error::Refused(r) => Some(r.retry_after().unwrap_or(Duration::from_secs(3600))),
+            _ => None,
+        },
+    }
+}
+
+fn error_response(exec: &Executor, e: &Error) -> Response {
+    error_state(exec, e).response()
+}
+
+async fn post_call(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<CallParams>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    tag(post_call_inner(app, &p, q, body).await, &p)
+}
+
+async fn post_call_inner(
+    app: Arc<App>,
+    p: &Principal,
+    q: CallParams,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => {
+            return error(r.status(), "bad_body", &r.body_text());
+        }
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "invalid_call", "body is not UTF-8");
+    };
+    let call = match ToolCall::parse(text) {
+        Ok(c) => c,
+        Err(e) => return error_response(&app.exec, &Error::from(e)),
+    };
+    if !p.may_call(call.tool.name()) {
+        return error(StatusCode::FORBIDDEN, "forbidden", "forbidden");
+    }
+    let dry = match app.exec.check(&call) {
+        Ok(d) => d,
+        Err(e) => return error_response(&app.exec, &e),
+    };
+    if q.dry_run {
+        return Json(dry).into_response();
+    }
+    let Ok(permit) = app.slots.clone().try_acquire_owned() else {
+        return too_many(
+            Duration::from_secs(1),
+            "busy",
+            "too many calls in flight; retry shortly",
+        );
+    };
+    let (tx, rx) = watch::channel(CallState::Running);
+    {
+        let mut c = app.calls();
+        if c.0.contains_key(&call.id) {
+            return error(StatusCode::CONFLICT, "duplicate_id", "a call with this id exists");
+        }
+        c.0.insert(
+            call.id.clone(),
+            CallRecord {
+                principal: p.name.clone(),
+                state: rx.clone(),
+            },
+        );
+        c.1.push_back(call.id.clone());
+        // Forget the oldest finished calls beyond the cap.
+        while c.1.len() > app.cfg.keep_calls {
+            let Some(old) = c.1.pop_front() else { break };
+            let done = c
+                .0
+                .get(&old)
+                .is_some_and(|r| matches!(*r.state.borrow(), CallState::Done { .. }));
+            if done {
+                c.0.remove(&old);
+            } else {
+                c.1.push_back(old);
+                break;
+            }
+        }
+    }
+    let ask = dry.verdict.decision == Decision::Ask;
+    let exec = app.exec.clone();
+    let principal = p.name.clone();
+    let inflight = app.inflight.clone();
+    inflight.fetch_add(1, Ordering::SeqCst);
+    let id = call.id.clone();
+    tokio::spawn(async move {
+        let result = exec.run_as(&call, &principal).await;
+        let done = match result {
+            Ok(o) => CallState::Done {
+                status: StatusCode::OK,
+                body: serde_json::to_value(&o).unwrap_or(Value::Null),
+                retry_after: None,
+            },
+            Err(e) => error_state(&exec, &e),
+        };
+        let _ = tx.send(done);
+        drop(permit);
+        inflight.fetch_sub(1, Ordering::SeqCst);
+    });
+    let mut rx = rx;
+    if ask {
+        // Wait until the confirmation is registered (or a session approval
+        // let it run), then answer at once unless asked to wait.
+        let gate_id = async {
+            loop {
+                if let Some(c) = app.exec.gate().pending().into_iter().find(|c| c.call_id == id) {
+                    return Some(c.id);
+                }
+                if matches!(*rx.borrow(), CallState::Done { .. }) {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        let conf = tokio::time::timeout(Duration::from_secs(5), gate_id)
+            .await
+            .ok()
+            .flatten();
+        let wait = q.wait.unwrap_or(0.0).clamp(0.0, 3600.0);
+        let finished = tokio::time::timeout(
+            Duration::from_secs_f64(wait),
+            rx.wait_for(|s| matches!(s, CallState::Done { .. })),
+        )
+        .await;
+        if finished.is_err() {
+            return (
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "id": id,
+                    "status": "pending",
+                    "confirmation_id": conf,
+                })),
+            )
+                .into_response();
+        }
+    }
+    let state = rx
+        .wait_for(|s| matches!(s, CallState::Done { .. }))
+        .await
+        .map(|s| s.clone());
+    match state {
+        Ok(s) => s.response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the call ended without a result",
+        ),
+    }
+}
+
+async fn get_call(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    let rec = app
+        .calls()
+        .0
+        .get(&id)
+        .map(|r| (r.principal.clone(), r.state.borrow().clone()));
+    let r = match rec {
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such call"),
+        Some((owner, _)) if owner != p.name && !p.approve => {
+            error(StatusCode::NOT_FOUND, "not_found", "no such call")
+        }
+        Some((_, s @ CallState::Done { .. })) => s.response(),
+        Some((_, CallState::Running)) => {
+            let conf = app
+                .exec
+                .gate()
+                .pending()
+                .into_iter()
+                .find(|c| c.call_id == id)
+                .map(|c| c.id);
+            match conf {
+                Some(c) => Json(json!({"id": id, "status": "pending", "confirmation_id": c}))
+                    .into_response(),
+                None => Json(json!({"id": id, "status": "running"})).into_response(),
+            }
+        }
+    };
+    tag(r, &p)
+}
+
+async fn list_confirmations(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+) -> Response {
+    if !p.approve {
+        return tag(error(StatusCode::FORBIDDEN, "forbidden", "forbidden"), &p);
+    }
+    tag(Json(app.exec.gate().pending()).into_response(), &p)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerBody {
+    approve: bool,
+    note: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+async fn answer_confirmation(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    if !p.approve {
+        return tag(error(StatusCode::FORBIDDEN, "forbidden", "forbidden"), &p);
+    }
+    // Any content type: curl's default form type must not be a trap.
+    let parsed = body
+        .map_err(|e| (e.status(), e.body_text()))
+        .and_then(|b| {
+            serde_json::from_slice::<AnswerBody>(&b)
+                .map_err(|e| (StatusCode::BAD_REQUEST, format!("expected {{\"approve\": true|false, \"note\": \"…\"}}: {e}")))
+        });
+    let body = match parsed {
+        Ok(b) => b,
+        Err((status, msg)) => return tag(error(status, "invalid_body", &msg), &p),
+    };
+    let scope = match body.scope.as_deref() {
+        None | Some("once") => Scope::Once,
+        Some("session") => Scope::Session,
+        Some(_) => {
+            return tag(
+                error(StatusCode::BAD_REQUEST, "invalid_body", "scope is once or session"),
+                &p,
+            );
+        }
+    };
+    let note = body.note.map(|n| crate::call::shorten(&n, 500));
+    let r = match app
+        .exec
+        .gate()
+        .answer(&id, body.approve, scope, &p.name, note)
+    {
+        Ok(()) => Json(json!({"confirmation_id": id, "approved": body.approve, "by": p.name}))
+            .into_response(),
+        Err(crate::gate::GateError::Unknown(_)) => {
+            error(StatusCode::NOT_FOUND, "not_found", "no such confirmation")
+        }
+        Err(crate::gate::GateError::Expired(_)) => error(
+            StatusCode::GONE,
+            "expired",
+            "the confirmation expired and the call was denied",
+        ),
+        Err(e) => error(StatusCode::CONFLICT, "answered", &e.to_string()),
+    };
+    tag(r, &p)
+}
+
+async fn tools(Extension(p): Extension<Principal>) -> Response {
+    let all = crate::tools::render(crate::tools::Format::JsonSchema);
+    let mine: Vec<Value> = all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["name"].as_str().is_some_and(|n| p.may_call(n)))
+        .cloned()
+        .collect();
+    tag(Json(mine).into_response(), &p)
+}
+
+#[derive(Deserialize)]
+struct AuditParams {
+    since_ms: Option<u128>,
+    tool: Option<String>,
+    decision: Option<String>,
+    principal: Option<String>,
+    kind: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn audit_query(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<AuditParams>,
+) -> Response {
+    if !p.approve {
+        return tag(error(StatusCode::FORBIDDEN, "forbidden", "forbidden"), &p);
+    }
+    let Some(log) = &app.audit else {
+        return tag(
+            error(StatusCode::NOT_FOUND, "no_audit_log", "the service has no audit log"),
+            &p,
+        );
+    };
+    let query = crate::audit::Query {
+        since_ms: q.since_ms,
+        tool: q.tool,
+        decision: q.decision,
+        principal: q.principal,
+        kind: q.kind,
+    };
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let r = match crate::audit::read_entries(log.path()) {
+        Ok(entries) => {
+            let hits: Vec<Value> = entries.into_iter().filter(|e| query.matches(e)).collect();
+            let start = hits.len().saturating_sub(limit);
+            Json(&hits[start..]).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()),
+    };
+    tag(r, &p)
+}
+
+async fn openapi(Extension(p): Extension<Principal>) -> Response {
+    tag(Json(super::openapi::document()).into_response(), &p)
+}
+
+/// Listens on `addr` and serves until `shutdown` resolves; then rejects
+/// pending confirmations, lets calls in flight finish within
+/// `cfg.drain`, and closes the sandboxes.
+pub async fn serve(
+    app: Arc<App>,
+    addr: SocketAddr,
+    allow_non_loopback: bool,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_listen: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    if !addr.ip().is_loopback() && !allow_non_loopback {
+        return Err(ServeError::NonLoopback(addr));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Bind {
+            addr,
+            detail: e.to_string(),
+        })?;
+    let local = listener.local_addr().map_err(|e| ServeError::Bind {
+        addr,
+        detail: e.to_string(),
+    })?;
+    on_listen(local);
+    let exec = app.exec.clone();
+    let stop = async move {
+        shutdown.await;
+        // Pending confirmations end now, as rejections (each audited).
+        exec.shutdown();
+    };
+    let served = axum::serve(listener, router(app.clone()))
+        .with_graceful_shutdown(stop)
+        .await;
+    let deadline = tokio::time::Instant::now() + app.cfg.drain;
+    while app.inflight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.exec.close().await;
+    served.map_err(|e| ServeError::Bind {
+        addr: local,
+        detail: e.to_string(),
+    })
+}

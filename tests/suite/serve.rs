@@ -1,0 +1,516 @@
+//! The HTTP service: every route in-process (router without a socket),
+//! auth, rate, concurrency, body and budget limits, the confirmation flow;
+//! then over a real loopback socket, graceful shutdown, and a bounded load
+//! test (1000 calls at 50 concurrent, every one audited, chain verified).
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use toolgate::budget::Budgets;
+use toolgate::server::auth::Tokens;
+use toolgate::server::http::{self, App, Config};
+use toolgate::{Executor, Policy};
+use tower::ServiceExt;
+
+const OPERATOR: &str = "operator-token-0123456789";
+const AGENT: &str = "agent-token-0123456789abc";
+
+fn tokens() -> Tokens {
+    Tokens::from_toml(
+        &format!(
+            r#"
+[[tokens]]
+principal = "operator"
+token = "{OPERATOR}"
+approve = true
+
+[[tokens]]
+principal = "agent"
+token = "{AGENT}"
+tools = ["run_code", "read_file", "list_dir"]
+"#
+        ),
+        "test",
+    )
+    .unwrap()
+}
+
+struct Svc {
+    app: Arc<App>,
+    audit: std::path::PathBuf,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+fn svc(cfg: Config, budgets: Budgets) -> Svc {
+    let dir = super::common::workspace();
+    // The audit log lives outside the workspace the agent can write.
+    let adir = tempfile::tempdir().unwrap();
+    let audit = adir.path().join("audit.jsonl");
+    let log = Arc::new(toolgate::audit::AuditLog::open(&audit, None).unwrap());
+    let exec = Executor::builder(Policy::builtin_default())
+        .workspace(dir.path())
+        .approver(Arc::new(toolgate::gate::External))
+        .confirmation_ttl(Duration::from_secs(30))
+        .budgets(budgets)
+        .audit(log.clone())
+        .wasm(Some(toolgate::WasmConfig {
+            pool_size: 2,
+            ..Default::default()
+        }))
+        .build()
+        .unwrap();
+    Svc {
+        app: App::new(Arc::new(exec), tokens(), Some(log), cfg),
+        audit,
+        _dirs: (dir, adir),
+    }
+}
+
+async fn send(
+    app: &Arc<App>,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let req = b
+        .body(match body {
+            Some(v) => Body::from(v.to_string()),
+            None => Body::empty(),
+        })
+        .unwrap();
+    let res = http::router(app.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = axum::body::to_bytes(res.into_body(), 16 << 20)
+        .await
+        .unwrap();
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, v)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn py(code: &str) -> Value {
+    json!({"tool": "run_code", "args": {"language": "python", "code": code}})
+}
+
+#[test]
+fn every_documented_route_exists_and_security_headers_are_set() {
+    rt().block_on(async {
+        let s = svc(Config::default(), Budgets::default());
+        for r in toolgate::server::openapi::ROUTES {
+            let path = r.path.replace("{id}", "nope");
+            let body = (r.method == "post").then(|| json!({}));
+            let (status, headers, _) = send(
+                &s.app,
+                &r.method.to_uppercase(),
+                &path,
+                Some(OPERATOR),
+                body,
+            )
+            .await;
+            assert!(
+                status != StatusCode::NOT_FOUND || path.ends_with("nope"),
+                "{} {path}: {status}",
+                r.method
+            );
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{} {path}", r.method);
+            assert_eq!(headers["x-content-type-options"], "nosniff");
+            assert_eq!(headers["cache-control"], "no-store");
+        }
+        let doc = send(&s.app, "GET", "/openapi.json", Some(OPERATOR), None).await.2;
+        assert_eq!(doc["openapi"], "3.0.3");
+        for r in toolgate::server::openapi::ROUTES {
+            assert!(doc["paths"][r.path][r.method].is_object(), "{} {}", r.method, r.path);
+        }
+        // An undocumented route does not exist.
+        let (st, _, _) = send(&s.app, "GET", "/v1/secret-admin", Some(OPERATOR), None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+    });
+}
+
+#[test]
+fn auth_failures_say_only_unauthorized_or_forbidden() {
+    rt().block_on(async {
+        let s = svc(Config::default(), Budgets::default());
+        let (st, _, v) = send(&s.app, "GET", "/healthz", None, None).await;
+        assert_eq!((st, v["status"].as_str()), (StatusCode::OK, Some("ok")));
+        for token in [None, Some("wrong-token-0123456789"), Some("")] {
+            let (st, h, v) = send(&s.app, "POST", "/v1/calls", token, Some(py("print(1)"))).await;
+            assert_eq!(st, StatusCode::UNAUTHORIZED);
+            assert_eq!(h["www-authenticate"], "Bearer");
+            assert_eq!(v["error"]["message"], "unauthorized");
+        }
+        // The agent may not run commands, list or answer confirmations, or read the audit log.
+        let cmd = json!({"tool": "run_command", "args": {"command": "ls"}});
+        for (m, p, b) in [
+            ("POST", "/v1/calls", Some(cmd)),
+            ("GET", "/v1/confirmations", None),
+            ("POST", "/v1/confirmations/x", Some(json!({"approve": true}))),
+            ("GET", "/v1/audit", None),
+        ] {
+            let (st, _, v) = send(&s.app, m, p, Some(AGENT), b).await;
+            assert_eq!(st, StatusCode::FORBIDDEN, "{m} {p}");
+            assert_eq!(v["error"]["message"], "forbidden");
+        }
+        // Tools listed are the agent's own.
+        let (_, _, v) = send(&s.app, "GET", "/v1/tools", Some(AGENT), None).await;
+        let names: Vec<&str> = v.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(!names.contains(&"run_command"));
+    });
+}
+
+#[test]
+fn calls_dry_runs_and_bad_input() {
+    rt().block_on(async {
+        let s = svc(Config::default(), Budgets::default());
+        let (st, _, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(6*7)"))).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!((v["status"].as_str(), v["stdout"].as_str()), (Some("completed"), Some("42\n")));
+        let id = v["id"].as_str().unwrap().to_string();
+        let (st, _, v) = send(&s.app, "GET", &format!("/v1/calls/{id}"), Some(AGENT), None).await;
+        assert_eq!((st, v["stdout"].as_str()), (StatusCode::OK, Some("42\n")));
+        // Another principal (not an approver) cannot see it.
+        let (st, _, _) = send(&s.app, "GET", "/v1/calls/nope", Some(AGENT), None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        // Dry run: the verdict and plan, nothing runs.
+        let (st, _, v) = send(
+            &s.app,
+            "POST",
+            "/v1/calls?dry_run=true",
+            Some(OPERATOR),
+            Some(json!({"tool": "run_command", "args": {"command": "rm -rf /"}})),
+        )
+        .await;
+        assert_eq!((st, v["decision"].as_str()), (StatusCode::OK, Some("deny")), "{v}");
+        assert!(v["plan"].is_object());
+        // OpenAI shape.
+        let (st, _, v) = send(
+            &s.app,
+            "POST",
+            "/v1/calls",
+            Some(AGENT),
+            Some(json!({"id": "call_1", "type": "function", "function": {"name": "run_code",
+                "arguments": "{\"language\":\"python\",\"code\":\"print(2)\"}"}})),
+        )
+        .await;
+        assert_eq!((st, v["stdout"].as_str()), (StatusCode::OK, Some("2\n")), "{v}");
+        // Denied by policy: 200 with a denied Outcome and its reasons.
+        let (st, _, v) = send(
+            &s.app,
+            "POST",
+            "/v1/calls",
+            Some(OPERATOR),
+            Some(json!({"tool": "run_command", "args": {"command": "sudo rm -rf /"}})),
+        )
+        .await;
+        assert_eq!((st, v["status"].as_str()), (StatusCode::OK, Some("denied")));
+        assert!(!v["reasons"].as_array().unwrap().is_empty());
+        // Bad input: 400 with a kind.
+        for (body, kind) in [
+            (json!({"tool": "format_disk", "args": {}}), "unknown_tool"),
+            (json!({"tool": "run_code", "args": {"language": "cobol", "code": "x"}}), "invalid_arguments"),
+        ] {
+            let (st, _, v) = send(&s.app, "POST", "/v1/calls", Some(OPERATOR), Some(body)).await;
+            assert_eq!((st, v["error"]["kind"].as_str()), (StatusCode::BAD_REQUEST, Some(kind)), "{v}");
+        }
+        let req = Request::builder()
+            .method("POST")
+            .uri("/v1/calls")
+            .header("authorization", format!("Bearer {OPERATOR}"))
+            .body(Body::from("{not json"))
+            .unwrap();
+        let res = http::router(s.app.clone()).oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        // A reused id is refused.
+        let body = json!({"id": "dup", "tool": "list_dir", "args": {"path": "."}});
+        assert_eq!(send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(body.clone())).await.0, StatusCode::OK);
+        assert_eq!(send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(body)).await.0, StatusCode::CONFLICT);
+    });
+}
+
+#[test]
+fn confirmation_flow_over_http() {
+    rt().block_on(async {
+        let s = svc(Config::default(), Budgets::default());
+        let ask = |id: &str| json!({"id": id, "tool": "read_file", "args": {"path": ".env"}});
+        let (st, _, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(ask("a1"))).await;
+        assert_eq!((st, v["status"].as_str()), (StatusCode::ACCEPTED, Some("pending")), "{v}");
+        let conf = v["confirmation_id"].as_str().unwrap().to_string();
+        let (_, _, v) = send(&s.app, "GET", "/v1/calls/a1", Some(AGENT), None).await;
+        assert_eq!(v["confirmation_id"].as_str(), Some(conf.as_str()));
+        let (_, _, list) = send(&s.app, "GET", "/v1/confirmations", Some(OPERATOR), None).await;
+        assert_eq!(list[0]["id"].as_str(), Some(conf.as_str()));
+        assert_eq!(list[0]["call_id"], "a1");
+        let path = format!("/v1/confirmations/{conf}");
+        let (st, _, _) = send(&s.app, "POST", &path, Some(OPERATOR), Some(json!({"approve": true, "note": "checked"}))).await;
+        assert_eq!(st, StatusCode::OK);
+        let (st, _, _) = send(&s.app, "POST", &path, Some(OPERATOR), Some(json!({"approve": false}))).await;
+        assert_eq!(st, StatusCode::CONFLICT, "answered twice");
+        let (st, _, _) = send(&s.app, "POST", "/v1/confirmations/conf_unknown", Some(OPERATOR), Some(json!({"approve": true}))).await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        // The call ran once approved; the answer is on the Outcome.
+        let mut v = Value::Null;
+        for _ in 0..200 {
+            v = send(&s.app, "GET", "/v1/calls/a1", Some(AGENT), None).await.2;
+            if v["status"] != "pending" && v["status"] != "running" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(v["status"], "completed", "{v}");
+        assert!(v["stdout"].as_str().unwrap().contains("API_KEY"));
+        assert_eq!(v["confirmation"]["by"], "operator");
+        // Rejected, and waiting for the answer with ?wait.
+        let (_, _, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(ask("a2"))).await;
+        let conf = v["confirmation_id"].as_str().unwrap().to_string();
+        let app = s.app.clone();
+        let waiter = tokio::spawn(async move {
+            send(&app, "POST", "/v1/calls?wait=5", Some(AGENT), Some(json!({"id": "a3", "tool": "read_file", "args": {"path": ".env"}}))).await
+        });
+        send(&s.app, "POST", &format!("/v1/confirmations/{conf}"), Some(OPERATOR), Some(json!({"approve": false}))).await;
+        // a3 waits; reject it too once it shows up.
+        let mut answered = false;
+        for _ in 0..200 {
+            let (_, _, list) = send(&s.app, "GET", "/v1/confirmations", Some(OPERATOR), None).await;
+            if let Some(c) = list.as_array().unwrap().iter().find(|c| c["call_id"] == "a3") {
+                let id = c["id"].as_str().unwrap();
+                send(&s.app, "POST", &format!("/v1/confirmations/{id}"), Some(OPERATOR), Some(json!({"approve": false, "note": "no"}))).await;
+                answered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(answered);
+        let (st, _, v) = waiter.await.unwrap();
+        assert_eq!((st, v["status"].as_str()), (StatusCode::OK, Some("denied")), "{v}");
+        let (_, _, v) = send(&s.app, "GET", "/v1/calls/a2", Some(AGENT), None).await;
+        assert_eq!(v["status"], "denied");
+    });
+}
+
+#[test]
+fn rate_concurrency_body_and_budget_limits() {
+    rt().block_on(async {
+        // Requests per principal per minute.
+        let s = svc(
+            Config {
+                requests: Budgets {
+                    per_minute: Some(3),
+                    ..Budgets::default()
+                },
+                ..Config::default()
+            },
+            Budgets::default(),
+        );
+        for _ in 0..3 {
+            assert_eq!(send(&s.app, "GET", "/v1/tools", Some(AGENT), None).await.0, StatusCode::OK);
+        }
+        let (st, h, v) = send(&s.app, "GET", "/v1/tools", Some(AGENT), None).await;
+        assert_eq!((st, v["error"]["kind"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")));
+        let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        // Another principal is not affected.
+        assert_eq!(send(&s.app, "GET", "/v1/tools", Some(OPERATOR), None).await.0, StatusCode::OK);
+
+        // Global concurrency: one slot, held by a sleeping call.
+        let s = svc(
+            Config {
+                max_concurrent: 1,
+                max_body: 1024,
+                ..Config::default()
+            },
+            Budgets::default(),
+        );
+        let app = s.app.clone();
+        let slow = tokio::spawn(async move {
+            send(&app, "POST", "/v1/calls", Some(AGENT), Some(py("import time\ntime.sleep(1.5)\nprint('slept')"))).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (st, h, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(1)"))).await;
+        assert_eq!((st, v["error"]["kind"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("busy")), "{v}");
+        assert_eq!(h["retry-after"], "1");
+        assert_eq!(slow.await.unwrap().2["stdout"], "slept\n");
+        assert_eq!(send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(1)"))).await.0, StatusCode::OK);
+        // Body size.
+        let big = py(&format!("print('{}')", "x".repeat(2000)));
+        let (st, _, _) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(big)).await;
+        assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+
+        // The executor's budget: two calls per principal.
+        let s = svc(
+            Config::default(),
+            Budgets {
+                calls: Some(2),
+                ..Budgets::default()
+            },
+        );
+        for _ in 0..2 {
+            assert_eq!(send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(1)"))).await.0, StatusCode::OK);
+        }
+        let (st, h, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(1)"))).await;
+        assert_eq!((st, v["error"]["kind"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("budget_exhausted")), "{v}");
+        assert!(h.contains_key("retry-after"));
+        // The refusal is audited like any call.
+        let entries = toolgate::audit::read_entries(&s.audit).unwrap();
+        assert!(entries.iter().any(|e| e["kind"] == "call" && e["outcome"]["error_kind"] == "budget_exhausted"));
+    });
+}
+
+#[test]
+fn every_request_is_audited_with_its_principal() {
+    rt().block_on(async {
+        let s = svc(Config::default(), Budgets::default());
+        send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(1)"))).await;
+        send(&s.app, "GET", "/v1/tools", Some(OPERATOR), None).await;
+        send(&s.app, "GET", "/v1/tools", Some("bad-token-0123456789"), None).await;
+        let e = toolgate::audit::read_entries(&s.audit).unwrap();
+        let req: Vec<(&str, &str, u64)> = e
+            .iter()
+            .filter(|e| e["kind"] == "request")
+            .map(|e| (e["principal"].as_str().unwrap(), e["path"].as_str().unwrap(), e["status"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            req,
+            vec![("agent", "/v1/calls", 200), ("operator", "/v1/tools", 200), ("-", "/v1/tools", 401)]
+        );
+        assert!(e.iter().any(|e| e["kind"] == "call" && e["principal"] == "agent"));
+        toolgate::audit::verify(std::slice::from_ref(&s.audit), None).unwrap();
+        // The audit endpoint reads it back.
+        let (_, _, v) = send(&s.app, "GET", "/v1/audit?kind=call&principal=agent", Some(OPERATOR), None).await;
+        assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    });
+}
+
+/// A minimal HTTP/1.1 client over a loopback socket.
+async fn raw(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+async fn start(s: &Svc) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (atx, arx) = tokio::sync::oneshot::channel();
+    let app = s.app.clone();
+    let h = tokio::spawn(async move {
+        http::serve(
+            app,
+            "127.0.0.1:0".parse().unwrap(),
+            false,
+            async {
+                let _ = rx.await;
+            },
+            move |a| {
+                let _ = atx.send(a);
+            },
+        )
+        .await
+        .unwrap();
+    });
+    (arx.await.unwrap(), tx, h)
+}
+
+#[test]
+fn loopback_socket_and_graceful_shutdown() {
+    rt().block_on(async {
+        let s = svc(Config::default(), Budgets::default());
+        // Only loopback unless explicitly allowed (nothing is sent anywhere).
+        let err = http::serve(s.app.clone(), "0.0.0.0:0".parse().unwrap(), false, async {}, |_| {}).await;
+        assert!(matches!(err, Err(http::ServeError::NonLoopback(_))), "{err:?}");
+        let (addr, stop, handle) = start(&s).await;
+        assert!(addr.ip().is_loopback());
+        let (st, v) = raw(addr, "POST", "/v1/calls", AGENT, &py("print('over tcp')").to_string()).await;
+        assert_eq!((st, v["stdout"].as_str()), (200, Some("over tcp\n")));
+        let (st, v) = raw(addr, "POST", "/v1/calls", AGENT, &json!({"id": "p1", "tool": "read_file", "args": {"path": ".env"}}).to_string()).await;
+        assert_eq!((st, v["status"].as_str()), (202, Some("pending")));
+        // Shut down: the pending confirmation is rejected and audited.
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), handle).await.unwrap().unwrap();
+        let e = toolgate::audit::read_entries(&s.audit).unwrap();
+        let p1 = e.iter().find(|e| e["call_id"] == "p1").expect("p1 audited");
+        assert_eq!(p1["confirmation"]["by"], "shutdown");
+        assert_eq!(p1["outcome"]["status"], "denied");
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still listening");
+    });
+}
+
+#[test]
+fn load_1000_calls_at_50_concurrent() {
+    rt().block_on(async {
+        let s = svc(
+            Config {
+                requests: Budgets::default(),
+                ..Config::default()
+            },
+            Budgets::default(),
+        );
+        let (addr, stop, handle) = start(&s).await;
+        let body = Arc::new(py("print(sum(range(100)))").to_string());
+        let sem = Arc::new(tokio::sync::Semaphore::new(50));
+        let t0 = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..1000 {
+            let permit = sem.clone().acquire_owned().await.unwrap();
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let r = raw(addr, "POST", "/v1/calls", AGENT, &body).await;
+                drop(permit);
+                (r, t.elapsed())
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            let ((st, v), d) = tokio::time::timeout(Duration::from_secs(300), t).await.unwrap().unwrap();
+            assert_eq!((st, v["stdout"].as_str()), (200, Some("4950\n")), "{v}");
+            lat.push(d);
+        }
+        let total = t0.elapsed();
+        lat.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        eprintln!(
+            "LOAD: 1000 calls, 50 concurrent: {:.0} req/s, p50 {:.1} ms, p95 {:.1} ms (total {:.1} s)",
+            1000.0 / total.as_secs_f64(),
+            ms(lat[500]),
+            ms(lat[950]),
+            total.as_secs_f64()
+        );
+        stop.send(()).unwrap();
+        handle.await.unwrap();
+        // Every call and every request audited; the chain verifies with the CLI.
+        let e = toolgate::audit::read_entries(&s.audit).unwrap();
+        assert_eq!(e.iter().filter(|e| e["kind"] == "call").count(), 1000);
+        assert_eq!(e.iter().filter(|e| e["kind"] == "request").count(), 1000);
+        let out = super::common::bin()
+            .args(["audit", "verify", s.audit.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", super::common::stderr(&out));
+    });
+}
