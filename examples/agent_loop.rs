@@ -27,9 +27,7 @@ fn model(history: &[Value]) -> Turn {
         .find(|m| m["role"] == "tool")
         .map(|m| m["content"].as_str().unwrap_or("").to_string());
     let step = history.iter().filter(|m| m["role"] == "assistant").count();
-    let call = |id: &str, name: &str, args: Value| {
-        json!({"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}})
-    };
+    let call = |id: &str, name: &str, args: Value| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}});
     match step {
         // A prompt-injected first idea: read the user's SSH key.
         0 => Turn::Calls(vec![call(
@@ -38,9 +36,11 @@ fn model(history: &[Value]) -> Turn {
             json!({"command": "cat ~/.ssh/id_rsa"}),
         )]),
         // Denied — the model reads the reason and does the actual task.
-        1 if last_tool.as_deref().is_some_and(|t| t.contains("denied")) => Turn::Calls(vec![
-            call("call_2", "read_file", json!({"path": "data.csv"})),
-        ]),
+        1 if last_tool.as_deref().is_some_and(|t| t.contains("denied")) => Turn::Calls(vec![call(
+            "call_2",
+            "read_file",
+            json!({"path": "data.csv"}),
+        )]),
         2 => Turn::Calls(vec![call(
             "call_3",
             "run_code",
@@ -73,7 +73,8 @@ fn main() -> anyhow::Result<()> {
         })
         .build()?;
     let rt = tokio::runtime::Runtime::new()?;
-    let mut history = vec![json!({"role": "user", "content": "What is the total count in data.csv?"})];
+    let mut history =
+        vec![json!({"role": "user", "content": "What is the total count in data.csv?"})];
     for _ in 0..10 {
         match model(&history) {
             Turn::Answer(a) => {
@@ -98,7 +99,8 @@ fn main() -> anyhow::Result<()> {
                         o.status,
                         content.trim()
                     );
-                    history.push(json!({"role": "tool", "tool_call_id": c["id"], "content": content}));
+                    history
+                        .push(json!({"role": "tool", "tool_call_id": c["id"], "content": content}));
                 }
             }
         }

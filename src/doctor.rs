@@ -292,7 +292,8 @@ async fn probe_backend(
 
     // CPU time: a busy loop, with wall time to spare.
     let mut cpu_limits = l.clone();
-    cpu_limits.wall_time = l.wall_time.max(l.cpu_time + Duration::from_secs(5));
+    // Wall time to spare even on a loaded machine, so only CPU can stop it.
+    cpu_limits.wall_time = l.wall_time.max(l.cpu_time * 4 + Duration::from_secs(5));
     let promised = format!("cpu ≤ {}", secs(l.cpu_time));
     match p
         .py_with(

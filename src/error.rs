@@ -42,6 +42,9 @@ pub enum Error {
     Workspace { path: String, detail: String },
     #[error("{op}: {detail}")]
     Internal { op: &'static str, detail: String },
+    /// A bad command line or service setting (tokens, address). Exit code 2.
+    #[error("{0}")]
+    Usage(String),
     /// A rate limit or budget refused the call before it ran. Exit code 13.
     #[error(transparent)]
     Refused(crate::budget::Refusal),
@@ -61,6 +64,7 @@ impl Error {
             Error::Workspace { .. } => exit::BAD_INPUT,
             Error::Internal { .. } => exit::INTERNAL,
             Error::Refused(_) => exit::REFUSED,
+            Error::Usage(_) => exit::BAD_INPUT,
         }
     }
 
@@ -79,6 +83,7 @@ impl Error {
             Error::Sandbox(SandboxError::Internal { .. }) => "internal",
             Error::Workspace { .. } => "bad_workspace",
             Error::Internal { .. } => "internal",
+            Error::Usage(_) => "usage",
             Error::Refused(crate::budget::Refusal::Rate { .. }) => "rate_limited",
             Error::Refused(crate::budget::Refusal::Budget { .. }) => "budget_exhausted",
         }

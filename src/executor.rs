@@ -303,10 +303,7 @@ impl Executor {
             }
             Decision::Ask => {
                 let req = self.confirmation_request(call, dry);
-                let a = self
-                    .gate
-                    .confirm(approver, req, self.ttl)
-                    .await;
+                let a = self.gate.confirm(approver, req, self.ttl).await;
                 if !a.approved {
                     let mut o = Outcome::new(&call.id, &dry.tool, decision, Status::Denied);
                     o.reasons = dry.verdict.reasons.clone();

@@ -429,11 +429,12 @@ async fn service_executor(
         })?;
     }
     let log = Arc::new(
-        toolgate::audit::AuditLog::open(&path, toolgate::audit::AuditLog::key_from_env())
-            .map_err(|e| Error::Internal {
+        toolgate::audit::AuditLog::open(&path, toolgate::audit::AuditLog::key_from_env()).map_err(
+            |e| Error::Internal {
                 op: "open audit log",
                 detail: e.to_string(),
-            })?,
+            },
+        )?,
     );
     eprintln!("toolgate: audit log {}", path.display());
     let uses_docker = [
@@ -474,7 +475,10 @@ async fn service_executor(
 fn serve(a: ServeArgs) -> anyhow::Result<i32> {
     use toolgate::server::{auth::Tokens, http};
     let policy = load_policy(&a.common)?;
-    let input = |m: String| Error::from(toolgate::CallError::Shape(m));
+    let input = Error::Usage;
+    if !a.listen.ip().is_loopback() && !a.allow_non_loopback {
+        return Err(input(http::ServeError::NonLoopback(a.listen).to_string()).into());
+    }
     let tokens = match &a.tokens {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -484,10 +488,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<i32> {
         None => match std::env::var("TOOLGATE_TOKEN") {
             Ok(t) => Tokens::single(&t, "operator").map_err(|e| input(e.to_string()))?,
             Err(_) => {
-                return Err(input(
-                    "no tokens: set TOOLGATE_TOKEN or pass --tokens FILE".into(),
-                )
-                .into());
+                return Err(
+                    input("no tokens: set TOOLGATE_TOKEN or pass --tokens FILE".into()).into(),
+                );
             }
         },
     };
@@ -519,9 +522,15 @@ fn serve(a: ServeArgs) -> anyhow::Result<i32> {
         )
         .await?;
         let app = http::App::new(Arc::new(exec), tokens, Some(log), cfg);
-        http::serve(app, a.listen, a.allow_non_loopback, shutdown_signal(), |addr| {
-            eprintln!("toolgate: listening on http://{addr}");
-        })
+        http::serve(
+            app,
+            a.listen,
+            a.allow_non_loopback,
+            shutdown_signal(),
+            |addr| {
+                eprintln!("toolgate: listening on http://{addr}");
+            },
+        )
         .await
         .map_err(|e| input(e.to_string()))?;
         eprintln!("toolgate: stopped");

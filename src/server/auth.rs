@@ -101,9 +101,12 @@ impl Tokens {
                     )));
                 }
                 (None, Some(h)) => {
-                    let b = hex::decode(h).ok().filter(|b| b.len() == 32).ok_or_else(|| {
-                        err(format!("tokens[{i}].token_sha256: not 64 hex digits"))
-                    })?;
+                    let b = hex::decode(h)
+                        .ok()
+                        .filter(|b| b.len() == 32)
+                        .ok_or_else(|| {
+                            err(format!("tokens[{i}].token_sha256: not 64 hex digits"))
+                        })?;
                     let mut d = [0u8; 32];
                     d.copy_from_slice(&b);
                     d
@@ -175,10 +178,15 @@ tools = ["run_code"]
             .authenticate(Some("Bearer operator-token-0123456789"))
             .unwrap();
         assert!(op.approve && op.may_call("run_command"));
-        let ag = t.authenticate(Some("Bearer agent-token-0123456789")).unwrap();
+        let ag = t
+            .authenticate(Some("Bearer agent-token-0123456789"))
+            .unwrap();
         assert_eq!(ag.name, "agent");
         assert!(!ag.approve && ag.may_call("run_code") && !ag.may_call("write_file"));
-        assert!(t.authenticate(Some("Bearer agent-token-012345678")).is_none());
+        assert!(
+            t.authenticate(Some("Bearer agent-token-012345678"))
+                .is_none()
+        );
         assert!(t.authenticate(Some("agent-token-0123456789")).is_none());
         assert!(t.authenticate(None).is_none());
         assert!(Tokens::from_toml("[[tokens]]\nprincipal='x'\ntoken='short'\n", "f").is_err());

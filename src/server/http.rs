@@ -348,7 +348,11 @@ async fn post_call_inner(
     {
         let mut c = app.calls();
         if c.0.contains_key(&call.id) {
-            return error(StatusCode::CONFLICT, "duplicate_id", "a call with this id exists");
+            return error(
+                StatusCode::CONFLICT,
+                "duplicate_id",
+                "a call with this id exists",
+            );
         }
         c.0.insert(
             call.id.clone(),
@@ -361,10 +365,9 @@ async fn post_call_inner(
         // Forget the oldest finished calls beyond the cap.
         while c.1.len() > app.cfg.keep_calls {
             let Some(old) = c.1.pop_front() else { break };
-            let done = c
-                .0
-                .get(&old)
-                .is_some_and(|r| matches!(*r.state.borrow(), CallState::Done { .. }));
+            let done =
+                c.0.get(&old)
+                    .is_some_and(|r| matches!(*r.state.borrow(), CallState::Done { .. }));
             if done {
                 c.0.remove(&old);
             } else {
@@ -399,7 +402,13 @@ async fn post_call_inner(
         // let it run), then answer at once unless asked to wait.
         let gate_id = async {
             loop {
-                if let Some(c) = app.exec.gate().pending().into_iter().find(|c| c.call_id == id) {
+                if let Some(c) = app
+                    .exec
+                    .gate()
+                    .pending()
+                    .into_iter()
+                    .find(|c| c.call_id == id)
+                {
                     return Some(c.id);
                 }
                 if matches!(*rx.borrow(), CallState::Done { .. }) {
@@ -507,12 +516,14 @@ async fn answer_confirmation(
         return tag(error(StatusCode::FORBIDDEN, "forbidden", "forbidden"), &p);
     }
     // Any content type: curl's default form type must not be a trap.
-    let parsed = body
-        .map_err(|e| (e.status(), e.body_text()))
-        .and_then(|b| {
-            serde_json::from_slice::<AnswerBody>(&b)
-                .map_err(|e| (StatusCode::BAD_REQUEST, format!("expected {{\"approve\": true|false, \"note\": \"…\"}}: {e}")))
-        });
+    let parsed = body.map_err(|e| (e.status(), e.body_text())).and_then(|b| {
+        serde_json::from_slice::<AnswerBody>(&b).map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"approve\": true|false, \"note\": \"…\"}}: {e}"),
+            )
+        })
+    });
     let body = match parsed {
         Ok(b) => b,
         Err((status, msg)) => return tag(error(status, "invalid_body", &msg), &p),
@@ -522,7 +533,11 @@ async fn answer_confirmation(
         Some("session") => Scope::Session,
         Some(_) => {
             return tag(
-                error(StatusCode::BAD_REQUEST, "invalid_body", "scope is once or session"),
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "scope is once or session",
+                ),
                 &p,
             );
         }
@@ -580,7 +595,11 @@ async fn audit_query(
     }
     let Some(log) = &app.audit else {
         return tag(
-            error(StatusCode::NOT_FOUND, "no_audit_log", "the service has no audit log"),
+            error(
+                StatusCode::NOT_FOUND,
+                "no_audit_log",
+                "the service has no audit log",
+            ),
             &p,
         );
     };
@@ -598,7 +617,11 @@ async fn audit_query(
             let start = hits.len().saturating_sub(limit);
             Json(&hits[start..]).into_response()
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &e.to_string(),
+        ),
     };
     tag(r, &p)
 }

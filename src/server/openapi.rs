@@ -32,7 +32,10 @@ pub const ROUTES: &[Route] = &[
         responses: &[
             (200, "the Outcome (or, with dry_run, the verdict and plan)"),
             (202, "pending: {id, status: pending, confirmation_id}"),
-            (400, "malformed call, unknown tool, bad or oversize arguments"),
+            (
+                400,
+                "malformed call, unknown tool, bad or oversize arguments",
+            ),
             (403, "forbidden: this principal may not use the tool"),
             (409, "a call with this id exists"),
             (413, "body too large"),

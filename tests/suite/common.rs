@@ -53,3 +53,10 @@ pub fn workspace() -> tempfile::TempDir {
     std::fs::write(d.path().join(".env"), "API_KEY=not-a-real-key\n").unwrap();
     d
 }
+
+/// Held by tests that load the whole machine or measure the process (the
+/// load test, RSS and timing-sensitive probes), so they never overlap.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}

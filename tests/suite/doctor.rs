@@ -7,6 +7,7 @@ use super::common::{bin, stderr, stdout_json};
 use serde_json::Value;
 
 fn doctor(backend: &str) -> (std::process::Output, Value) {
+    let _heavy = super::common::heavy();
     let out = bin()
         .args([
             "doctor",

@@ -128,14 +128,26 @@ fn every_documented_route_exists_and_security_headers_are_set() {
                 "{} {path}: {status}",
                 r.method
             );
-            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{} {path}", r.method);
+            assert_ne!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{} {path}",
+                r.method
+            );
             assert_eq!(headers["x-content-type-options"], "nosniff");
             assert_eq!(headers["cache-control"], "no-store");
         }
-        let doc = send(&s.app, "GET", "/openapi.json", Some(OPERATOR), None).await.2;
+        let doc = send(&s.app, "GET", "/openapi.json", Some(OPERATOR), None)
+            .await
+            .2;
         assert_eq!(doc["openapi"], "3.0.3");
         for r in toolgate::server::openapi::ROUTES {
-            assert!(doc["paths"][r.path][r.method].is_object(), "{} {}", r.method, r.path);
+            assert!(
+                doc["paths"][r.path][r.method].is_object(),
+                "{} {}",
+                r.method,
+                r.path
+            );
         }
         // An undocumented route does not exist.
         let (st, _, _) = send(&s.app, "GET", "/v1/secret-admin", Some(OPERATOR), None).await;
@@ -160,7 +172,11 @@ fn auth_failures_say_only_unauthorized_or_forbidden() {
         for (m, p, b) in [
             ("POST", "/v1/calls", Some(cmd)),
             ("GET", "/v1/confirmations", None),
-            ("POST", "/v1/confirmations/x", Some(json!({"approve": true}))),
+            (
+                "POST",
+                "/v1/confirmations/x",
+                Some(json!({"approve": true})),
+            ),
             ("GET", "/v1/audit", None),
         ] {
             let (st, _, v) = send(&s.app, m, p, Some(AGENT), b).await;
@@ -169,7 +185,12 @@ fn auth_failures_say_only_unauthorized_or_forbidden() {
         }
         // Tools listed are the agent's own.
         let (_, _, v) = send(&s.app, "GET", "/v1/tools", Some(AGENT), None).await;
-        let names: Vec<&str> = v.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names.len(), 3, "{names:?}");
         assert!(!names.contains(&"run_command"));
     });
@@ -179,9 +200,19 @@ fn auth_failures_say_only_unauthorized_or_forbidden() {
 fn calls_dry_runs_and_bad_input() {
     rt().block_on(async {
         let s = svc(Config::default(), Budgets::default());
-        let (st, _, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(6*7)"))).await;
+        let (st, _, v) = send(
+            &s.app,
+            "POST",
+            "/v1/calls",
+            Some(AGENT),
+            Some(py("print(6*7)")),
+        )
+        .await;
         assert_eq!(st, StatusCode::OK, "{v}");
-        assert_eq!((v["status"].as_str(), v["stdout"].as_str()), (Some("completed"), Some("42\n")));
+        assert_eq!(
+            (v["status"].as_str(), v["stdout"].as_str()),
+            (Some("completed"), Some("42\n"))
+        );
         let id = v["id"].as_str().unwrap().to_string();
         let (st, _, v) = send(&s.app, "GET", &format!("/v1/calls/{id}"), Some(AGENT), None).await;
         assert_eq!((st, v["stdout"].as_str()), (StatusCode::OK, Some("42\n")));
@@ -197,7 +228,11 @@ fn calls_dry_runs_and_bad_input() {
             Some(json!({"tool": "run_command", "args": {"command": "rm -rf /"}})),
         )
         .await;
-        assert_eq!((st, v["decision"].as_str()), (StatusCode::OK, Some("deny")), "{v}");
+        assert_eq!(
+            (st, v["decision"].as_str()),
+            (StatusCode::OK, Some("deny")),
+            "{v}"
+        );
         assert!(v["plan"].is_object());
         // OpenAI shape.
         let (st, _, v) = send(
@@ -205,11 +240,17 @@ fn calls_dry_runs_and_bad_input() {
             "POST",
             "/v1/calls",
             Some(AGENT),
-            Some(json!({"id": "call_1", "type": "function", "function": {"name": "run_code",
-                "arguments": "{\"language\":\"python\",\"code\":\"print(2)\"}"}})),
+            Some(
+                json!({"id": "call_1", "type": "function", "function": {"name": "run_code",
+                "arguments": "{\"language\":\"python\",\"code\":\"print(2)\"}"}}),
+            ),
         )
         .await;
-        assert_eq!((st, v["stdout"].as_str()), (StatusCode::OK, Some("2\n")), "{v}");
+        assert_eq!(
+            (st, v["stdout"].as_str()),
+            (StatusCode::OK, Some("2\n")),
+            "{v}"
+        );
         // Denied by policy: 200 with a denied Outcome and its reasons.
         let (st, _, v) = send(
             &s.app,
@@ -224,10 +265,17 @@ fn calls_dry_runs_and_bad_input() {
         // Bad input: 400 with a kind.
         for (body, kind) in [
             (json!({"tool": "format_disk", "args": {}}), "unknown_tool"),
-            (json!({"tool": "run_code", "args": {"language": "cobol", "code": "x"}}), "invalid_arguments"),
+            (
+                json!({"tool": "run_code", "args": {"language": "cobol", "code": "x"}}),
+                "invalid_arguments",
+            ),
         ] {
             let (st, _, v) = send(&s.app, "POST", "/v1/calls", Some(OPERATOR), Some(body)).await;
-            assert_eq!((st, v["error"]["kind"].as_str()), (StatusCode::BAD_REQUEST, Some(kind)), "{v}");
+            assert_eq!(
+                (st, v["error"]["kind"].as_str()),
+                (StatusCode::BAD_REQUEST, Some(kind)),
+                "{v}"
+            );
         }
         let req = Request::builder()
             .method("POST")
@@ -239,8 +287,18 @@ fn calls_dry_runs_and_bad_input() {
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
         // A reused id is refused.
         let body = json!({"id": "dup", "tool": "list_dir", "args": {"path": "."}});
-        assert_eq!(send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(body.clone())).await.0, StatusCode::OK);
-        assert_eq!(send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(body)).await.0, StatusCode::CONFLICT);
+        assert_eq!(
+            send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(body.clone()))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(body))
+                .await
+                .0,
+            StatusCode::CONFLICT
+        );
     });
 }
 
@@ -250,7 +308,11 @@ fn confirmation_flow_over_http() {
         let s = svc(Config::default(), Budgets::default());
         let ask = |id: &str| json!({"id": id, "tool": "read_file", "args": {"path": ".env"}});
         let (st, _, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(ask("a1"))).await;
-        assert_eq!((st, v["status"].as_str()), (StatusCode::ACCEPTED, Some("pending")), "{v}");
+        assert_eq!(
+            (st, v["status"].as_str()),
+            (StatusCode::ACCEPTED, Some("pending")),
+            "{v}"
+        );
         let conf = v["confirmation_id"].as_str().unwrap().to_string();
         let (_, _, v) = send(&s.app, "GET", "/v1/calls/a1", Some(AGENT), None).await;
         assert_eq!(v["confirmation_id"].as_str(), Some(conf.as_str()));
@@ -258,16 +320,39 @@ fn confirmation_flow_over_http() {
         assert_eq!(list[0]["id"].as_str(), Some(conf.as_str()));
         assert_eq!(list[0]["call_id"], "a1");
         let path = format!("/v1/confirmations/{conf}");
-        let (st, _, _) = send(&s.app, "POST", &path, Some(OPERATOR), Some(json!({"approve": true, "note": "checked"}))).await;
+        let (st, _, _) = send(
+            &s.app,
+            "POST",
+            &path,
+            Some(OPERATOR),
+            Some(json!({"approve": true, "note": "checked"})),
+        )
+        .await;
         assert_eq!(st, StatusCode::OK);
-        let (st, _, _) = send(&s.app, "POST", &path, Some(OPERATOR), Some(json!({"approve": false}))).await;
+        let (st, _, _) = send(
+            &s.app,
+            "POST",
+            &path,
+            Some(OPERATOR),
+            Some(json!({"approve": false})),
+        )
+        .await;
         assert_eq!(st, StatusCode::CONFLICT, "answered twice");
-        let (st, _, _) = send(&s.app, "POST", "/v1/confirmations/conf_unknown", Some(OPERATOR), Some(json!({"approve": true}))).await;
+        let (st, _, _) = send(
+            &s.app,
+            "POST",
+            "/v1/confirmations/conf_unknown",
+            Some(OPERATOR),
+            Some(json!({"approve": true})),
+        )
+        .await;
         assert_eq!(st, StatusCode::NOT_FOUND);
         // The call ran once approved; the answer is on the Outcome.
         let mut v = Value::Null;
         for _ in 0..200 {
-            v = send(&s.app, "GET", "/v1/calls/a1", Some(AGENT), None).await.2;
+            v = send(&s.app, "GET", "/v1/calls/a1", Some(AGENT), None)
+                .await
+                .2;
             if v["status"] != "pending" && v["status"] != "running" {
                 break;
             }
@@ -281,16 +366,42 @@ fn confirmation_flow_over_http() {
         let conf = v["confirmation_id"].as_str().unwrap().to_string();
         let app = s.app.clone();
         let waiter = tokio::spawn(async move {
-            send(&app, "POST", "/v1/calls?wait=5", Some(AGENT), Some(json!({"id": "a3", "tool": "read_file", "args": {"path": ".env"}}))).await
+            send(
+                &app,
+                "POST",
+                "/v1/calls?wait=5",
+                Some(AGENT),
+                Some(json!({"id": "a3", "tool": "read_file", "args": {"path": ".env"}})),
+            )
+            .await
         });
-        send(&s.app, "POST", &format!("/v1/confirmations/{conf}"), Some(OPERATOR), Some(json!({"approve": false}))).await;
+        send(
+            &s.app,
+            "POST",
+            &format!("/v1/confirmations/{conf}"),
+            Some(OPERATOR),
+            Some(json!({"approve": false})),
+        )
+        .await;
         // a3 waits; reject it too once it shows up.
         let mut answered = false;
         for _ in 0..200 {
             let (_, _, list) = send(&s.app, "GET", "/v1/confirmations", Some(OPERATOR), None).await;
-            if let Some(c) = list.as_array().unwrap().iter().find(|c| c["call_id"] == "a3") {
+            if let Some(c) = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["call_id"] == "a3")
+            {
                 let id = c["id"].as_str().unwrap();
-                send(&s.app, "POST", &format!("/v1/confirmations/{id}"), Some(OPERATOR), Some(json!({"approve": false, "note": "no"}))).await;
+                send(
+                    &s.app,
+                    "POST",
+                    &format!("/v1/confirmations/{id}"),
+                    Some(OPERATOR),
+                    Some(json!({"approve": false, "note": "no"})),
+                )
+                .await;
                 answered = true;
                 break;
             }
@@ -298,7 +409,11 @@ fn confirmation_flow_over_http() {
         }
         assert!(answered);
         let (st, _, v) = waiter.await.unwrap();
-        assert_eq!((st, v["status"].as_str()), (StatusCode::OK, Some("denied")), "{v}");
+        assert_eq!(
+            (st, v["status"].as_str()),
+            (StatusCode::OK, Some("denied")),
+            "{v}"
+        );
         let (_, _, v) = send(&s.app, "GET", "/v1/calls/a2", Some(AGENT), None).await;
         assert_eq!(v["status"], "denied");
     });
@@ -319,14 +434,25 @@ fn rate_concurrency_body_and_budget_limits() {
             Budgets::default(),
         );
         for _ in 0..3 {
-            assert_eq!(send(&s.app, "GET", "/v1/tools", Some(AGENT), None).await.0, StatusCode::OK);
+            assert_eq!(
+                send(&s.app, "GET", "/v1/tools", Some(AGENT), None).await.0,
+                StatusCode::OK
+            );
         }
         let (st, h, v) = send(&s.app, "GET", "/v1/tools", Some(AGENT), None).await;
-        assert_eq!((st, v["error"]["kind"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")));
+        assert_eq!(
+            (st, v["error"]["kind"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+        );
         let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
         assert!((1..=60).contains(&retry), "{retry}");
         // Another principal is not affected.
-        assert_eq!(send(&s.app, "GET", "/v1/tools", Some(OPERATOR), None).await.0, StatusCode::OK);
+        assert_eq!(
+            send(&s.app, "GET", "/v1/tools", Some(OPERATOR), None)
+                .await
+                .0,
+            StatusCode::OK
+        );
 
         // Global concurrency: one slot, held by a sleeping call.
         let s = svc(
@@ -339,14 +465,43 @@ fn rate_concurrency_body_and_budget_limits() {
         );
         let app = s.app.clone();
         let slow = tokio::spawn(async move {
-            send(&app, "POST", "/v1/calls", Some(AGENT), Some(py("import time\ntime.sleep(1.5)\nprint('slept')"))).await
+            send(
+                &app,
+                "POST",
+                "/v1/calls",
+                Some(AGENT),
+                Some(py("import time\ntime.sleep(1.5)\nprint('slept')")),
+            )
+            .await
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (st, h, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(1)"))).await;
-        assert_eq!((st, v["error"]["kind"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("busy")), "{v}");
+        let (st, h, v) = send(
+            &s.app,
+            "POST",
+            "/v1/calls",
+            Some(AGENT),
+            Some(py("print(1)")),
+        )
+        .await;
+        assert_eq!(
+            (st, v["error"]["kind"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("busy")),
+            "{v}"
+        );
         assert_eq!(h["retry-after"], "1");
         assert_eq!(slow.await.unwrap().2["stdout"], "slept\n");
-        assert_eq!(send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(1)"))).await.0, StatusCode::OK);
+        assert_eq!(
+            send(
+                &s.app,
+                "POST",
+                "/v1/calls",
+                Some(AGENT),
+                Some(py("print(1)"))
+            )
+            .await
+            .0,
+            StatusCode::OK
+        );
         // Body size.
         let big = py(&format!("print('{}')", "x".repeat(2000)));
         let (st, _, _) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(big)).await;
@@ -361,14 +516,40 @@ fn rate_concurrency_body_and_budget_limits() {
             },
         );
         for _ in 0..2 {
-            assert_eq!(send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(1)"))).await.0, StatusCode::OK);
+            assert_eq!(
+                send(
+                    &s.app,
+                    "POST",
+                    "/v1/calls",
+                    Some(AGENT),
+                    Some(py("print(1)"))
+                )
+                .await
+                .0,
+                StatusCode::OK
+            );
         }
-        let (st, h, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(1)"))).await;
-        assert_eq!((st, v["error"]["kind"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("budget_exhausted")), "{v}");
+        let (st, h, v) = send(
+            &s.app,
+            "POST",
+            "/v1/calls",
+            Some(AGENT),
+            Some(py("print(1)")),
+        )
+        .await;
+        assert_eq!(
+            (st, v["error"]["kind"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("budget_exhausted")),
+            "{v}"
+        );
         assert!(h.contains_key("retry-after"));
         // The refusal is audited like any call.
         let entries = toolgate::audit::read_entries(&s.audit).unwrap();
-        assert!(entries.iter().any(|e| e["kind"] == "call" && e["outcome"]["error_kind"] == "budget_exhausted"));
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["kind"] == "call" && e["outcome"]["error_kind"] == "budget_exhausted")
+        );
     });
 }
 
@@ -376,23 +557,57 @@ fn rate_concurrency_body_and_budget_limits() {
 fn every_request_is_audited_with_its_principal() {
     rt().block_on(async {
         let s = svc(Config::default(), Budgets::default());
-        send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(1)"))).await;
+        send(
+            &s.app,
+            "POST",
+            "/v1/calls",
+            Some(AGENT),
+            Some(py("print(1)")),
+        )
+        .await;
         send(&s.app, "GET", "/v1/tools", Some(OPERATOR), None).await;
-        send(&s.app, "GET", "/v1/tools", Some("bad-token-0123456789"), None).await;
+        send(
+            &s.app,
+            "GET",
+            "/v1/tools",
+            Some("bad-token-0123456789"),
+            None,
+        )
+        .await;
         let e = toolgate::audit::read_entries(&s.audit).unwrap();
         let req: Vec<(&str, &str, u64)> = e
             .iter()
             .filter(|e| e["kind"] == "request")
-            .map(|e| (e["principal"].as_str().unwrap(), e["path"].as_str().unwrap(), e["status"].as_u64().unwrap()))
+            .map(|e| {
+                (
+                    e["principal"].as_str().unwrap(),
+                    e["path"].as_str().unwrap(),
+                    e["status"].as_u64().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             req,
-            vec![("agent", "/v1/calls", 200), ("operator", "/v1/tools", 200), ("-", "/v1/tools", 401)]
+            vec![
+                ("agent", "/v1/calls", 200),
+                ("operator", "/v1/tools", 200),
+                ("-", "/v1/tools", 401)
+            ]
         );
-        assert!(e.iter().any(|e| e["kind"] == "call" && e["principal"] == "agent"));
+        assert!(
+            e.iter()
+                .any(|e| e["kind"] == "call" && e["principal"] == "agent")
+        );
         toolgate::audit::verify(std::slice::from_ref(&s.audit), None).unwrap();
         // The audit endpoint reads it back.
-        let (_, _, v) = send(&s.app, "GET", "/v1/audit?kind=call&principal=agent", Some(OPERATOR), None).await;
+        let (_, _, v) = send(
+            &s.app,
+            "GET",
+            "/v1/audit?kind=call&principal=agent",
+            Some(OPERATOR),
+            None,
+        )
+        .await;
         assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
     });
 }
@@ -414,7 +629,13 @@ async fn raw(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-async fn start(s: &Svc) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+async fn start(
+    s: &Svc,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (atx, arx) = tokio::sync::oneshot::channel();
     let app = s.app.clone();
@@ -441,27 +662,58 @@ fn loopback_socket_and_graceful_shutdown() {
     rt().block_on(async {
         let s = svc(Config::default(), Budgets::default());
         // Only loopback unless explicitly allowed (nothing is sent anywhere).
-        let err = http::serve(s.app.clone(), "0.0.0.0:0".parse().unwrap(), false, async {}, |_| {}).await;
-        assert!(matches!(err, Err(http::ServeError::NonLoopback(_))), "{err:?}");
+        let err = http::serve(
+            s.app.clone(),
+            "0.0.0.0:0".parse().unwrap(),
+            false,
+            async {},
+            |_| {},
+        )
+        .await;
+        assert!(
+            matches!(err, Err(http::ServeError::NonLoopback(_))),
+            "{err:?}"
+        );
         let (addr, stop, handle) = start(&s).await;
         assert!(addr.ip().is_loopback());
-        let (st, v) = raw(addr, "POST", "/v1/calls", AGENT, &py("print('over tcp')").to_string()).await;
+        let (st, v) = raw(
+            addr,
+            "POST",
+            "/v1/calls",
+            AGENT,
+            &py("print('over tcp')").to_string(),
+        )
+        .await;
         assert_eq!((st, v["stdout"].as_str()), (200, Some("over tcp\n")));
-        let (st, v) = raw(addr, "POST", "/v1/calls", AGENT, &json!({"id": "p1", "tool": "read_file", "args": {"path": ".env"}}).to_string()).await;
+        let (st, v) = raw(
+            addr,
+            "POST",
+            "/v1/calls",
+            AGENT,
+            &json!({"id": "p1", "tool": "read_file", "args": {"path": ".env"}}).to_string(),
+        )
+        .await;
         assert_eq!((st, v["status"].as_str()), (202, Some("pending")));
         // Shut down: the pending confirmation is rejected and audited.
         stop.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), handle).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .unwrap()
+            .unwrap();
         let e = toolgate::audit::read_entries(&s.audit).unwrap();
         let p1 = e.iter().find(|e| e["call_id"] == "p1").expect("p1 audited");
         assert_eq!(p1["confirmation"]["by"], "shutdown");
         assert_eq!(p1["outcome"]["status"], "denied");
-        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still listening");
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "still listening"
+        );
     });
 }
 
 #[test]
 fn load_1000_calls_at_50_concurrent() {
+    let _heavy = super::common::heavy();
     rt().block_on(async {
         let s = svc(
             Config {
@@ -513,4 +765,42 @@ fn load_1000_calls_at_50_concurrent() {
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", super::common::stderr(&out));
     });
+}
+
+#[test]
+fn serve_refuses_bad_settings_with_one_line() {
+    use super::common::{bin, stderr};
+    let out = bin()
+        .arg("serve")
+        .env_remove("TOOLGATE_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        "toolgate: error: no tokens: set TOOLGATE_TOKEN or pass --tokens FILE"
+    );
+    let out = bin()
+        .args(["serve", "--json", "--listen", "0.0.0.0:7999"])
+        .env("TOOLGATE_TOKEN", "0123456789abcdef0123")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v = super::common::stdout_json(&out);
+    assert_eq!(v["error"]["kind"], "usage");
+    let out = bin()
+        .arg("serve")
+        .env("TOOLGATE_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("tokens.toml");
+    std::fs::write(&f, "[[tokens]]\nprincipal = 'a'\ntoken = 'x'\nextra = 1\n").unwrap();
+    let out = bin()
+        .args(["serve", "--tokens", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
 }

@@ -370,6 +370,7 @@ fn rss_kib() -> u64 {
 
 #[test]
 fn no_memory_growth_over_1000_sequential_calls() {
+    let _heavy = super::common::heavy();
     let ws = tempfile::tempdir().unwrap();
     let e = executor(ws.path(), Policy::builtin_default(), 0);
     let r = rt();
