@@ -457,17 +457,7 @@ async fn service_executor(
         b = b.workspace(w.clone());
     }
     if uses_docker {
-        let backend: Arc<dyn toolgate::sandbox::Backend> =
-            match toolgate::sandbox::docker::DockerBackend::connect(Default::default()).await {
-                Ok(d) => Arc::new(d),
-                Err(e) => Arc::new(toolgate::sandbox::Unavailable {
-                    backend: "docker",
-                    detail: format!(
-                        "cannot reach the Docker engine ({e}); set DOCKER_HOST or start the daemon"
-                    ),
-                }),
-            };
-        b = b.docker(backend);
+        b = b.docker(docker_backend().await);
     }
     Ok((b.build()?, log))
 }
@@ -979,19 +969,22 @@ async fn executor(c: &Common, policy: Policy, call: &ToolCall) -> Result<Executo
         b = b.audit(Arc::new(log));
     }
     if needs_docker {
-        let backend: Arc<dyn toolgate::sandbox::Backend> =
-            match toolgate::sandbox::docker::DockerBackend::connect(Default::default()).await {
-                Ok(d) => Arc::new(d),
-                Err(e) => Arc::new(toolgate::sandbox::Unavailable {
-                    backend: "docker",
-                    detail: format!(
-                        "cannot reach the Docker engine ({e}); set DOCKER_HOST or start the daemon"
-                    ),
-                }),
-            };
-        b = b.docker(backend);
+        b = b.docker(docker_backend().await);
     }
     b.build()
+}
+
+/// The docker backend, or one that answers every call with why it is missing.
+async fn docker_backend() -> Arc<dyn toolgate::sandbox::Backend> {
+    match toolgate::sandbox::docker::DockerBackend::connect(Default::default()).await {
+        Ok(d) => Arc::new(d),
+        Err(e) => Arc::new(toolgate::sandbox::Unavailable {
+            backend: "docker",
+            detail: format!(
+                "cannot reach the Docker engine ({e}); set DOCKER_HOST or start the daemon"
+            ),
+        }),
+    }
 }
 
 /// Runs one call and releases every sandbox before returning.

@@ -60,6 +60,52 @@ const DATA_ARGS: &[&str] = &[
     "yes", "let", "shift", "return", "exit", "trap", "wait", "getopts", "umask", "ulimit",
 ];
 
+const SEARCH_VALUE_OPTS: [&str; 10] = [
+    "-e",
+    "--regexp",
+    "-m",
+    "--max-count",
+    "-A",
+    "-B",
+    "-C",
+    "--context",
+    "--after-context",
+    "--before-context",
+];
+const GREP_VALUE_OPTS: &[&str] = &concat_opts::<13>(&SEARCH_VALUE_OPTS, &["-d", "-D", "--label"]);
+const RG_VALUE_OPTS: &[&str] = &concat_opts::<22>(
+    &SEARCH_VALUE_OPTS,
+    &[
+        "-g",
+        "--glob",
+        "-t",
+        "--type",
+        "-T",
+        "--type-not",
+        "-j",
+        "--threads",
+        "-M",
+        "--max-columns",
+        "-E",
+        "--encoding",
+    ],
+);
+
+const fn concat_opts<const N: usize>(a: &[&'static str], b: &[&'static str]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < a.len() {
+        out[i] = a[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < b.len() {
+        out[i + j] = b[j];
+        j += 1;
+    }
+    out
+}
+
 fn spec_of(prog: &str, args: &[Word]) -> Option<Spec> {
     let has = |opts: &[&str]| args.iter().any(|a| opts.contains(&a.text.as_str()));
     Some(match prog {
@@ -111,54 +157,16 @@ fn spec_of(prog: &str, args: &[Word]) -> Option<Spec> {
             ],
             ..spec(R)
         },
-        "grep" | "egrep" | "fgrep" | "zgrep" => Spec {
+        // grep's own options mean other things to rg (`-T`, `-E`), so the
+        // two families differ only in what they add to the common set.
+        "grep" | "egrep" | "fgrep" | "zgrep" | "rg" | "ag" | "ack" => Spec {
             lead: 1,
             lead_opts: &["-e", "--regexp", "-f", "--file"],
-            value_opts: &[
-                "-e",
-                "--regexp",
-                "-m",
-                "--max-count",
-                "-A",
-                "-B",
-                "-C",
-                "--context",
-                "--after-context",
-                "--before-context",
-                "-d",
-                "-D",
-                "--label",
-            ],
-            file_opts: &[("-f", R), ("--file", R)],
-            ..spec(R)
-        },
-        "rg" | "ag" | "ack" => Spec {
-            lead: 1,
-            lead_opts: &["-e", "--regexp", "-f", "--file"],
-            value_opts: &[
-                "-e",
-                "--regexp",
-                "-m",
-                "--max-count",
-                "-A",
-                "-B",
-                "-C",
-                "--context",
-                "--after-context",
-                "--before-context",
-                "-g",
-                "--glob",
-                "-t",
-                "--type",
-                "-T",
-                "--type-not",
-                "-j",
-                "--threads",
-                "-M",
-                "--max-columns",
-                "-E",
-                "--encoding",
-            ],
+            value_opts: if prog.starts_with(['r', 'a']) {
+                RG_VALUE_OPTS
+            } else {
+                GREP_VALUE_OPTS
+            },
             file_opts: &[("-f", R), ("--file", R)],
             ..spec(R)
         },

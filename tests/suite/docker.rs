@@ -5,6 +5,7 @@
 //! `TOOLGATE_REQUIRE_DOCKER=1` (set by `.ci/run`), which makes that a failure.
 //! Builds the test image from Debian packages once if it is missing.
 
+use super::common::rt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use toolgate::gate::AllowAll;
@@ -12,14 +13,6 @@ use toolgate::sandbox::docker::{DockerBackend, DockerConfig};
 use toolgate::{Executor, LimitHit, Outcome, Policy, Status, ToolCall};
 
 const IMAGE: &str = "toolgate-python:bookworm";
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Connects, building the image once if needed; `None` means skip.
 fn backend(rt: &tokio::runtime::Runtime, cfg: DockerConfig) -> Option<DockerBackend> {

@@ -45,20 +45,8 @@ fn rows(v: &Value) -> Vec<(String, String, String)> {
 fn assert_all_bind(backend: &str, v: &Value, unavailable: &[&str]) {
     let rows = rows(v);
     let limits: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-    for l in [
-        "memory",
-        "cpu_time",
-        "wall_time",
-        "pids",
-        "network",
-        "fs_write_outside",
-        "fs_readonly",
-        "fs_read_host",
-        "file_size",
-        "output",
-        "environment",
-    ] {
-        assert!(limits.contains(&l), "{backend}: no `{l}` row in {rows:?}");
+    for l in toolgate::doctor::LIMITS {
+        assert!(limits.contains(l), "{backend}: no `{l}` row in {rows:?}");
     }
     for (limit, status, evidence) in &rows {
         let want = if unavailable.contains(&limit.as_str()) {

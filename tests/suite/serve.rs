@@ -3,6 +3,7 @@
 //! then over a real loopback socket, graceful shutdown, and a bounded load
 //! test (1000 calls at 50 concurrent, every one audited, chain verified).
 
+use super::common::rt;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
@@ -94,14 +95,6 @@ async fn send(
         .unwrap();
     let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (status, headers, v)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn py(code: &str) -> Value {

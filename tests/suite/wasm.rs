@@ -2,6 +2,7 @@
 //! right reason, escapes failing, isolation under concurrency. These need
 //! no daemon and always run (the runtime installs itself on first use).
 
+use super::common::rt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use toolgate::{Executor, LimitHit, Outcome, Policy, Status, ToolCall, WasmConfig};
@@ -46,14 +47,6 @@ fn call(lang: &str, code: &str) -> ToolCall {
             .to_string(),
     )
     .unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn run(exec: &Executor, lang: &str, code: &str) -> Outcome {
