@@ -2,8 +2,8 @@
 //! principal (an agent, a token, a session) may run.
 //!
 //! Rates are sliding windows (calls per minute and per hour); budgets are
-//! totals for the life of the executor (calls, wall seconds of sandbox
-//! time). Both live in the library so embedded use gets
+//! totals for the life of the executor (calls, wall seconds, CPU seconds
+//! as the sandboxes measure them). Both live in the library so embedded use gets
 //! them too; the HTTP service maps a refusal to 429 with `Retry-After`.
 
 use std::collections::{HashMap, VecDeque};
@@ -19,6 +19,9 @@ pub struct Budgets {
     pub calls: Option<u64>,
     /// Elapsed seconds of calls in total.
     pub wall_seconds: Option<f64>,
+    /// CPU seconds in total, as the backends measure them (wasm guest
+    /// thread, docker cgroup; host file tools count none).
+    pub cpu_seconds: Option<f64>,
 }
 
 /// Why a principal may not run now.
@@ -50,6 +53,7 @@ struct Usage {
     recent: VecDeque<Instant>,
     calls: u64,
     wall: f64,
+    cpu: f64,
 }
 
 /// Tracks usage per principal against one set of [`Budgets`].
@@ -100,6 +104,14 @@ impl Limiter {
                 what: format!("{max} wall seconds"),
             });
         }
+        if let Some(max) = b.cpu_seconds
+            && u.cpu >= max
+        {
+            return Err(Refusal::Budget {
+                principal: p(),
+                what: format!("{max} CPU seconds"),
+            });
+        }
         // Forget what is older than the longest window.
         while u
             .recent
@@ -136,9 +148,11 @@ impl Limiter {
     }
 
     /// Charges what an admitted call used.
-    pub fn charge(&self, principal: &str, wall: Duration) {
+    pub fn charge(&self, principal: &str, wall: Duration, cpu: Option<Duration>) {
         let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        all.entry(principal.to_string()).or_default().wall += wall.as_secs_f64();
+        let u = all.entry(principal.to_string()).or_default();
+        u.wall += wall.as_secs_f64();
+        u.cpu += cpu.map_or(0.0, |c| c.as_secs_f64());
     }
 }
 
@@ -172,9 +186,9 @@ mod tests {
             ..Budgets::default()
         });
         l.admit("a").unwrap();
-        l.charge("a", Duration::from_millis(600));
+        l.charge("a", Duration::from_millis(600), None);
         l.admit("a").unwrap();
-        l.charge("a", Duration::from_millis(600));
+        l.charge("a", Duration::from_millis(600), None);
         let r = l.admit("a").unwrap_err();
         assert!(matches!(r, Refusal::Budget { .. }), "{r}");
         assert_eq!(r.retry_after(), None);

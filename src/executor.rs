@@ -273,8 +273,11 @@ impl Executor {
             .decide_and_execute(call, &dry, t0, approver.unwrap_or(self.approver.as_ref()))
             .await;
         if let Ok(o) = &result {
-            self.limiter
-                .charge(principal, Duration::from_secs_f64(o.duration_ms / 1e3));
+            self.limiter.charge(
+                principal,
+                Duration::from_secs_f64(o.duration_ms / 1e3),
+                o.cpu_ms.map(|c| Duration::from_secs_f64(c / 1e3)),
+            );
         }
         self.audit(call, principal, &dry, &result)?;
         result
@@ -566,6 +569,7 @@ impl Executor {
         };
         let raw = backend.execute(plan, job).await?;
         o.exit_code = raw.exit_code;
+        o.cpu_ms = raw.cpu_time.map(|d| d.as_secs_f64() * 1e3);
         o.stdout = String::from_utf8_lossy(&raw.stdout).into_owned();
         o.stderr = String::from_utf8_lossy(&raw.stderr).into_owned();
         o.truncated = Truncation {

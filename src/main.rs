@@ -143,6 +143,8 @@ struct ServeArgs {
     budget_calls: Option<u64>,
     #[arg(long)]
     budget_wall_seconds: Option<f64>,
+    #[arg(long)]
+    budget_cpu_seconds: Option<f64>,
     /// Seconds a confirmation stays pending before it is rejected.
     #[arg(long, default_value_t = 300)]
     confirmation_ttl: u64,
@@ -501,6 +503,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<i32> {
         per_hour: a.calls_per_hour,
         calls: a.budget_calls,
         wall_seconds: a.budget_wall_seconds,
+        cpu_seconds: a.budget_cpu_seconds,
     };
     tokio_rt()?.block_on(async move {
         let (exec, log) = service_executor(

@@ -53,6 +53,10 @@ pub struct Outcome {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub output_untrusted: bool,
     pub duration_ms: f64,
+    /// CPU time the sandbox used, where the backend measures it (wasm: the
+    /// guest thread; docker: the container's cgroup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<BackendKind>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -80,6 +84,7 @@ impl Outcome {
             limits_hit: Vec::new(),
             output_untrusted: false,
             duration_ms: 0.0,
+            cpu_ms: None,
             backend: None,
             reasons: Vec::new(),
             error: None,

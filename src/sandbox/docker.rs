@@ -640,7 +640,7 @@ impl DockerBackend {
                 Some(137) if oom => out.limits_hit.push(LimitHit::Memory),
                 // SIGXCPU (or the SIGKILL after it): RLIMIT_CPU.
                 Some(152) => out.limits_hit.push(LimitHit::TimeoutCpu),
-                Some(137) if Self::cpu_used(id) >= plan.limits.cpu_time => {
+                Some(137) if Self::cpu_used(id).unwrap_or_default() >= plan.limits.cpu_time => {
                     out.limits_hit.push(LimitHit::TimeoutCpu)
                 }
                 _ if oom => out.limits_hit.push(LimitHit::Memory),
@@ -661,11 +661,12 @@ impl DockerBackend {
             out.limits_hit.push(LimitHit::OutputTruncated);
         }
         out.duration = started.elapsed();
+        out.cpu_time = Self::cpu_used(id);
         Ok(out)
     }
 
     /// CPU time the container has used (cgroup), if readable.
-    fn cpu_used(id: &str) -> Duration {
+    fn cpu_used(id: &str) -> Option<Duration> {
         let v1 =
             std::fs::read_to_string(format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage"))
                 .ok()
@@ -673,7 +674,7 @@ impl DockerBackend {
         let v2 = || {
             Self::cgroup_counter(id, ("cpu", "none"), "cpu.stat", "usage_usec ").map(|u| u * 1000)
         };
-        Duration::from_nanos(v1.or_else(v2).unwrap_or(0))
+        v1.or_else(v2).map(Duration::from_nanos)
     }
 }
 

@@ -63,6 +63,8 @@ pub struct RawOutput {
     /// Why the guest died, when it did not exit by itself.
     pub detail: Option<String>,
     pub duration: Duration,
+    /// CPU time the guest used, when the backend can measure it.
+    pub cpu_time: Option<Duration>,
 }
 
 /// A sandbox backend.

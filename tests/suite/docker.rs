@@ -221,6 +221,9 @@ fn sleep_is_killed_at_the_wall_timeout_and_busy_loops_at_the_cpu_limit() {
         (Status::Killed, &[LimitHit::TimeoutCpu][..]),
         "{o:?}"
     );
+    // The container's CPU time is measured (and charged to budgets).
+    let cpu = o.cpu_ms.expect("the cgroup reports CPU time");
+    assert!(cpu >= 900.0, "killed at a 1 s CPU limit after {cpu} ms CPU");
     rt.block_on(e.close());
 }
 

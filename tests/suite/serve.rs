@@ -797,3 +797,33 @@ fn serve_refuses_bad_settings_with_one_line() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
 }
+
+/// CPU seconds are measured by the sandbox and charged to the principal:
+/// a busy call spends the budget, the next call is refused.
+#[test]
+fn cpu_budget_binds_on_measured_cpu() {
+    rt().block_on(async {
+        let s = svc(
+            Config::default(),
+            Budgets {
+                cpu_seconds: Some(0.2),
+                ..Budgets::default()
+            },
+        );
+        let busy = py("import time\nt = time.monotonic()\nwhile time.monotonic() - t < 0.5:\n    pass\nprint('spun')");
+        let (st, _, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(busy)).await;
+        assert_eq!((st, v["stdout"].as_str()), (StatusCode::OK, Some("spun\n")), "{v}");
+        let cpu = v["cpu_ms"].as_f64().expect("wasm reports CPU time");
+        assert!(cpu >= 200.0, "a 0.5 s busy loop used {cpu} ms CPU");
+        let (st, _, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(1)"))).await;
+        assert_eq!(
+            (st, v["error"]["kind"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("budget_exhausted")),
+            "{v}"
+        );
+        assert!(v["error"]["message"].as_str().unwrap().contains("CPU seconds"));
+        // Another principal has its own budget.
+        let (st, _, _) = send(&s.app, "POST", "/v1/calls", Some(OPERATOR), Some(py("print(1)"))).await;
+        assert_eq!(st, StatusCode::OK);
+    });
+}

@@ -926,6 +926,10 @@ async fn guest(
     if shared.memory_hit.load(Ordering::SeqCst) {
         out.limits_hit.push(LimitHit::Memory);
     }
+    // The guest runs on this thread alone: its CPU time is the program's.
+    out.cpu_time = Some(Duration::from_nanos(
+        thread_cpu_ns().saturating_sub(shared.cpu_start_ns.load(Ordering::SeqCst)),
+    ));
     let (o, ot) = stdout.take();
     let (e, et) = stderr.take();
     out.stdout = o;
