@@ -121,3 +121,87 @@ fn mcp_server_lists_tools_runs_allowed_and_refuses_denied_calls() {
     assert_eq!(calls, ["completed", "denied", "denied"]);
     assert!(e.iter().all(|e| e["principal"] == "mcp"));
 }
+
+/// A client that can elicit: the `ask` goes to its user, whose answer
+/// decides (approve runs the call, decline denies it).
+struct Answering {
+    approve: bool,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl rmcp::ClientHandler for Answering {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        rmcp::model::ClientConfig::new(
+            rmcp::model::ClientCapabilities::builder()
+                .enable_elicitation()
+                .build(),
+            rmcp::model::Implementation::new("toolgate-test-client", "0"),
+        )
+        .with_protocol_version(rmcp::model::ProtocolVersion::V_2025_06_18)
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        let text = serde_json::to_value(&request).unwrap()["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        self.asked.lock().unwrap().push(text);
+        Ok(if self.approve {
+            rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Accept)
+                .with_content(json!({"approve": true}))
+        } else {
+            rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Decline)
+        })
+    }
+}
+
+#[test]
+fn ask_goes_through_elicitation_when_the_client_supports_it() {
+    let ws = super::common::workspace();
+    let audit_dir = tempfile::tempdir().unwrap();
+    let rt = super::common::rt();
+    for approve in [true, false] {
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_error, t) = rt.block_on(async {
+            let cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_toolgate")).configure(|c| {
+                c.arg("mcp")
+                    .arg("--workspace")
+                    .arg(ws.path())
+                    .arg("--audit")
+                    .arg(audit_dir.path().join("a.jsonl"));
+            });
+            let client = Answering {
+                approve,
+                asked: asked.clone(),
+            }
+            .serve(TokioChildProcess::new(cmd).unwrap())
+            .await
+            .unwrap();
+            let r = client
+                .call_tool(
+                    CallToolRequestParams::new("read_file")
+                        .with_arguments(args(json!({"path": ".env"}))),
+                )
+                .await
+                .unwrap();
+            client.cancel().await.unwrap();
+            text(&r)
+        });
+        let asked = asked.lock().unwrap();
+        assert_eq!(asked.len(), 1, "the user was asked once");
+        assert!(
+            asked[0].contains("read_file") && asked[0].contains(".env"),
+            "{}",
+            asked[0]
+        );
+        if approve {
+            assert_eq!((is_error, t.as_str()), (false, "API_KEY=not-a-real-key\n"));
+        } else {
+            assert!(is_error && t.contains("rejected by mcp-elicitation"), "{t}");
+        }
+    }
+}
