@@ -17,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, any, get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -148,21 +148,42 @@ impl App {
     }
 }
 
+/// The handler of a documented route. Routes exist only through
+/// [`super::openapi::ROUTES`], so the document cannot drift from the router.
+fn handler(r: &super::openapi::Route) -> MethodRouter<Arc<App>> {
+    match (r.method, r.path) {
+        ("post", "/v1/calls") => post(post_call),
+        ("get", "/v1/calls/{id}") => get(get_call),
+        ("get", "/v1/confirmations") => get(list_confirmations),
+        ("post", "/v1/confirmations/{id}") => post(answer_confirmation),
+        ("get", "/v1/tools") => get(tools),
+        ("get", "/v1/audit") => get(audit_query),
+        ("get", "/openapi.json") => get(openapi),
+        ("get", "/healthz") => get(|| async { Json(json!({"status": "ok"})) }),
+        // A documented route without a handler fails loudly (and in tests).
+        _ => any(|| async {
+            error(
+                StatusCode::NOT_IMPLEMENTED,
+                "internal",
+                "documented route without a handler",
+            )
+        }),
+    }
+}
+
 /// The API router (no socket): what `serve` runs and the tests call.
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.cfg.max_body;
-    let api = Router::new()
-        .route("/v1/calls", post(post_call))
-        .route("/v1/calls/{id}", get(get_call))
-        .route("/v1/confirmations", get(list_confirmations))
-        .route("/v1/confirmations/{id}", post(answer_confirmation))
-        .route("/v1/tools", get(tools))
-        .route("/v1/audit", get(audit_query))
-        .route("/openapi.json", get(openapi))
-        .layer(middleware::from_fn_with_state(app.clone(), authenticate));
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .merge(api)
+    let (mut api, mut open) = (Router::new(), Router::new());
+    for r in super::openapi::ROUTES {
+        if r.auth {
+            api = api.route(r.path, handler(r));
+        } else {
+            open = open.route(r.path, handler(r));
+        }
+    }
+    let api = api.layer(middleware::from_fn_with_state(app.clone(), authenticate));
+    open.merge(api)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(app.clone(), record))

@@ -1,6 +1,7 @@
 //! The OpenAPI 3 document of the HTTP service, built from [`ROUTES`] — the
-//! same table the router's tests walk, so a route cannot exist undocumented
-//! or be documented without existing — and from the tool schemas.
+//! same table the router is built from, so a route cannot exist
+//! undocumented (and a documented one without a handler answers 501, which
+//! the tests catch) — and from the tool schemas.
 
 use serde_json::{Value, json};
 

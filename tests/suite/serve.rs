@@ -127,6 +127,7 @@ fn every_documented_route_exists_and_security_headers_are_set() {
                 "{} {path}",
                 r.method
             );
+            assert_ne!(status, StatusCode::NOT_IMPLEMENTED, "{} {path}", r.method);
             assert_eq!(headers["x-content-type-options"], "nosniff");
             assert_eq!(headers["cache-control"], "no-store");
         }
