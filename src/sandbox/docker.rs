@@ -742,5 +742,12 @@ impl Backend for DockerBackend {
                 self.inner.slots.add_permits(1);
             }
         }
+        // Whatever still runs (a call outliving a service's drain) is
+        // killed now: nothing of this instance outlives it.
+        if let Ok(left) = self.containers().await {
+            for id in left {
+                self.remove_now(&id).await;
+            }
+        }
     }
 }

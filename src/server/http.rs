@@ -684,11 +684,23 @@ pub async fn serve(
     let served = axum::serve(listener, router(app.clone()))
         .with_graceful_shutdown(stop)
         .await;
-    let deadline = tokio::time::Instant::now() + app.cfg.drain;
+    // Every call is bounded by its wall limit, so waiting that long lets
+    // each one finish or be killed by it; what outlives the drain is
+    // killed with its sandbox by `close`.
+    let drain = app
+        .cfg
+        .drain
+        .max(app.exec.policy().limits.wall_time + Duration::from_secs(2));
+    let deadline = tokio::time::Instant::now() + drain;
     while app.inflight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     app.exec.close().await;
+    // Let killed calls write their audit entries.
+    let grace = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.inflight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     served.map_err(|e| ServeError::Bind {
         addr: local,
         detail: e.to_string(),

@@ -679,6 +679,13 @@ fn loopback_socket_and_graceful_shutdown() {
         )
         .await;
         assert_eq!((st, v["stdout"].as_str()), (200, Some("over tcp\n")));
+        // A call in flight when the shutdown comes: it finishes.
+        let inflight = tokio::spawn(async move {
+            let body = json!({"id": "f1", "tool": "run_code", "args": {"language": "python",
+                "code": "import time\ntime.sleep(1)\nprint('finished')"}})
+            .to_string();
+            raw(addr, "POST", "/v1/calls", AGENT, &body).await
+        });
         let (st, v) = raw(
             addr,
             "POST",
@@ -689,6 +696,7 @@ fn loopback_socket_and_graceful_shutdown() {
         .await;
         assert_eq!((st, v["status"].as_str()), (202, Some("pending")));
         // Shut down: the pending confirmation is rejected and audited.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         stop.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(10), handle)
             .await
@@ -698,6 +706,10 @@ fn loopback_socket_and_graceful_shutdown() {
         let p1 = e.iter().find(|e| e["call_id"] == "p1").expect("p1 audited");
         assert_eq!(p1["confirmation"]["by"], "shutdown");
         assert_eq!(p1["outcome"]["status"], "denied");
+        let (st, v) = inflight.await.unwrap();
+        assert_eq!((st, v["stdout"].as_str()), (200, Some("finished\n")), "{v}");
+        let f1 = e.iter().find(|e| e["call_id"] == "f1").expect("f1 audited");
+        assert_eq!(f1["outcome"]["status"], "completed");
         assert!(
             tokio::net::TcpStream::connect(addr).await.is_err(),
             "still listening"
