@@ -729,42 +729,54 @@ fn load_1000_calls_at_50_concurrent() {
             Budgets::default(),
         );
         let (addr, stop, handle) = start(&s).await;
-        let body = Arc::new(py("print(sum(range(100)))").to_string());
-        let sem = Arc::new(tokio::sync::Semaphore::new(50));
-        let t0 = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..1000 {
-            let permit = sem.clone().acquire_owned().await.unwrap();
-            let body = body.clone();
-            tasks.push(tokio::spawn(async move {
-                let t = Instant::now();
-                let r = raw(addr, "POST", "/v1/calls", AGENT, &body).await;
-                drop(permit);
-                (r, t.elapsed())
-            }));
+        // Python is what the issue asks for; JavaScript shows the service's
+        // own overhead (its interpreter starts in about a millisecond).
+        for (lang, code, want) in [
+            ("python", "print(sum(range(100)))", "4950\n"),
+            ("javascript", "console.log(4950)", "4950\n"),
+        ] {
+            let body = Arc::new(
+                json!({"tool": "run_code", "args": {"language": lang, "code": code}}).to_string(),
+            );
+            let sem = Arc::new(tokio::sync::Semaphore::new(50));
+            let t0 = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..1000 {
+                let permit = sem.clone().acquire_owned().await.unwrap();
+                let body = body.clone();
+                tasks.push(tokio::spawn(async move {
+                    let t = Instant::now();
+                    let r = raw(addr, "POST", "/v1/calls", AGENT, &body).await;
+                    drop(permit);
+                    (r, t.elapsed())
+                }));
+            }
+            let mut lat = Vec::new();
+            for t in tasks {
+                let ((st, v), d) = tokio::time::timeout(Duration::from_secs(300), t)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!((st, v["stdout"].as_str()), (200, Some(want)), "{v}");
+                lat.push(d);
+            }
+            let total = t0.elapsed();
+            lat.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            eprintln!(
+                "LOAD {lang}: 1000 calls, 50 concurrent: {:.0} req/s, p50 {:.1} ms, p95 {:.1} ms (total {:.1} s)",
+                1000.0 / total.as_secs_f64(),
+                ms(lat[500]),
+                ms(lat[950]),
+                total.as_secs_f64()
+            );
         }
-        let mut lat = Vec::new();
-        for t in tasks {
-            let ((st, v), d) = tokio::time::timeout(Duration::from_secs(300), t).await.unwrap().unwrap();
-            assert_eq!((st, v["stdout"].as_str()), (200, Some("4950\n")), "{v}");
-            lat.push(d);
-        }
-        let total = t0.elapsed();
-        lat.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        eprintln!(
-            "LOAD: 1000 calls, 50 concurrent: {:.0} req/s, p50 {:.1} ms, p95 {:.1} ms (total {:.1} s)",
-            1000.0 / total.as_secs_f64(),
-            ms(lat[500]),
-            ms(lat[950]),
-            total.as_secs_f64()
-        );
         stop.send(()).unwrap();
         handle.await.unwrap();
         // Every call and every request audited; the chain verifies with the CLI.
         let e = toolgate::audit::read_entries(&s.audit).unwrap();
-        assert_eq!(e.iter().filter(|e| e["kind"] == "call").count(), 1000);
-        assert_eq!(e.iter().filter(|e| e["kind"] == "request").count(), 1000);
+        assert_eq!(e.iter().filter(|e| e["kind"] == "call").count(), 2000);
+        assert_eq!(e.iter().filter(|e| e["kind"] == "request").count(), 2000);
         let out = super::common::bin()
             .args(["audit", "verify", s.audit.to_str().unwrap()])
             .output()
