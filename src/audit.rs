@@ -236,7 +236,7 @@ impl AuditLog {
         }
         let mut body = Map::new();
         body.insert("seq".into(), Value::from(st.seq + 1));
-        body.insert("ts_ms".into(), Value::from(crate::gate::now_ms() as u64));
+        body.insert("ts_ms".into(), Value::from(crate::units::now_ms() as u64));
         body.insert("prev".into(), Value::from(st.last_hash.clone()));
         for (k, v) in fields {
             if !matches!(k.as_str(), "seq" | "ts_ms" | "prev" | "hash" | "hmac") {
@@ -317,6 +317,37 @@ pub struct Verified {
     /// Set when the first file continues a chain from a file not given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub continues_from: Option<String>,
+}
+
+impl std::fmt::Display for Verified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "OK: {} entries, last seq {}, last hash {}{}",
+            self.entries,
+            self.last_seq,
+            self.last_hash,
+            if self.keyed {
+                ", HMACs verified"
+            } else {
+                ", no key: hash chain only"
+            }
+        )?;
+        match &self.continues_from {
+            Some(from) => write!(f, ", continues from {from}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "FAILED: {}:{}: {}: {}",
+            self.file, self.line, self.problem, self.detail
+        )
+    }
 }
 
 /// Verifies files in order as one chain.
@@ -445,7 +476,6 @@ pub fn verify(files: &[PathBuf], key: Option<&[u8]>) -> Result<Verified, Failure
     })
 }
 
-/// Reads entries (bodies with their hash) from a log, oldest first.
 /// A filter over audit entries (`audit query`, `GET /v1/audit`).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct Query {
@@ -473,6 +503,17 @@ impl Query {
     }
 }
 
+/// A `--since` value as Unix milliseconds: given as such, or as a duration
+/// ago (`1h`, `30m`).
+pub fn since_ms(spec: &str) -> Result<u128, String> {
+    if let Ok(ms) = spec.parse::<u128>() {
+        return Ok(ms);
+    }
+    let ago = crate::units::parse_duration(spec)?;
+    Ok(crate::units::now_ms().saturating_sub(ago.as_millis()))
+}
+
+/// Reads entries (bodies with their hash) from a log, oldest first.
 pub fn read_entries(path: &Path) -> Result<Vec<Value>, AuditError> {
     let text = std::fs::read_to_string(path).map_err(|source| AuditError::Io {
         path: path.display().to_string(),

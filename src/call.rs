@@ -265,6 +265,20 @@ impl ToolCall {
         }
     }
 
+    /// A `run_code` call with a fresh id (what `toolgate exec` runs).
+    pub fn run_code(language: Language, code: String) -> ToolCall {
+        ToolCall::new(
+            format!("exec_{}", uuid::Uuid::new_v4().simple()),
+            Tool::RunCode(RunCode {
+                language,
+                code,
+                stdin: None,
+                files: vec![],
+                timeout: None,
+            }),
+        )
+    }
+
     /// Parses exactly one call from JSON text in any accepted shape.
     pub fn parse(text: &str) -> Result<ToolCall, CallError> {
         let mut calls = Self::parse_many(text)?;

@@ -27,6 +27,39 @@ pub mod exit {
     pub const REFUSED: i32 = 13;
     /// Internal error (a bug or an environment failure).
     pub const INTERNAL: i32 = 70;
+    /// `exec`: the program was stopped by a CPU or wall-time limit (as `timeout(1)`).
+    pub const EXEC_TIMEOUT: i32 = 124;
+    /// `exec`: the program was killed otherwise (memory, trap), as by SIGKILL.
+    pub const EXEC_KILLED: i32 = 137;
+
+    use crate::outcome::{LimitHit, Outcome, Status};
+
+    /// The exit code of `run` for an outcome.
+    pub fn for_outcome(o: &Outcome) -> i32 {
+        match o.status {
+            Status::Completed if o.exit_code.unwrap_or(0) == 0 => OK,
+            Status::Completed | Status::Failed => TOOL_FAILED,
+            Status::Denied => DENIED,
+            Status::Killed => KILLED,
+        }
+    }
+
+    /// The exit code of `exec`: the program's own when it ran, like a shell.
+    pub fn for_exec(o: &Outcome) -> i32 {
+        match o.status {
+            Status::Completed => o.exit_code.unwrap_or(0),
+            Status::Denied => DENIED,
+            Status::Failed => TOOL_FAILED,
+            Status::Killed
+                if o.limits_hit
+                    .iter()
+                    .any(|h| matches!(h, LimitHit::TimeoutCpu | LimitHit::TimeoutWall)) =>
+            {
+                EXEC_TIMEOUT
+            }
+            Status::Killed => EXEC_KILLED,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +92,9 @@ impl Error {
             Error::Sandbox(SandboxError::Unavailable { .. } | SandboxError::Runtime { .. }) => {
                 exit::UNAVAILABLE
             }
-            Error::Sandbox(SandboxError::Unsupported(_)) => exit::BAD_INPUT,
+            Error::Sandbox(SandboxError::Unsupported(_) | SandboxError::Workspace { .. }) => {
+                exit::BAD_INPUT
+            }
             Error::Sandbox(SandboxError::Internal { .. }) => exit::INTERNAL,
             Error::Workspace { .. } => exit::BAD_INPUT,
             Error::Internal { .. } => exit::INTERNAL,
@@ -81,7 +116,9 @@ impl Error {
             Error::Sandbox(SandboxError::Runtime { .. }) => "runtime_unavailable",
             Error::Sandbox(SandboxError::Unsupported(_)) => "unsupported",
             Error::Sandbox(SandboxError::Internal { .. }) => "internal",
-            Error::Workspace { .. } => "bad_workspace",
+            Error::Workspace { .. } | Error::Sandbox(SandboxError::Workspace { .. }) => {
+                "bad_workspace"
+            }
             Error::Internal { .. } => "internal",
             Error::Usage(_) => "usage",
             Error::Refused(crate::budget::Refusal::Rate { .. }) => "rate_limited",
@@ -90,11 +127,34 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The HTTP status the service answers with: the caller's mistakes are
+    /// 4xx, a missing backend 503, toolgate's own failures 500.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::Call(_) | Error::Workspace { .. } | Error::Usage(_) => 400,
+            Error::Sandbox(SandboxError::Unsupported(_) | SandboxError::Workspace { .. }) => 400,
+            Error::Refused(_) => 429,
+            Error::Sandbox(SandboxError::Unavailable { .. } | SandboxError::Runtime { .. }) => 503,
+            // A policy is the operator's, not the caller's: a service error.
+            Error::Policy(_) => 500,
+            Error::Sandbox(SandboxError::Internal { .. }) | Error::Internal { .. } => 500,
+        }
+    }
+}
+
 impl From<FsError> for Error {
     fn from(e: FsError) -> Error {
-        Error::Internal {
-            op: "file tool",
-            detail: e.to_string(),
+        match e {
+            FsError::Workspace { path, source } => Error::Workspace {
+                path,
+                detail: source.to_string(),
+            },
+            // Per-file failures are outcomes, not errors; reaching here is a bug.
+            other => Error::Internal {
+                op: "file tool",
+                detail: other.to_string(),
+            },
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::call::{Tool, ToolCall};
 use crate::error::Error;
 use crate::filter::{Redactor, Report};
 use crate::gate::{self, Answer, Approver, ConfirmationRequest, DenyAll};
+use crate::metrics::{Gauges, Metrics, Stage};
 use crate::outcome::{LimitHit, Outcome, Status, Truncation};
 use crate::plan::{BackendKind, Plan};
 use crate::policy::{Decision, Policy, Verdict};
@@ -18,6 +19,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// What `check` reports: the verdict and the plan, nothing executed.
 #[derive(Debug, Clone, Serialize)]
@@ -112,30 +114,19 @@ impl ExecutorBuilder {
                 detail: "not a directory".into(),
             });
         }
-        let redactor = if self.policy.redaction.enabled {
-            let secrets = crate::filter::host_secrets(
-                &self.policy.redaction.secret_env,
-                &self.policy.redaction.secret_files,
-            );
-            Redactor::with(&secrets, Some(&self.policy.network.allow_hosts))
-        } else {
-            Redactor::with(&[], None)
-        }
-        .map_err(|e| Error::Internal {
-            op: "build output filter",
-            detail: e.to_string(),
-        })?;
+        let redactor = Executor::redactor_for(&self.policy)?;
         let wasm = match self.wasm {
             Some(cfg) => Some(WasmBackend::new(cfg).map_err(SandboxError::from)?),
             None => None,
         };
         Ok(Executor {
+            metrics: Arc::new(Metrics::default()),
             gate: Arc::new(gate::Gate::new()),
             audit: self.audit,
             principal: self.principal,
             limiter: Arc::new(crate::budget::Limiter::new(self.budgets)),
             redactor: Arc::new(redactor),
-            redact: self.policy.redaction.enabled,
+            redact: self.policy.redaction().enabled,
             policy: Arc::new(self.policy),
             workspace,
             approver: self.approver,
@@ -148,6 +139,7 @@ impl ExecutorBuilder {
 
 /// Runs tool calls under a policy. Cheap to share behind an `Arc`.
 pub struct Executor {
+    metrics: Arc<Metrics>,
     gate: Arc<gate::Gate>,
     audit: Option<Arc<crate::audit::AuditLog>>,
     principal: String,
@@ -181,12 +173,70 @@ impl Executor {
         &self.policy
     }
 
+    /// The output filter a policy asks for: its secret rules, the values of
+    /// the host secrets it names, and its URL allowlist (nothing when
+    /// `[redaction] enabled = false`).
+    pub fn redactor_for(policy: &Policy) -> Result<Redactor, Error> {
+        let r = policy.redaction();
+        if r.enabled {
+            let secrets = crate::filter::host_secrets(&r.secret_env, &r.secret_files);
+            Redactor::with(&secrets, Some(&policy.network().allow_hosts))
+        } else {
+            Redactor::with(&[], None)
+        }
+        .map_err(|e| Error::Internal {
+            op: "build output filter",
+            detail: e.to_string(),
+        })
+    }
+
     pub fn workspace(&self) -> &Path {
         &self.workspace
     }
 
     pub fn wasm(&self) -> Option<&WasmBackend> {
         self.wasm.as_ref()
+    }
+
+    /// Counters and stage latencies of the calls this executor ran.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The Prometheus text of [`Executor::metrics`] with the current
+    /// pending confirmations and warm sandboxes.
+    pub fn render_metrics(&self) -> String {
+        let mut warm = Vec::new();
+        if let Some(w) = &self.wasm {
+            warm.push(("wasm", w.warm()));
+        }
+        if let Some(d) = &self.docker {
+            warm.push((d.kind().as_str(), d.warm()));
+        }
+        self.metrics.render(&Gauges {
+            pending_confirmations: self.gate.pending().len(),
+            warm,
+        })
+    }
+
+    /// Runs `f` as pipeline stage `stage`: in its own span, timed.
+    fn stage<T>(&self, stage: Stage, f: impl FnOnce() -> T) -> T {
+        let span = tracing::debug_span!("stage", stage = stage.as_str());
+        let _in = span.enter();
+        let t = Instant::now();
+        let r = f();
+        self.metrics.observe(stage, t.elapsed());
+        r
+    }
+
+    /// [`Executor::stage`] for a future.
+    async fn stage_async<T>(&self, stage: Stage, f: impl Future<Output = T>) -> T {
+        let t = Instant::now();
+        let r = f
+            .instrument(tracing::debug_span!("stage", stage = stage.as_str()))
+            .await;
+        self.metrics.observe(stage, t.elapsed());
+        r
     }
 
     /// Pending confirmations; answer them with [`gate::Gate::answer`].
@@ -212,7 +262,9 @@ impl Executor {
     /// Decides and prepares, executing nothing.
     pub fn check(&self, call: &ToolCall) -> Result<DryRun, Error> {
         self.policy.check_sizes(call)?;
-        let mut verdict = self.policy.evaluate(call, &self.workspace);
+        let mut verdict = self.stage(Stage::Decide, || {
+            self.policy.evaluate(call, &self.workspace)
+        });
         // Reasons quote the call; a secret in it must not be echoed back.
         // Redact first, then shorten: a cut secret is no longer recognised.
         let mut report = Report::default();
@@ -225,18 +277,20 @@ impl Executor {
                 .redact_secrets_into(&mut m.subject, &mut report);
             m.subject = crate::call::shorten(&m.subject, 200);
         }
-        let plan = Plan::prepare(
-            &self.policy,
-            call,
-            &self.workspace,
-            verdict.decision == Decision::Ask,
-        );
+        let plan = self.stage(Stage::Prepare, || {
+            Plan::prepare(
+                &self.policy,
+                call,
+                &self.workspace,
+                verdict.decision == Decision::Ask,
+            )
+        });
         Ok(DryRun {
             id: call.id.clone(),
             tool: call.tool.name().to_string(),
             verdict,
             plan,
-            policy: self.policy.source.clone(),
+            policy: self.policy.source().to_string(),
         })
     }
 
@@ -262,25 +316,76 @@ impl Executor {
         principal: &str,
         approver: Option<&dyn Approver>,
     ) -> Result<Outcome, Error> {
+        // Ids, names and decisions only: never an argument or an output.
+        let span = tracing::info_span!(
+            "call",
+            call_id = %crate::call::shorten(&call.id, 128),
+            principal = %principal,
+            tool = call.tool.name(),
+            decision = tracing::field::Empty,
+            backend = tracing::field::Empty,
+        );
+        self.run_traced(call, principal, approver)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_traced(
+        &self,
+        call: &ToolCall,
+        principal: &str,
+        approver: Option<&dyn Approver>,
+    ) -> Result<Outcome, Error> {
         let t0 = Instant::now();
-        let dry = self.check(call)?;
-        if let Err(refusal) = self.limiter.admit(principal) {
-            let result = Err(Error::Refused(refusal));
-            self.audit(call, principal, &dry, &result)?;
-            return result;
+        let dry = match self.check(call) {
+            Ok(d) => d,
+            Err(e) => {
+                self.count(call.tool.name(), None, &Err(e.kind()));
+                tracing::info!(error_kind = e.kind(), "call refused as bad input");
+                return Err(e);
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("decision", dry.verdict.decision.as_str());
+        span.record("backend", dry.plan.backend.as_str());
+        let result = match self.limiter.admit(principal) {
+            Err(refusal) => Err(Error::Refused(refusal)),
+            Ok(()) => {
+                let approver = approver.unwrap_or(self.approver.as_ref());
+                let r = self.decide_and_execute(call, &dry, t0, approver).await;
+                if let Ok(o) = &r {
+                    self.limiter.charge(
+                        principal,
+                        Duration::from_secs_f64(o.duration_ms / 1e3),
+                        o.cpu_ms.map(|c| Duration::from_secs_f64(c / 1e3)),
+                    );
+                }
+                r
+            }
+        };
+        self.stage(Stage::Audit, || self.audit(call, principal, &dry, &result))?;
+        let status = result.as_ref().map(|o| o.status).map_err(Error::kind);
+        self.count(&dry.tool, Some(&dry), &status);
+        match &status {
+            Ok(s) => tracing::info!(
+                status = s.as_str(),
+                duration_ms = t0.elapsed().as_secs_f64() * 1e3,
+                "call finished"
+            ),
+            Err(kind) => tracing::warn!(error_kind = kind, "call failed"),
         }
-        let result = self
-            .decide_and_execute(call, &dry, t0, approver.unwrap_or(self.approver.as_ref()))
-            .await;
-        if let Ok(o) = &result {
-            self.limiter.charge(
-                principal,
-                Duration::from_secs_f64(o.duration_ms / 1e3),
-                o.cpu_ms.map(|c| Duration::from_secs_f64(c / 1e3)),
-            );
-        }
-        self.audit(call, principal, &dry, &result)?;
         result
+    }
+
+    /// Counts a finished call and the limits it hit.
+    fn count(&self, tool: &str, dry: Option<&DryRun>, status: &Result<Status, &'static str>) {
+        let decision = dry.map_or("none", |d| d.verdict.decision.as_str());
+        let backend = dry.map_or("none", |d| d.plan.backend.as_str());
+        let status = match status {
+            Ok(s) => s.as_str().to_string(),
+            Err(kind) => format!("error:{kind}"),
+        };
+        self.metrics.call(tool, decision, &status, backend);
     }
 
     /// The rate limits and budgets this executor enforces.
@@ -306,7 +411,9 @@ impl Executor {
             }
             Decision::Ask => {
                 let req = self.confirmation_request(call, dry);
-                let a = self.gate.confirm(approver, req, self.ttl).await;
+                let a = self
+                    .stage_async(Stage::Confirm, self.gate.confirm(approver, req, self.ttl))
+                    .await;
                 if !a.approved {
                     let mut o = Outcome::new(&call.id, &dry.tool, decision, Status::Denied);
                     o.reasons = dry.verdict.reasons.clone();
@@ -322,13 +429,18 @@ impl Executor {
             }
             Decision::Allow => {}
         }
-        let mut o = self.execute(call, &dry.plan, decision).await?;
+        let mut o = self
+            .stage_async(Stage::Execute, self.execute(call, &dry.plan, decision))
+            .await?;
+        for h in &o.limits_hit {
+            self.metrics.limit_hit(h.as_str());
+        }
         if answer.is_some() {
             // Keep what the human approved on the record.
             o.reasons.splice(0..0, dry.verdict.reasons.iter().cloned());
         }
         o.confirmation = answer;
-        self.filter(&mut o);
+        self.stage(Stage::Filter, || self.filter(&mut o));
         o.duration_ms = ms(t0.elapsed());
         Ok(o)
     }
@@ -458,6 +570,10 @@ impl Executor {
         let mut o = Outcome::new(&call.id, tool, decision, Status::Completed);
         o.backend = Some(plan.backend);
         let ws = &self.workspace;
+        // Every tool needs the workspace; one that vanished since the
+        // executor was built is the caller's problem (bad_workspace), for
+        // every backend alike.
+        let w = Workspace::open(ws)?;
         let fs_fail = |o: &mut Outcome, e: FsError| {
             o.status = Status::Failed;
             o.error = Some(e.to_string());
@@ -465,7 +581,7 @@ impl Executor {
         match &call.tool {
             Tool::ReadFile(a) => {
                 let max = a.limit.unwrap_or(u64::MAX).min(plan.limits.output_bytes);
-                match Workspace::open(ws)?.read(ws, &a.path, a.offset.unwrap_or(0), max) {
+                match w.read(ws, &a.path, a.offset.unwrap_or(0), max) {
                     Ok(r) => {
                         o.stdout = r.content;
                         o.truncated.stdout = r.truncated;
@@ -480,7 +596,7 @@ impl Executor {
                     Err(e) => fs_fail(&mut o, e),
                 }
             }
-            Tool::WriteFile(a) => match Workspace::open(ws)?.write(
+            Tool::WriteFile(a) => match w.write(
                 ws,
                 &a.path,
                 a.content.as_bytes(),
@@ -490,7 +606,7 @@ impl Executor {
                 Ok(n) => o.stdout = format!("wrote {n} bytes to {}", a.path),
                 Err(e) => fs_fail(&mut o, e),
             },
-            Tool::ListDir(a) => match Workspace::open(ws)?.list(ws, &a.path) {
+            Tool::ListDir(a) => match w.list(ws, &a.path) {
                 Ok((entries, truncated)) => {
                     o.stdout = serde_json::to_string(&entries).map_err(|e| Error::Internal {
                         op: "list_dir",
@@ -502,7 +618,6 @@ impl Executor {
             },
             Tool::RunCode(a) => {
                 if !a.files.is_empty() {
-                    let w = Workspace::open(ws)?;
                     for f in &a.files {
                         if let Err(e) = w.write(
                             ws,

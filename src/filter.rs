@@ -381,6 +381,40 @@ impl Stream<'_> {
         out
     }
 
+    /// Copies `input` to `out` through the filter: whole UTF-8 characters
+    /// only (invalid bytes become U+FFFD), and a secret split across reads
+    /// is still caught. Returns what was removed.
+    pub fn copy(
+        mut self,
+        mut input: impl std::io::Read,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<Report> {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut carry: Vec<u8> = Vec::new();
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            carry.extend_from_slice(&buf[..n]);
+            let valid = match std::str::from_utf8(&carry) {
+                Ok(_) => carry.len(),
+                // An incomplete character at the end waits for the next read.
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                Err(_) => carry.len(),
+            };
+            let text = String::from_utf8_lossy(&carry[..valid]).into_owned();
+            carry.drain(..valid);
+            out.write_all(self.push(&text).as_bytes())?;
+        }
+        let tail = String::from_utf8_lossy(&carry).into_owned();
+        out.write_all(self.push(&tail).as_bytes())?;
+        let (rest, report) = self.finish();
+        out.write_all(rest.as_bytes())?;
+        out.flush()?;
+        Ok(report)
+    }
+
     /// Flushes the held-back tail.
     pub fn finish(mut self) -> (String, Report) {
         let tail = std::mem::take(&mut self.pending);
@@ -542,7 +576,19 @@ fn percent_encode(s: &str) -> String {
 /// Values of the host's secrets: environment variables whose names match
 /// `globs` (case-insensitive) and non-empty lines of `files`.
 pub fn host_secrets(globs: &[String], files: &[String]) -> Vec<String> {
-    let set = crate::policy::paths::compile_globs(globs.iter().map(String::as_str)).ok();
+    // Case-insensitive, as the policy loader checks them.
+    let set = globs
+        .iter()
+        .try_fold(globset::GlobSetBuilder::new(), |mut b, g| {
+            b.add(
+                globset::GlobBuilder::new(g)
+                    .case_insensitive(true)
+                    .build()?,
+            );
+            Ok::<_, globset::Error>(b)
+        })
+        .and_then(|b| b.build())
+        .ok();
     let mut out = Vec::new();
     if let Some(set) = set {
         for (k, v) in std::env::vars_os() {

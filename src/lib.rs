@@ -12,16 +12,23 @@
 //! |---|---|---|
 //! | tool calls | [`call`] | toolgate / OpenAI / Anthropic shapes, typed arguments, size caps |
 //! | tool definitions | [`tools`] | JSON Schemas for agent frameworks |
-//! | policy | [`policy`] | TOML rules, path confinement, shell parsing, input flags; pure |
-//! | plan | [`plan`] | limits, network mode, backend choice, mounts |
-//! | gate | [`gate`] | pending confirmations, approvers, once/session scope, expiry that denies |
-//! | sandboxes | [`sandbox`] | host file tools (cap-std), wasm (Wasmtime + WASI) |
+//! | policy | [`policy`] | TOML rules, path rules, shell parsing, input flags, limits; pure |
+//! | workspace paths | [`workpath`] | agent paths → workspace components; shared by policy and sandboxes |
+//! | units | [`units`] | sizes and durations as people write them |
+//! | plan | [`plan`] | the per-call profile a backend enforces: backend, limits, network, mounts |
+//! | gate | [`gate`] | pending confirmations, approvers (terminal, callback, HTTP), expiry that denies |
+//! | sandboxes | [`sandbox`] | one [`Backend`](sandbox::Backend) trait: host file tools (cap-std), [`wasm`](sandbox::wasm) (Wasmtime + WASI), [`docker`](sandbox::docker) (bollard); warm pools |
 //! | output filter | [`filter`] | secret rules, host secrets, URL allowlist; pure |
 //! | audit | [`audit`] | hash-chained, fsynced JSON lines; `verify` |
-//! | pipeline | [`Executor`] | decide → confirm → prepare → execute |
+//! | pipeline | [`Executor`] | decide → confirm → prepare → execute → filter → audit |
 //! | budgets | [`budget`] | rate limits and totals per principal |
-//! | service | [`server`] | HTTP API (`serve`) and MCP over stdio (`mcp`) |
+//! | metrics | [`metrics`] | counters and stage latencies, Prometheus text |
+//! | assembly | [`service`] | the executor with its backends and audit log, for services and the CLI |
+//! | servers | [`server`] | HTTP API (`serve`) and MCP over stdio (`mcp`) |
 //! | doctor | [`doctor`] | probes that prove each promised limit binds |
+//!
+//! Which part may use which is written down in `docs/architecture.md` and
+//! checked by a test.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), toolgate::Error> {
@@ -41,18 +48,23 @@ mod error;
 mod executor;
 pub mod filter;
 pub mod gate;
+pub mod metrics;
 mod outcome;
 pub mod plan;
 pub mod policy;
 pub mod sandbox;
 pub mod server;
+pub mod service;
 pub mod tools;
+pub mod units;
+pub mod workpath;
 
 pub use call::{CallError, Language, Tool, ToolCall};
 pub use error::{Error, exit};
 pub use executor::{DryRun, Executor, ExecutorBuilder};
 pub use gate::{Answer, Approver, ConfirmationRequest};
 pub use outcome::{LimitHit, Outcome, Status, Truncation};
-pub use plan::{BackendKind, Limits, NetworkMode, Plan};
-pub use policy::{Decision, Policy, PolicyError, Verdict};
+pub use plan::Plan;
+pub use policy::{BackendKind, Decision, Limits, NetworkMode, Policy, PolicyError, Verdict};
+pub use sandbox::SandboxError;
 pub use sandbox::wasm::{WasmBackend, WasmConfig};

@@ -31,6 +31,31 @@ pub enum LimitHit {
     Trap,
 }
 
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Completed => "completed",
+            Status::Denied => "denied",
+            Status::Killed => "killed",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+impl LimitHit {
+    /// The name in JSON and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitHit::TimeoutCpu => "timeout_cpu",
+            LimitHit::TimeoutWall => "timeout_wall",
+            LimitHit::Memory => "memory",
+            LimitHit::Pids => "pids",
+            LimitHit::OutputTruncated => "output_truncated",
+            LimitHit::Trap => "trap",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Truncation {
     pub stdout: bool,
@@ -96,5 +121,17 @@ impl Outcome {
     /// Ran and exited 0.
     pub fn succeeded(&self) -> bool {
         self.status == Status::Completed && self.exit_code.unwrap_or(0) == 0
+    }
+
+    /// What a person at a terminal is told beside the program's own output:
+    /// the reasons, the limits hit, the error.
+    pub fn notes(&self) -> Vec<String> {
+        let mut v = self.reasons.clone();
+        if !self.limits_hit.is_empty() {
+            let hits: Vec<&str> = self.limits_hit.iter().map(|h| h.as_str()).collect();
+            v.push(format!("limits hit: {}", hits.join(", ")));
+        }
+        v.extend(self.error.clone());
+        v
     }
 }

@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(input) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(parts) = toolgate::policy::paths::normalize(Path::new("/work/space"), input) {
+    if let Ok(parts) = toolgate::workpath::normalize(Path::new("/work/space"), input) {
         for p in &parts {
             assert!(
                 !p.is_empty() && p != ".." && p != ".",

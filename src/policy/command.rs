@@ -310,172 +310,196 @@ fn resolve(words: &[Word], stdin_is_data: bool, depth: usize, a: &mut Analysis) 
             check_assignment(&w.text, a);
         }
     }
-    if prog == "eval" {
+    let p = prog.as_str();
+    let fam = family(p);
+    if p == "eval" {
         if rest.iter().any(|w| w.dynamic) {
             a.unresolved
                 .push("`eval` of a string built at run time".into());
         } else {
             analyse_text(&args.join(" "), depth + 1, a);
         }
-        return;
-    }
-    if prog == "busybox" || prog == "toybox" {
+    } else if p == "busybox" || p == "toybox" {
         resolve(rest, stdin_is_data, depth + 1, a);
-        return;
+    } else if SHELLS.contains(&p) {
+        resolve_shell(p, rest, stdin_is_data, depth, a);
+    } else if let Some((_, flags)) = INTERPRETERS.iter().find(|(n, _)| *n == fam || *n == p) {
+        resolve_interpreter(p, fam, flags, rest, stdin_is_data, a);
+    } else if matches!(p, "sed" | "gsed") {
+        resolve_sed(p, rest, a);
+    } else if p == "find" || p == "fd" {
+        resolve_find(rest, depth, a);
+    } else if let Some(value_opts) = wrapper_value_opts(p) {
+        resolve_wrapper(p, value_opts, rest, stdin_is_data, depth, a);
     }
-    if SHELLS.contains(&prog.as_str()) {
-        // Find `-c` (possibly combined, `-ec`): the next non-option word is the script.
-        let mut i = 0;
-        while i < rest.len() {
-            let t = &rest[i].text;
-            if t == "--" || !t.starts_with('-') && !t.starts_with('+') {
-                break;
-            }
-            if t.starts_with('-') && !t.starts_with("--") && t.contains('c') {
-                match rest.get(i + 1) {
-                    Some(s) if s.dynamic => a
-                        .unresolved
-                        .push(format!("`{prog} -c` with a script built at run time")),
-                    Some(s) => analyse_text(&s.text, depth + 1, a),
-                    None => a.unresolved.push(format!("`{prog} -c` without a script")),
-                }
-                return;
-            }
-            if matches!(t.as_str(), "-o" | "+o" | "--rcfile" | "--init-file") {
-                i += 1;
-            }
-            i += 1;
-        }
-        if i >= rest.len() && stdin_is_data {
-            a.unresolved.push(format!(
-                "`{prog}` runs a script read from a pipe or here-document"
-            ));
-        } else if rest.get(i).is_some_and(|w| w.dynamic) {
-            a.unresolved
-                .push(format!("`{prog}` runs a script named at run time"));
-        }
-        return;
-    }
-    let fam = family(&prog);
-    if let Some((_, flags)) = INTERPRETERS.iter().find(|(n, _)| *n == fam || *n == prog) {
-        // `-c`, `-cCODE`, and clusters such as `-Ic` or `-ne`.
-        let inline = rest.iter().any(|w| {
-            let t = w.text.as_str();
-            flags.iter().any(|f| {
-                t == *f
-                    || (f.len() == 2
-                        && t.starts_with('-')
-                        && !t.starts_with("--")
-                        && f[1..].chars().all(|c| t[1..].contains(c)))
-            })
-        });
-        let awk_like = matches!(fam, "awk" | "gawk" | "mawk" | "nawk");
-        if awk_like {
-            // An awk program is analysed: printing and arithmetic are
-            // fine; running commands, writing files or reading the
-            // environment is not resolved.
-            match rest.iter().find(|w| !w.text.starts_with('-')) {
-                Some(p) if p.dynamic => a
-                    .unresolved
-                    .push(format!("`{prog}` program is built at run time")),
-                Some(p) if awk_escapes(&p.text) => a.unresolved.push(format!(
-                    "`{prog}` program runs commands, writes files or reads the environment"
-                )),
-                _ => {}
-            }
-        } else if inline {
-            a.unresolved.push(format!(
-                "`{prog}` is given inline code, which is not analysed"
-            ));
-        } else if rest
-            .iter()
-            .find(|w| !w.text.starts_with('-'))
-            .is_some_and(|w| w.dynamic)
-        {
-            a.unresolved
-                .push(format!("`{prog}` runs a program named at run time"));
-        } else if stdin_is_data && !rest.iter().any(|w| !w.text.starts_with('-')) {
-            a.unresolved.push(format!(
-                "`{prog}` runs a program read from a pipe or here-document"
-            ));
-        }
-        return;
-    }
-    if matches!(prog.as_str(), "sed" | "gsed") {
-        let scripts = sed_scripts(rest);
-        if scripts.iter().any(|(_, dynamic)| *dynamic) {
-            a.unresolved
-                .push(format!("`{prog}` script is built at run time"));
-        } else if scripts.iter().any(|(s, _)| sed_escapes(s)) {
-            a.unresolved.push(format!(
-                "`{prog}` script runs commands or reads or writes other files (e, r, w)"
-            ));
-        }
-        return;
-    }
-    if prog == "find" || prog == "fd" {
-        let mut i = 0;
-        while i < rest.len() {
-            let t = rest[i].text.as_str();
-            if matches!(
-                t,
-                "-exec" | "-execdir" | "-ok" | "-okdir" | "-x" | "--exec" | "-X" | "--exec-batch"
-            ) {
-                let start = i + 1;
-                let mut end = start;
-                while end < rest.len() && !matches!(rest[end].text.as_str(), ";" | "+") {
-                    end += 1;
-                }
-                if start < end {
-                    resolve(&rest[start..end], false, depth + 1, a);
-                }
-                i = end;
-            }
-            i += 1;
-        }
-        return;
-    }
-    if let Some(value_opts) = wrapper_value_opts(&prog) {
-        let mut i = 0;
-        let mut positional_skipped = false;
-        while i < rest.len() {
-            let t = rest[i].text.as_str();
-            if t == "--" {
-                i += 1;
-                break;
-            }
-            if prog == "env" && matches!(t, "-S" | "--split-string") {
-                match rest.get(i + 1) {
-                    Some(s) if !s.dynamic => analyse_text(&s.text, depth + 1, a),
-                    _ => a.unresolved.push("`env -S` with a computed string".into()),
-                }
-                return;
-            }
-            if t.starts_with('-') && t.len() > 1 {
-                if value_opts.contains(&t) {
-                    i += 1;
-                }
-                i += 1;
-                continue;
-            }
-            if prog == "env" && t.contains('=') {
-                i += 1;
-                continue;
-            }
-            // `timeout DURATION cmd`, `nice` has no positional, `chrt PRIO cmd`, `taskset MASK cmd`.
-            if matches!(prog.as_str(), "timeout" | "chrt" | "taskset") && !positional_skipped {
-                positional_skipped = true;
-                i += 1;
-                continue;
-            }
+}
+
+/// A shell: the script after `-c` (possibly combined, `-ec`) is analysed
+/// on its own; a script from a pipe or named at run time is unresolved.
+fn resolve_shell(prog: &str, rest: &[Word], stdin_is_data: bool, depth: usize, a: &mut Analysis) {
+    let mut i = 0;
+    while i < rest.len() {
+        let t = &rest[i].text;
+        if t == "--" || !t.starts_with('-') && !t.starts_with('+') {
             break;
         }
-        if prog == "command" && rest.iter().any(|w| w.text == "-v" || w.text == "-V") {
+        if t.starts_with('-') && !t.starts_with("--") && t.contains('c') {
+            match rest.get(i + 1) {
+                Some(s) if s.dynamic => a
+                    .unresolved
+                    .push(format!("`{prog} -c` with a script built at run time")),
+                Some(s) => analyse_text(&s.text, depth + 1, a),
+                None => a.unresolved.push(format!("`{prog} -c` without a script")),
+            }
             return;
         }
-        if i < rest.len() {
-            resolve(&rest[i..], stdin_is_data || prog == "xargs", depth + 1, a);
+        if matches!(t.as_str(), "-o" | "+o" | "--rcfile" | "--init-file") {
+            i += 1;
         }
+        i += 1;
+    }
+    if i >= rest.len() && stdin_is_data {
+        a.unresolved.push(format!(
+            "`{prog}` runs a script read from a pipe or here-document"
+        ));
+    } else if rest.get(i).is_some_and(|w| w.dynamic) {
+        a.unresolved
+            .push(format!("`{prog}` runs a script named at run time"));
+    }
+}
+
+/// An interpreter: inline code (`-c`, `-cCODE`, clusters such as `-Ic` or
+/// `-ne`) is not analysed, except awk programs, which are.
+fn resolve_interpreter(
+    prog: &str,
+    fam: &str,
+    flags: &[&str],
+    rest: &[Word],
+    stdin_is_data: bool,
+    a: &mut Analysis,
+) {
+    let inline = rest.iter().any(|w| {
+        let t = w.text.as_str();
+        flags.iter().any(|f| {
+            t == *f
+                || (f.len() == 2
+                    && t.starts_with('-')
+                    && !t.starts_with("--")
+                    && f[1..].chars().all(|c| t[1..].contains(c)))
+        })
+    });
+    let program = rest.iter().find(|w| !w.text.starts_with('-'));
+    if matches!(fam, "awk" | "gawk" | "mawk" | "nawk") {
+        // Printing and arithmetic are fine; running commands, writing
+        // files or reading the environment is not resolved.
+        match program {
+            Some(p) if p.dynamic => a
+                .unresolved
+                .push(format!("`{prog}` program is built at run time")),
+            Some(p) if awk_escapes(&p.text) => a.unresolved.push(format!(
+                "`{prog}` program runs commands, writes files or reads the environment"
+            )),
+            _ => {}
+        }
+    } else if inline {
+        a.unresolved.push(format!(
+            "`{prog}` is given inline code, which is not analysed"
+        ));
+    } else if program.is_some_and(|w| w.dynamic) {
+        a.unresolved
+            .push(format!("`{prog}` runs a program named at run time"));
+    } else if stdin_is_data && program.is_none() {
+        a.unresolved.push(format!(
+            "`{prog}` runs a program read from a pipe or here-document"
+        ));
+    }
+}
+
+/// sed: scripts that run commands or touch other files (e, r, w) are unresolved.
+fn resolve_sed(prog: &str, rest: &[Word], a: &mut Analysis) {
+    let scripts = sed_scripts(rest);
+    if scripts.iter().any(|(_, dynamic)| *dynamic) {
+        a.unresolved
+            .push(format!("`{prog}` script is built at run time"));
+    } else if scripts.iter().any(|(s, _)| sed_escapes(s)) {
+        a.unresolved.push(format!(
+            "`{prog}` script runs commands or reads or writes other files (e, r, w)"
+        ));
+    }
+}
+
+/// find / fd: what `-exec` and friends run is resolved like any command.
+fn resolve_find(rest: &[Word], depth: usize, a: &mut Analysis) {
+    let mut i = 0;
+    while i < rest.len() {
+        let t = rest[i].text.as_str();
+        if matches!(
+            t,
+            "-exec" | "-execdir" | "-ok" | "-okdir" | "-x" | "--exec" | "-X" | "--exec-batch"
+        ) {
+            let start = i + 1;
+            let mut end = start;
+            while end < rest.len() && !matches!(rest[end].text.as_str(), ";" | "+") {
+                end += 1;
+            }
+            if start < end {
+                resolve(&rest[start..end], false, depth + 1, a);
+            }
+            i = end;
+        }
+        i += 1;
+    }
+}
+
+/// A wrapper (`env`, `timeout`, `nice`, `xargs`, …): the command it runs
+/// is resolved after its options and positionals.
+fn resolve_wrapper(
+    prog: &str,
+    value_opts: &[&str],
+    rest: &[Word],
+    stdin_is_data: bool,
+    depth: usize,
+    a: &mut Analysis,
+) {
+    let mut i = 0;
+    let mut positional_skipped = false;
+    while i < rest.len() {
+        let t = rest[i].text.as_str();
+        if t == "--" {
+            i += 1;
+            break;
+        }
+        if prog == "env" && matches!(t, "-S" | "--split-string") {
+            match rest.get(i + 1) {
+                Some(s) if !s.dynamic => analyse_text(&s.text, depth + 1, a),
+                _ => a.unresolved.push("`env -S` with a computed string".into()),
+            }
+            return;
+        }
+        if t.starts_with('-') && t.len() > 1 {
+            if value_opts.contains(&t) {
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        if prog == "env" && t.contains('=') {
+            i += 1;
+            continue;
+        }
+        // `timeout DURATION cmd`, `nice` has no positional, `chrt PRIO cmd`, `taskset MASK cmd`.
+        if matches!(prog, "timeout" | "chrt" | "taskset") && !positional_skipped {
+            positional_skipped = true;
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    if prog == "command" && rest.iter().any(|w| w.text == "-v" || w.text == "-V") {
+        return;
+    }
+    if i < rest.len() {
+        resolve(&rest[i..], stdin_is_data || prog == "xargs", depth + 1, a);
     }
 }
 

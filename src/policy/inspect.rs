@@ -26,24 +26,7 @@ pub enum FlagKind {
     PromptInjection,
 }
 
-/// Bidirectional controls: they make text display differently from what it is
-/// (the "Trojan Source" class of attack).
-pub fn is_bidi(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
-}
-
-/// Zero-width and other invisible format characters.
-pub fn is_zero_width(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{180E}' | '\u{00AD}' | '\u{034F}'
-            | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{E0000}'..='\u{E007F}'
-    )
-}
-
-pub fn is_invisible(c: char) -> bool {
-    is_bidi(c) || is_zero_width(c)
-}
+pub use crate::workpath::{is_bidi, is_invisible, is_zero_width};
 
 /// Built-in prompt-injection phrases and chat-template role markers.
 /// Matched case-insensitively on text with invisible characters removed and

@@ -14,15 +14,19 @@ pub mod fileargs;
 pub mod inspect;
 pub mod paths;
 mod raw;
+pub mod settings;
 pub mod shell;
-pub mod units;
+pub use crate::units;
 
 use crate::call::{Command, Tool, ToolCall};
-use crate::plan::{BackendChoice, BackendKind, Limits, MountAccess, NetworkMode};
 use command::{CommandPolicy, CommandRule};
 use inspect::{Flag, Inspector};
 use paths::{Access, AccessSel, PathPolicy, PathRule};
 use serde::Serialize;
+pub use settings::{
+    BackendChoice, BackendKind, DockerSettings, Limits, MountAccess, NetworkMode, NetworkPolicy,
+    Settings,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 use toml::Spanned;
@@ -98,6 +102,13 @@ pub enum PolicyError {
     },
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
+    /// A change through [`Policy::with`] that the loader would refuse.
+    #[error("{file}: change refused: {key}: {message}")]
+    Change {
+        file: String,
+        key: String,
+        message: String,
+    },
     #[error("{file}:{line}: {key}: {message}")]
     Invalid {
         file: String,
@@ -108,45 +119,29 @@ pub enum PolicyError {
 }
 
 #[derive(Debug, Clone)]
-pub struct NetworkPolicy {
-    pub run_command: NetworkMode,
-    pub run_code: NetworkMode,
-    /// Hosts the output filter lets URLs point at.
-    pub allow_hosts: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct DockerSettings {
-    pub image: String,
-    pub workspace: MountAccess,
-}
-
-#[derive(Debug, Clone)]
 pub struct RedactionSettings {
     pub enabled: bool,
     pub secret_env: Vec<String>,
     pub secret_files: Vec<String>,
 }
 
-/// A validated policy.
+/// A validated policy. It cannot exist invalid: its fields are private,
+/// it is made only by [`Policy::from_toml`] / [`Policy::load`], and changed
+/// only through [`Policy::with`], which validates again.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Where it came from (file path or `built-in:NAME`), for messages.
-    pub source: String,
-    pub description: String,
-    pub tools: BTreeMap<String, Decision>,
-    pub max_arg_bytes: usize,
-    pub flag_decision: Decision,
+    source: String,
+    description: String,
+    tools: BTreeMap<String, Decision>,
+    max_arg_bytes: usize,
+    flag_decision: Decision,
     inspector: Inspector,
-    pub paths: PathPolicy,
-    pub commands: CommandPolicy,
-    pub network: NetworkPolicy,
-    pub limits: Limits,
-    pub backends: BackendChoice,
-    pub wasm_workspace: MountAccess,
-    pub docker: DockerSettings,
-    pub redaction: RedactionSettings,
-    pub audit_path: Option<String>,
+    paths: PathPolicy,
+    commands: CommandPolicy,
+    settings: Settings,
+    redaction: RedactionSettings,
+    audit_path: Option<String>,
 }
 
 /// Converts byte spans to line numbers for error messages.
@@ -286,6 +281,67 @@ impl Ctx<'_> {
 }
 
 impl Policy {
+    /// Where it came from (file path or `built-in:NAME`), for messages.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Largest argument (string) a call may carry.
+    pub fn max_arg_bytes(&self) -> usize {
+        self.max_arg_bytes
+    }
+
+    /// Limits, backends, network and mounts.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.settings.limits
+    }
+
+    pub fn backends(&self) -> &BackendChoice {
+        &self.settings.backends
+    }
+
+    pub fn network(&self) -> &NetworkPolicy {
+        &self.settings.network
+    }
+
+    pub fn redaction(&self) -> &RedactionSettings {
+        &self.redaction
+    }
+
+    /// The audit log the policy names, if any.
+    pub fn audit_path(&self) -> Option<&str> {
+        self.audit_path.as_deref()
+    }
+
+    /// The path rules (read by the sandboxes' filesystem view).
+    pub fn paths(&self) -> &PathPolicy {
+        &self.paths
+    }
+
+    /// A copy with its settings changed by `edit`, validated again: a change
+    /// the loader would refuse (a 1 MiB memory cap, sh on wasm, a network
+    /// mode the backend cannot enforce) is refused here too.
+    pub fn with(&self, edit: impl FnOnce(&mut Settings)) -> Result<Policy, PolicyError> {
+        let mut p = self.clone();
+        edit(&mut p.settings);
+        p.settings
+            .validate()
+            .map_err(|(key, message)| PolicyError::Change {
+                file: p.source.clone(),
+                key: key.to_string(),
+                message,
+            })?;
+        Ok(p)
+    }
+
     /// The embedded `policies/default.toml`.
     pub fn builtin_default() -> Policy {
         match Policy::from_toml(DEFAULT_POLICY, "built-in:default") {
@@ -366,20 +422,6 @@ impl Policy {
                 defaults.file_size,
             )?,
         };
-        if limits.memory_bytes < (16 << 20) || limits.memory_bytes > (64u64 << 30) {
-            return Err(cx.err(
-                raw.limits.memory.as_ref().map_or(0..0, |v| v.span()),
-                "limits.memory",
-                "must be between 16MiB and 64GiB",
-            ));
-        }
-        if limits.wall_time.is_zero() || limits.cpu_time.is_zero() {
-            return Err(cx.err(0..0, "limits", "cpu_time and wall_time must be positive"));
-        }
-        if limits.pids == 0 {
-            return Err(cx.err(0..0, "limits.pids", "must be at least 1"));
-        }
-
         let backends = BackendChoice {
             run_command: cx.backend(
                 &raw.backends.run_command,
@@ -394,14 +436,6 @@ impl Policy {
             )?,
             sh: cx.backend(&raw.backends.sh, "backends.sh", BackendKind::Docker)?,
         };
-        if backends.sh == BackendKind::Wasm || backends.run_command == BackendKind::Wasm {
-            return Err(cx.err(
-                0..0,
-                "backends",
-                "the wasm backend runs python and javascript only; sh and run_command need docker",
-            ));
-        }
-
         let network = NetworkPolicy {
             run_command: cx.network(
                 &raw.network.run_command,
@@ -415,30 +449,30 @@ impl Policy {
             )?,
             allow_hosts: raw.network.allow_hosts.clone(),
         };
-        // Refuse what a backend cannot enforce rather than widen it silently.
-        let code_backends = [backends.python, backends.javascript, backends.sh];
-        if !backends.run_command.supports_network(&network.run_command) {
-            return Err(cx.err(
-                raw.network.run_command.as_ref().map_or(0..0, |v| v.span()),
-                "network.run_command",
-                format!(
-                    "the {} backend cannot enforce this network mode",
-                    backends.run_command.as_str()
-                ),
-            ));
-        }
-        if let Some(b) = code_backends
-            .iter()
-            .find(|b| !b.supports_network(&network.run_code))
-        {
-            return Err(cx.err(
-                raw.network.run_code.as_ref().map_or(0..0, |v| v.span()),
-                "network.run_code",
-                format!(
-                    "the {} backend cannot enforce this network mode",
-                    b.as_str()
-                ),
-            ));
+        let settings = Settings {
+            limits,
+            backends,
+            network,
+            wasm_workspace: cx.mount(
+                &raw.wasm.workspace,
+                "wasm.workspace",
+                MountAccess::ReadOnly,
+            )?,
+            docker: DockerSettings {
+                image: raw
+                    .docker
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| "toolgate-python:bookworm".into()),
+                workspace: cx.mount(
+                    &raw.docker.workspace,
+                    "docker.workspace",
+                    MountAccess::ReadOnly,
+                )?,
+            },
+        };
+        if let Err((key, message)) = settings.validate() {
+            return Err(cx.err(raw.span_of(key), key, message));
         }
 
         for g in &raw.redaction.secret_env {
@@ -460,26 +494,7 @@ impl Policy {
             inspector,
             paths,
             commands,
-            network,
-            limits,
-            backends,
-            wasm_workspace: cx.mount(
-                &raw.wasm.workspace,
-                "wasm.workspace",
-                MountAccess::ReadOnly,
-            )?,
-            docker: DockerSettings {
-                image: raw
-                    .docker
-                    .image
-                    .clone()
-                    .unwrap_or_else(|| "toolgate-python:bookworm".into()),
-                workspace: cx.mount(
-                    &raw.docker.workspace,
-                    "docker.workspace",
-                    MountAccess::ReadOnly,
-                )?,
-            },
+            settings,
             redaction: RedactionSettings {
                 enabled: raw.redaction.enabled.unwrap_or(true),
                 secret_env: raw.redaction.secret_env.clone(),
@@ -720,12 +735,12 @@ impl Policy {
             Tool::ListDir(a) => v.path(self, workspace, &a.path, Access::Read),
             Tool::WriteFile(a) => {
                 v.path(self, workspace, &a.path, Access::Write);
-                if a.content.len() as u64 > self.limits.file_size {
+                if a.content.len() as u64 > self.settings.limits.file_size {
                     v.raise(Decision::Deny);
                     v.reasons.push(format!(
                         "content is {} bytes, over the {}-byte file size limit",
                         a.content.len(),
-                        self.limits.file_size
+                        self.settings.limits.file_size
                     ));
                 }
             }

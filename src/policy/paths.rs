@@ -1,15 +1,17 @@
 //! Path rules: turn an agent-supplied path into a workspace-relative path or
 //! a reason why not, then judge it against read/write globs.
 //!
+//! Turning a path into workspace components is [`crate::workpath`]'s job
+//! (shared with the sandboxes); this module judges the result.
 //! This is the lexical and resolution check that lets dry-run explain a
 //! decision. It is not the enforcement: the host file tools open paths
 //! through a capability handle on the workspace (`sandbox::hostfs`), which
 //! cannot escape even if this check were fooled.
 
 use super::{Decision, MatchedRule};
+use crate::workpath::{normalize, resolve_symlinks};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use std::path::{Component, Path, PathBuf};
-use unicode_normalization::UnicodeNormalization;
+use std::path::Path;
 
 /// What a call does to a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -86,174 +88,6 @@ pub fn compile_globs<'a>(
         b.add(compile_glob(p)?);
     }
     b.build()
-}
-
-/// Characters that never belong in a path an agent hands us: they hide
-/// what the path is (bidi overrides, zero-width characters) or mimic a
-/// separator or dot after Unicode folding.
-fn is_hidden_or_lookalike(c: char) -> bool {
-    if c.is_ascii() {
-        return false;
-    }
-    const CONFUSABLE: &[char] = &[
-        '\u{2215}',
-        '\u{2044}',
-        '\u{29F8}',
-        '\u{2571}',
-        '\u{27CB}',
-        '\u{FF0F}',
-        '\u{FF3C}',
-        '\u{FE68}',
-        '\u{29F5}',
-        '\u{2216}',
-        '\u{2024}',
-        '\u{2025}',
-        '\u{2026}',
-        '\u{FF0E}',
-        '\u{00B7}',
-        '\u{0701}',
-        '\u{0702}',
-        '\u{A60E}',
-        '\u{10A50}',
-        '\u{3002}',
-        '\u{FF61}',
-    ];
-    if CONFUSABLE.contains(&c) || super::inspect::is_invisible(c) {
-        return true;
-    }
-    // Anything that folds (NFKC) to path syntax: fullwidth forms, leaders, …
-    c.to_string().nfkc().any(|n| "./\\~$%:".contains(n))
-}
-
-/// Syntactic reasons to refuse a path before touching the filesystem.
-fn syntax_violation(input: &str) -> Option<String> {
-    if input.is_empty() {
-        return Some("empty path".into());
-    }
-    if input.contains('\0') {
-        return Some("path contains a NUL byte".into());
-    }
-    if input.chars().any(|c| c.is_control()) {
-        return Some("path contains a control character".into());
-    }
-    if input.contains('\\') {
-        return Some("path contains a backslash (no Windows separators or escapes)".into());
-    }
-    if input.starts_with('~') {
-        return Some("path starts with `~` (home directories are outside the workspace)".into());
-    }
-    if input.contains('$') || input.contains('`') {
-        return Some(
-            "path contains `$` or a backtick (no variable or command expansion in paths)".into(),
-        );
-    }
-    let b = input.as_bytes();
-    if b.windows(3)
-        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
-    {
-        return Some("path contains a percent-encoded byte".into());
-    }
-    if let Some(c) = input.chars().find(|&c| is_hidden_or_lookalike(c)) {
-        return Some(format!(
-            "path contains U+{:04X}, an invisible character or a look-alike of path syntax",
-            c as u32
-        ));
-    }
-    None
-}
-
-/// Lexically resolves `input` against `workspace` into relative components.
-/// Refuses anything that leaves the workspace.
-pub fn normalize(workspace: &Path, input: &str) -> Result<Vec<String>, String> {
-    if let Some(v) = syntax_violation(input) {
-        return Err(v);
-    }
-    let p = Path::new(input);
-    let rel: PathBuf = if p.is_absolute() {
-        let ws = lexical(workspace);
-        let abs = lexical(p);
-        let canon_ws = std::fs::canonicalize(workspace).unwrap_or_else(|_| ws.clone());
-        if let Ok(r) = abs.strip_prefix(&ws) {
-            r.to_path_buf()
-        } else if let Ok(r) = abs.strip_prefix(&canon_ws) {
-            r.to_path_buf()
-        } else {
-            return Err("absolute path outside the workspace".into());
-        }
-    } else {
-        p.to_path_buf()
-    };
-    let mut parts: Vec<String> = Vec::new();
-    for c in rel.components() {
-        match c {
-            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if parts.pop().is_none() {
-                    return Err("path escapes the workspace with `..`".into());
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => {
-                return Err("absolute path outside the workspace".into());
-            }
-        }
-    }
-    Ok(parts)
-}
-
-/// Lexical normalization of an absolute path (no filesystem access).
-fn lexical(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
-}
-
-/// Follows symlinks in the longest existing prefix of `rel` and returns the
-/// workspace-relative target, or an error when it resolves outside.
-pub fn resolve_symlinks(workspace: &Path, rel: &[String]) -> Result<Vec<String>, String> {
-    let root = std::fs::canonicalize(workspace)
-        .map_err(|e| format!("workspace is not accessible: {e}"))?;
-    // Walk the existing prefix with lstat; only a symlink needs the full
-    // (slower) canonicalization.
-    let mut existing = root.clone();
-    let mut n = 0;
-    let mut saw_link = false;
-    for part in rel {
-        let next = existing.join(part);
-        match std::fs::symlink_metadata(&next) {
-            Ok(m) => {
-                saw_link |= m.file_type().is_symlink();
-                existing = next;
-                n += 1;
-            }
-            Err(_) => break,
-        }
-    }
-    if !saw_link {
-        return Ok(rel.to_vec());
-    }
-    let canon = match std::fs::canonicalize(&existing) {
-        Ok(c) => c,
-        // A dangling symlink: its target cannot be judged, so refuse it.
-        Err(_) => return Err("path goes through a symlink that cannot be resolved".into()),
-    };
-    let inside = canon
-        .strip_prefix(&root)
-        .map_err(|_| "path resolves through a symlink to outside the workspace".to_string())?;
-    let mut out: Vec<String> = inside
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    out.extend(rel[n..].iter().cloned());
-    Ok(out)
 }
 
 impl PathPolicy {

@@ -166,3 +166,18 @@ pub struct RawRedaction {
 pub struct RawAudit {
     pub path: Option<String>,
 }
+
+impl RawPolicy {
+    /// Where a settings key was written, for error lines (0..0 when unknown).
+    pub fn span_of(&self, key: &str) -> std::ops::Range<usize> {
+        let v = match key {
+            "limits.memory" => &self.limits.memory,
+            "limits.cpu_time" => &self.limits.cpu_time,
+            "limits.wall_time" => &self.limits.wall_time,
+            "network.run_command" => &self.network.run_command,
+            "network.run_code" => &self.network.run_code,
+            _ => &None,
+        };
+        v.as_ref().map_or(0..0, |v| v.span())
+    }
+}

@@ -19,6 +19,7 @@
 //! cgroup's OOM-kill counter), `pids` (the cgroup's pids `max` events),
 //! `output_truncated`.
 
+use super::pool::{Capped, Lease, Slot, WarmPool};
 use super::{Backend, Job, Program, RawOutput, SandboxError};
 use crate::call::{Command, Language};
 use crate::outcome::LimitHit;
@@ -33,7 +34,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -137,12 +138,19 @@ struct Inner {
     cfg: DockerConfig,
     instance: String,
     uid: String,
-    pool: Mutex<HashMap<Profile, VecDeque<String>>>,
-    /// Pool creations in flight per profile (counted against `pool_size`).
-    filling: Mutex<HashMap<Profile, usize>>,
-    slots: Arc<tokio::sync::Semaphore>,
+    /// Containers alive at once, and warm ones per profile.
+    pool: WarmPool<Profile, Warm>,
     cleanup: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
+
+/// A started, idle container and the slot it holds until it is removed.
+struct Warm {
+    id: String,
+    slot: Slot,
+}
+
+/// Distinct warm-pool profiles kept at once; older ones' containers are removed.
+const MAX_POOL_PROFILES: usize = 4;
 
 fn hostname() -> String {
     nix::unistd::gethostname()
@@ -177,12 +185,10 @@ impl DockerBackend {
         let b = DockerBackend {
             inner: Arc::new(Inner {
                 docker,
-                slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_containers)),
+                pool: WarmPool::new(cfg.max_containers, cfg.pool_size, MAX_POOL_PROFILES),
                 cfg,
                 instance: uuid::Uuid::new_v4().simple().to_string(),
                 uid,
-                pool: Mutex::new(HashMap::new()),
-                filling: Mutex::new(HashMap::new()),
                 cleanup: Mutex::new(Vec::new()),
             }),
         };
@@ -234,10 +240,18 @@ impl DockerBackend {
             .await;
     }
 
-    /// Removes a used container in the background (tracked for `shutdown`).
-    fn remove_later(&self, id: String) {
+    /// Removes a used container in the background (tracked for `shutdown`);
+    /// its slot is free again once it is gone.
+    fn remove_later(&self, id: String, slot: Slot) {
         let b = self.clone();
-        let h = tokio::spawn(async move { b.remove_now(&id).await });
+        self.track(tokio::spawn(async move {
+            b.remove_now(&id).await;
+            drop(slot);
+        }));
+    }
+
+    /// Keeps a background task for `shutdown` to wait on.
+    fn track(&self, h: tokio::task::JoinHandle<()>) {
         let mut c = self.inner.cleanup.lock().unwrap_or_else(|p| p.into_inner());
         c.retain(|h| !h.is_finished());
         c.push(h);
@@ -422,48 +436,18 @@ impl DockerBackend {
         Ok(created.id)
     }
 
-    fn take_warm(&self, p: &Profile) -> Option<String> {
-        self.inner.pool.lock().ok()?.get_mut(p)?.pop_front()
-    }
-
     /// Tops the pool for `p` up in the background.
     fn refill(&self, p: &Profile) {
-        let want = self.inner.cfg.pool_size;
-        if want == 0 {
-            return;
+        let reserve = self.inner.pool.reserve(p);
+        for w in reserve.evicted {
+            self.remove_later(w.id, w.slot);
         }
-        let mut filling = self.inner.filling.lock().unwrap_or_else(|e| e.into_inner());
-        let ready = self
-            .inner
-            .pool
-            .lock()
-            .map(|m| m.get(p).map_or(0, |q| q.len()))
-            .unwrap_or(want);
-        let in_flight = filling.entry(p.clone()).or_insert(0);
-        for _ in (ready + *in_flight)..want {
-            let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
-                return;
-            };
-            *in_flight += 1;
+        for slot in reserve.slots {
             let (b, p) = (self.clone(), p.clone());
-            let h = tokio::spawn(async move {
-                let created = b.create(&p, "pool").await;
-                if let Ok(mut f) = b.inner.filling.lock()
-                    && let Some(n) = f.get_mut(&p)
-                {
-                    *n = n.saturating_sub(1);
-                }
-                if let Ok(id) = created {
-                    permit.forget();
-                    let mut pool = b.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
-                    pool.entry(p).or_default().push_back(id);
-                }
-            });
-            self.inner
-                .cleanup
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(h);
+            self.track(tokio::spawn(async move {
+                let warm = b.create(&p, "pool").await.ok().map(|id| Warm { id, slot });
+                b.inner.pool.filled(&p, warm);
+            }));
         }
     }
 
@@ -522,7 +506,7 @@ impl DockerBackend {
                     .first()
                     .map(|m| m.host.clone())
                     .unwrap_or_default();
-                let parts = crate::policy::paths::normalize(&ws, cwd)
+                let parts = crate::workpath::normalize(&ws, cwd)
                     .map_err(|e| SandboxError::Unsupported(format!("cwd {cwd}: {e}")))?;
                 format!("{}/{}", crate::plan::GUEST_WORKSPACE, parts.join("/"))
             }
@@ -582,22 +566,14 @@ impl DockerBackend {
         } else {
             drop(input);
         }
-        let keep = |buf: &mut Vec<u8>, trunc: &mut bool, data: &[u8]| {
-            let room = cap.saturating_sub(buf.len());
-            buf.extend_from_slice(&data[..room.min(data.len())]);
-            if data.len() > room {
-                *trunc = true;
-            }
-        };
+        let (mut stdout, mut stderr) = (Capped::new(cap), Capped::new(cap));
         let collect = async {
             while let Some(item) = output.next().await {
                 match item {
                     Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                        keep(&mut out.stdout, &mut out.stdout_truncated, &message)
+                        stdout.push(&message)
                     }
-                    Ok(LogOutput::StdErr { message }) => {
-                        keep(&mut out.stderr, &mut out.stderr_truncated, &message)
-                    }
+                    Ok(LogOutput::StdErr { message }) => stderr.push(&message),
                     Ok(LogOutput::StdIn { .. }) => {}
                     Err(_) => break,
                 }
@@ -606,6 +582,8 @@ impl DockerBackend {
         let timed_out = tokio::time::timeout(plan.limits.wall_time, collect)
             .await
             .is_err();
+        (out.stdout, out.stdout_truncated) = stdout.take();
+        (out.stderr, out.stderr_truncated) = stderr.take();
         if timed_out {
             out.limits_hit.push(LimitHit::TimeoutWall);
         } else {
@@ -687,32 +665,19 @@ impl Backend for DockerBackend {
     async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError> {
         let profile = Profile::of(plan)?;
         Self::argv(job)?;
-        let (id, permit) = match self.take_warm(&profile) {
-            // A pooled container holds a forgotten permit; it is returned on removal.
-            Some(id) => (id, None),
-            None => {
-                let permit = self
-                    .inner
-                    .slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| SandboxError::Internal {
-                        op: "acquire container slot",
-                        detail: e.to_string(),
-                    })?;
-                (self.create(&profile, "call").await?, Some(permit))
-            }
+        let (id, slot) = match self.inner.pool.lease(&profile, |_| true).await? {
+            Lease::Warm(w) => (w.id, w.slot),
+            Lease::Fresh(slot) => (self.create(&profile, "call").await?, slot),
         };
         let result = self.run_in(&id, job, plan).await;
         // Never reused: removed after this one call, whatever happened.
-        self.remove_later(id);
-        match permit {
-            Some(p) => drop(p),
-            None => self.inner.slots.add_permits(1),
-        }
+        self.remove_later(id, slot);
         self.refill(&profile);
         result
+    }
+
+    fn warm(&self) -> usize {
+        self.inner.pool.warm(|_| true)
     }
 
     async fn shutdown(&self) {
@@ -728,18 +693,12 @@ impl Backend for DockerBackend {
             for h in pending {
                 let _ = h.await;
             }
-            let ids: Vec<String> = self
-                .inner
-                .pool
-                .lock()
-                .map(|mut m| m.drain().flat_map(|(_, q)| q).collect())
-                .unwrap_or_default();
-            if ids.is_empty() {
+            let warm = self.inner.pool.drain();
+            if warm.is_empty() {
                 break;
             }
-            for id in ids {
-                self.remove_now(&id).await;
-                self.inner.slots.add_permits(1);
+            for w in warm {
+                self.remove_now(&w.id).await;
             }
         }
         // Whatever still runs (a call outliving a service's drain) is

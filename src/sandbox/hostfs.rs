@@ -5,7 +5,7 @@
 //! Writes are atomic (temporary file in the same directory, fsync, rename)
 //! and size-capped; a refused or failed write leaves the old file intact.
 
-use crate::policy::paths;
+use crate::workpath;
 use cap_std::fs::{Dir, OpenOptions};
 use serde::Serialize;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -17,6 +17,13 @@ pub const MAX_DIR_ENTRIES: usize = 2000;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FsError {
+    /// The workspace itself cannot be opened (gone, not a directory, no access).
+    #[error("workspace {path}: {source}")]
+    Workspace {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: {reason}")]
     Refused { path: String, reason: String },
     #[error("{path}: {source}")]
@@ -50,7 +57,7 @@ pub struct ReadResult {
 }
 
 fn rel(input: &str, ws: &Path) -> Result<String, FsError> {
-    let parts = paths::normalize(ws, input).map_err(|reason| FsError::Refused {
+    let parts = workpath::normalize(ws, input).map_err(|reason| FsError::Refused {
         path: crate::call::truncate_for_msg(input),
         reason,
     })?;
@@ -64,7 +71,7 @@ fn rel(input: &str, ws: &Path) -> Result<String, FsError> {
 impl Workspace {
     pub fn open(root: &Path) -> Result<Workspace, FsError> {
         let dir = Dir::open_ambient_dir(root, cap_std::ambient_authority()).map_err(|source| {
-            FsError::Io {
+            FsError::Workspace {
                 path: root.display().to_string(),
                 source,
             }

@@ -6,6 +6,8 @@
 
 pub mod docker;
 pub mod hostfs;
+pub mod images;
+pub mod pool;
 pub mod wasm;
 
 use crate::call::{Command, Language};
@@ -29,6 +31,10 @@ pub enum SandboxError {
     /// The job is not something this backend can run (bad input). Exit code 2.
     #[error("{0}")]
     Unsupported(String),
+    /// The workspace cannot be given to the sandbox (gone, not a directory).
+    /// Exit code 2, HTTP 400: the caller's input, not toolgate, is wrong.
+    #[error("workspace {path}: {detail}")]
+    Workspace { path: String, detail: String },
     /// The sandbox itself failed (not the guest). Exit code 70.
     #[error("sandbox failure in {op}: {detail}")]
     Internal { op: &'static str, detail: String },
@@ -77,6 +83,11 @@ pub trait Backend: Send + Sync {
 
     /// Releases what the backend holds (pooled sandboxes, pending cleanup).
     async fn shutdown(&self) {}
+
+    /// Warm sandboxes ready for a call (for metrics).
+    fn warm(&self) -> usize {
+        0
+    }
 }
 
 /// A backend that could not be set up: every call gets the same clear error.

@@ -71,6 +71,64 @@ impl Default for Config {
     }
 }
 
+/// The service's settings as given on a command line, before they are
+/// checked: [`Settings::resolve`] turns them into the tokens and [`Config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub allow_non_loopback: bool,
+    /// TOML file of `[[tokens]]`; without it `TOOLGATE_TOKEN` is the one
+    /// operator token.
+    pub tokens_file: Option<std::path::PathBuf>,
+    pub max_concurrent: usize,
+    /// Largest request body, e.g. `1MiB`.
+    pub max_body: String,
+    pub requests_per_minute: u32,
+    pub requests_per_hour: u32,
+    pub drain: Duration,
+}
+
+impl Settings {
+    /// Checks the settings and loads the tokens. Every problem is a usage
+    /// error (exit 2): a non-loopback address without consent, no tokens,
+    /// an unreadable or invalid tokens file, a bad size.
+    pub fn resolve(&self) -> Result<(Tokens, Config), Error> {
+        let usage = Error::Usage;
+        if !self.listen.ip().is_loopback() && !self.allow_non_loopback {
+            return Err(usage(ServeError::NonLoopback(self.listen).to_string()));
+        }
+        let tokens = match &self.tokens_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| usage(format!("tokens file {}: {e}", p.display())))?;
+                Tokens::from_toml(&text, &p.display().to_string())
+                    .map_err(|e| usage(e.to_string()))?
+            }
+            None => match std::env::var("TOOLGATE_TOKEN") {
+                Ok(t) => Tokens::single(&t, "operator").map_err(|e| usage(e.to_string()))?,
+                Err(_) => {
+                    return Err(usage(
+                        "no tokens: set TOOLGATE_TOKEN or pass --tokens FILE".into(),
+                    ));
+                }
+            },
+        };
+        let max_body = crate::units::parse_size(&self.max_body).map_err(usage)?;
+        let cfg = Config {
+            max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
+            max_concurrent: self.max_concurrent.max(1),
+            requests: Budgets {
+                per_minute: Some(self.requests_per_minute),
+                per_hour: Some(self.requests_per_hour),
+                ..Default::default()
+            },
+            drain: self.drain,
+            ..Default::default()
+        };
+        Ok((tokens, cfg))
+    }
+}
+
 /// Where a call is (pending confirmations are looked up in the gate).
 #[derive(Debug, Clone)]
 enum CallState {
@@ -159,6 +217,7 @@ fn handler(r: &super::openapi::Route) -> MethodRouter<Arc<App>> {
         ("get", "/v1/tools") => get(tools),
         ("get", "/v1/audit") => get(audit_query),
         ("get", "/openapi.json") => get(openapi),
+        ("get", "/metrics") => get(metrics),
         ("get", "/healthz") => get(|| async { Json(json!({"status": "ok"})) }),
         // A documented route without a handler fails loudly (and in tests).
         _ => any(|| async {
@@ -295,16 +354,7 @@ fn error_state(exec: &Executor, e: &Error) -> CallState {
     let mut msg = e.to_string();
     exec.redactor()
         .redact_secrets_into(&mut msg, &mut Default::default());
-    let status = match e {
-        Error::Refused(_) => StatusCode::TOO_MANY_REQUESTS,
-        Error::Call(_) | Error::Workspace { .. } => StatusCode::BAD_REQUEST,
-        Error::Sandbox(crate::sandbox::SandboxError::Unsupported(_)) => StatusCode::BAD_REQUEST,
-        Error::Sandbox(
-            crate::sandbox::SandboxError::Unavailable { .. }
-            | crate::sandbox::SandboxError::Runtime { .. },
-        ) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     CallState::Done {
         status,
         body: json!({"error": {"kind": e.kind(), "message": msg}}),
@@ -647,6 +697,17 @@ async fn audit_query(
     tag(r, &p)
 }
 
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.exec.render_metrics(),
+    )
+        .into_response()
+}
+
 async fn openapi(Extension(p): Extension<Principal>) -> Response {
     tag(Json(super::openapi::document()).into_response(), &p)
 }
@@ -690,7 +751,7 @@ pub async fn serve(
     let drain = app
         .cfg
         .drain
-        .max(app.exec.policy().limits.wall_time + Duration::from_secs(2));
+        .max(app.exec.policy().limits().wall_time + Duration::from_secs(2));
     let deadline = tokio::time::Instant::now() + drain;
     while app.inflight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

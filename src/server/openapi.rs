@@ -91,6 +91,14 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/metrics",
+        summary: "Prometheus text: calls by tool, decision, status and backend; limits hit; pending confirmations; warm sandboxes; latency histograms per pipeline stage.",
+        auth: true,
+        approver: false,
+        responses: &[(200, "metrics (text/plain; version=0.0.4)")],
+    },
+    Route {
+        method: "get",
         path: "/openapi.json",
         summary: "This document.",
         auth: true,

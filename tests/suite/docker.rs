@@ -9,6 +9,7 @@ use super::common::rt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use toolgate::gate::AllowAll;
+use toolgate::policy::Settings;
 use toolgate::sandbox::docker::{DockerBackend, DockerConfig};
 use toolgate::{Executor, LimitHit, Outcome, Policy, Status, ToolCall};
 
@@ -73,15 +74,17 @@ fn workspace() -> tempfile::TempDir {
     d
 }
 
-fn policy(f: impl FnOnce(&mut Policy)) -> Policy {
-    let mut p = Policy::builtin_default();
-    p.limits.memory_bytes = 128 << 20;
-    p.limits.wall_time = Duration::from_secs(10);
-    p.limits.cpu_time = Duration::from_secs(5);
-    p.limits.pids = 32;
-    p.backends.python = toolgate::BackendKind::Docker;
-    f(&mut p);
-    p
+fn policy(f: impl FnOnce(&mut Settings)) -> Policy {
+    Policy::builtin_default()
+        .with(|p| {
+            p.limits.memory_bytes = 128 << 20;
+            p.limits.wall_time = Duration::from_secs(10);
+            p.limits.cpu_time = Duration::from_secs(5);
+            p.limits.pids = 32;
+            p.backends.python = toolgate::BackendKind::Docker;
+            f(p);
+        })
+        .unwrap()
 }
 
 fn executor(ws: &std::path::Path, p: Policy, b: &DockerBackend) -> Executor {

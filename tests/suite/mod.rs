@@ -1,3 +1,4 @@
+mod architecture;
 mod audit;
 mod cli;
 mod common;

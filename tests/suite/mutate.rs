@@ -88,7 +88,7 @@ fn unresolved_commands_are_never_allowed() {
 #[test]
 fn normalized_paths_stay_inside() {
     for input in mutants("path_normalize", 20_000, 0xfade) {
-        if let Ok(parts) = toolgate::policy::paths::normalize(Path::new("/work/space"), &input) {
+        if let Ok(parts) = toolgate::workpath::normalize(Path::new("/work/space"), &input) {
             for p in &parts {
                 assert!(
                     !p.is_empty() && p != ".." && p != "." && !p.contains(['/', '\\', '\0']),

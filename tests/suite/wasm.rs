@@ -19,7 +19,12 @@ fn executor(ws: &std::path::Path, policy: Policy, pool: usize) -> Executor {
 }
 
 fn policy_with(limits: &str, workspace: &str) -> Policy {
-    let mut p = Policy::builtin_default();
+    Policy::builtin_default()
+        .with(|p| edit_settings(p, limits, workspace))
+        .unwrap()
+}
+
+fn edit_settings(p: &mut toolgate::policy::Settings, limits: &str, workspace: &str) {
     for kv in limits.lines().filter(|l| !l.trim().is_empty()) {
         let (k, v) = kv.split_once('=').unwrap();
         let v = v.trim().trim_matches('"');
@@ -38,7 +43,6 @@ fn policy_with(limits: &str, workspace: &str) -> Policy {
     } else {
         toolgate::plan::MountAccess::ReadWrite
     };
-    p
 }
 
 fn call(lang: &str, code: &str) -> ToolCall {

@@ -2,6 +2,7 @@
 //! drops the rest, so an output flood is truncated while the guest keeps
 //! running (wasmtime's `MemoryOutputPipe` instead fails the guest's write).
 
+use crate::sandbox::pool::Capped;
 use bytes::Bytes;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -9,48 +10,33 @@ use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-#[derive(Default)]
-struct SinkState {
-    buf: Vec<u8>,
-    cap: usize,
-    truncated: bool,
-}
-
-/// A capped, shared output buffer. Clones write to the same buffer.
+/// A capped output buffer shared with the guest's WASI streams. Clones
+/// write to the same buffer.
 #[derive(Clone, Default)]
-pub struct Sink(Arc<Mutex<SinkState>>);
+pub struct Sink(Arc<Mutex<Capped>>);
 
 impl Sink {
     pub fn new(cap: usize) -> Sink {
-        Sink(Arc::new(Mutex::new(SinkState {
-            buf: Vec::new(),
-            cap,
-            truncated: false,
-        })))
+        Sink(Arc::new(Mutex::new(Capped::new(cap))))
     }
 
     /// Sets the cap (a pooled guest learns its limits when its job arrives).
     pub fn set_cap(&self, cap: usize) {
         if let Ok(mut s) = self.0.lock() {
-            s.cap = cap;
+            s.set_cap(cap);
         }
     }
 
     fn push(&self, data: &[u8]) {
         if let Ok(mut s) = self.0.lock() {
-            let room = s.cap.saturating_sub(s.buf.len());
-            let take = room.min(data.len());
-            s.buf.extend_from_slice(&data[..take]);
-            if take < data.len() {
-                s.truncated = true;
-            }
+            s.push(data);
         }
     }
 
     /// Takes what was kept and whether anything was dropped.
     pub fn take(&self) -> (Vec<u8>, bool) {
         match self.0.lock() {
-            Ok(mut s) => (std::mem::take(&mut s.buf), s.truncated),
+            Ok(mut s) => s.take(),
             Err(_) => (Vec::new(), true),
         }
     }

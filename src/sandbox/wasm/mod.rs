@@ -22,21 +22,23 @@
 //! guest — pooled or not — runs exactly one call and is discarded.
 
 mod io;
+pub mod manage;
 pub mod runtime;
 
+use super::pool::{Lease, Slot, WarmPool};
 use super::{Backend, Job, Program, RawOutput, SandboxError};
 use crate::call::Language;
 use crate::outcome::LimitHit;
 use crate::plan::{BackendKind, MountAccess, Plan};
 use io::Sink;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
     PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
@@ -365,15 +367,16 @@ struct Inner {
     engine: Engine,
     config: WasmConfig,
     loaded: Mutex<HashMap<String, Arc<Loaded>>>,
-    slots: Arc<Semaphore>,
-    pool: Mutex<Pool>,
+    /// Guests alive at once and warm ones; a guest's slot lives on its thread.
+    pool: WarmPool<Profile, Pending>,
     stop: Arc<AtomicBool>,
 }
 
-#[derive(Default)]
-struct Pool {
-    order: VecDeque<Profile>,
-    idle: HashMap<Profile, VecDeque<Pending>>,
+impl Pending {
+    /// Whether the guest is still waiting (it may die while idle).
+    fn alive(&self) -> bool {
+        !self.job.is_closed()
+    }
 }
 
 impl Drop for Inner {
@@ -409,10 +412,13 @@ impl WasmBackend {
         Ok(WasmBackend {
             inner: Arc::new(Inner {
                 engine,
-                slots: Arc::new(Semaphore::new(config.max_instances as usize)),
+                pool: WarmPool::new(
+                    config.max_instances as usize,
+                    config.pool_size,
+                    MAX_POOL_PROFILES,
+                ),
                 config,
                 loaded: Mutex::new(HashMap::new()),
-                pool: Mutex::new(Pool::default()),
                 stop,
             }),
         })
@@ -573,7 +579,7 @@ impl WasmBackend {
         &self,
         loaded: Arc<Loaded>,
         profile: Profile,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        slot: Slot,
     ) -> Result<Pending, SandboxError> {
         let (job_tx, job_rx) = oneshot::channel();
         let (res_tx, res_rx) = oneshot::channel();
@@ -581,7 +587,8 @@ impl WasmBackend {
         std::thread::Builder::new()
             .name("toolgate-guest".into())
             .spawn(move || {
-                let _permit = permit;
+                // The slot is free again only when this thread is done.
+                let _slot = slot;
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build()
@@ -607,44 +614,13 @@ impl WasmBackend {
         })
     }
 
-    fn take_warm(&self, profile: &Profile) -> Option<Pending> {
-        let mut pool = self.inner.pool.lock().ok()?;
-        let q = pool.idle.get_mut(profile)?;
-        // Skip guests that died while idle (their job channel is closed).
-        while let Some(p) = q.pop_front() {
-            if !p.job.is_closed() {
-                return Some(p);
-            }
-        }
-        None
-    }
-
     /// Tops the pool for `profile` up to `pool_size`, without waiting for slots.
     fn refill(&self, loaded: &Arc<Loaded>, profile: &Profile) {
-        let want = self.inner.config.pool_size;
-        if want == 0 {
-            return;
-        }
-        let Ok(mut pool) = self.inner.pool.lock() else {
-            return;
-        };
-        if !pool.idle.contains_key(profile) {
-            if pool.order.len() >= MAX_POOL_PROFILES
-                && let Some(old) = pool.order.pop_front()
-            {
-                pool.idle.remove(&old);
-            }
-            pool.order.push_back(profile.clone());
-        }
-        let have = pool.idle.get(profile).map_or(0, |q| q.len());
-        for _ in have..want {
-            let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
-                break;
-            };
-            match self.spawn(loaded.clone(), profile.clone(), permit) {
-                Ok(p) => pool.idle.entry(profile.clone()).or_default().push_back(p),
-                Err(_) => break,
-            }
+        // Evicted guests end when their job channel drops.
+        let reserve = self.inner.pool.reserve(profile);
+        for slot in reserve.slots {
+            let guest = self.spawn(loaded.clone(), profile.clone(), slot).ok();
+            self.inner.pool.filled(profile, guest);
         }
     }
 
@@ -667,16 +643,7 @@ impl WasmBackend {
 
     /// Number of idle warm interpreters (for tests and `bench`).
     pub fn idle(&self) -> usize {
-        self.inner
-            .pool
-            .lock()
-            .map(|p| {
-                p.idle
-                    .values()
-                    .map(|q| q.iter().filter(|p| !p.job.is_closed()).count())
-                    .sum()
-            })
-            .unwrap_or(0)
+        self.inner.pool.warm(Pending::alive)
     }
 
     /// Runs code directly (no policy): the primitive under `execute`.
@@ -707,10 +674,10 @@ impl WasmBackend {
         if let Some((ws, _)) = &workspace
             && !ws.is_dir()
         {
-            return Err(SandboxError::Unsupported(format!(
-                "workspace {} is not a directory",
-                ws.display()
-            )));
+            return Err(SandboxError::Workspace {
+                path: ws.display().to_string(),
+                detail: "not a directory".into(),
+            });
         }
         let profile = Profile {
             runtime: name.to_string(),
@@ -724,21 +691,9 @@ impl WasmBackend {
             output_cap: plan.limits.output_bytes as usize,
         };
         let started = Instant::now();
-        let pending = match self.take_warm(&profile) {
-            Some(p) => p,
-            None => {
-                let permit = self
-                    .inner
-                    .slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| SandboxError::Internal {
-                        op: "acquire guest slot",
-                        detail: e.to_string(),
-                    })?;
-                self.spawn(loaded.clone(), profile.clone(), permit)?
-            }
+        let pending = match self.inner.pool.lease(&profile, Pending::alive).await? {
+            Lease::Warm(p) => p,
+            Lease::Fresh(slot) => self.spawn(loaded.clone(), profile.clone(), slot)?,
         };
         let mut result = match pending.job.send(delivery) {
             Ok(()) => pending.result.await.map_err(|_| SandboxError::Internal {
@@ -765,6 +720,10 @@ impl WasmBackend {
 impl Backend for WasmBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Wasm
+    }
+
+    fn warm(&self) -> usize {
+        self.idle()
     }
 
     async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError> {
@@ -807,9 +766,9 @@ async fn guest(
                 MountAccess::ReadWrite => FsPerms::ReadWrite,
             };
             b.preopened_dir(ws, crate::plan::GUEST_WORKSPACE, perms)
-                .map_err(|e| SandboxError::Internal {
-                    op: "preopen workspace",
-                    detail: format!("{}: {e:#}", ws.display()),
+                .map_err(|e| SandboxError::Workspace {
+                    path: ws.display().to_string(),
+                    detail: format!("{e:#}"),
                 })?;
         }
         let mut store = Store::new(

@@ -1,6 +1,15 @@
-//! Human-written sizes ("256MiB") and durations ("1.5s") in policy files and flags.
+//! Human-written sizes ("256MiB") and durations ("1.5s") in policy files and
+//! flags, and the clock in the unit audit entries and confirmations use.
 
 use std::time::Duration;
+
+/// Now, as Unix milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
 
 /// Parses `"123"`, `"64KiB"`, `"256MiB"`, `"1GiB"`, `"10MB"` into bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {

@@ -8,6 +8,10 @@
 //! the gate fails closed. An approval may cover the rest of the session for
 //! the same rules ([`Scope::Session`]). Dry-run never reaches the gate.
 
+mod terminal;
+
+pub use terminal::{ApproveMode, TerminalApprover};
+
 use crate::policy::{Decision, MatchedRule};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -118,12 +122,7 @@ where
     }
 }
 
-pub(crate) fn now_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-}
+pub(crate) use crate::units::now_ms;
 
 /// Errors answering a confirmation by id.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

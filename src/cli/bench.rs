@@ -101,7 +101,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         (
             "100-rule policy",
             Policy::from_toml(
-                include_str!("../benches/policy-100.toml"),
+                include_str!("../../benches/policy-100.toml"),
                 "policy-100.toml",
             )?,
         ),
@@ -246,7 +246,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             let v = rt.block_on(time_calls(&exec, &call, n, Duration::from_millis(400)))?;
             rt.block_on(exec.close());
             let pooled = row("docker run_command `echo hi` — warm pool", v);
-            let image = Policy::builtin_default().docker.image;
+            let image = Policy::builtin_default().settings().docker.image.clone();
             let mut v = Vec::new();
             for _ in 0..n {
                 let t = Instant::now();

@@ -1,0 +1,133 @@
+//! What `toolgate runtimes install|list|verify` does, as library calls that
+//! return plain rows: install (pip, SHA-256 pin, compile once), list
+//! (version, licence, installed, pinned) and verify (re-hash against pins).
+
+use super::runtime::{self, Progress};
+use super::{WasmBackend, WasmConfig, WasmError};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// One installed runtime.
+#[derive(Debug, Clone, Serialize)]
+pub struct Installed {
+    pub name: String,
+    pub path: PathBuf,
+    /// Whether it was compiled now (false: a valid artifact was there).
+    pub compiled_now: bool,
+}
+
+/// One row of `runtimes list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub name: String,
+    pub version: String,
+    pub abi: String,
+    pub source: String,
+    pub sha256: String,
+    pub license: String,
+    pub installed: bool,
+    pub pinned: bool,
+    pub path: PathBuf,
+}
+
+/// One row of `runtimes verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub name: String,
+    /// `ok`, `missing`, `mismatch` or `error`.
+    pub status: &'static str,
+    pub detail: String,
+}
+
+/// Installs `names` (all in the manifest when empty) and compiles each
+/// once. `from`/`sha256` install one local build instead of downloading.
+pub fn install(
+    names: &[String],
+    from: Option<&Path>,
+    sha256: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<Vec<Installed>, WasmError> {
+    let dir = runtime::cache_dir();
+    let chosen = if names.is_empty() {
+        runtime::manifest()?
+    } else {
+        names
+            .iter()
+            .map(|n| runtime::spec(n))
+            .collect::<Result<_, _>>()?
+    };
+    if from.is_some() && chosen.len() != 1 {
+        return Err(WasmError::Install(
+            "--from installs one runtime: name it".into(),
+        ));
+    }
+    let backend = WasmBackend::new(WasmConfig::default())?;
+    let mut out = Vec::new();
+    for spec in &chosen {
+        let path = runtime::install(&dir, spec, from, sha256, progress)?;
+        let compiled_now = backend.ensure_compiled(&spec.name, progress)?;
+        progress.step(&format!("installed {} at {}", spec.name, path.display()));
+        out.push(Installed {
+            name: spec.name.clone(),
+            path,
+            compiled_now,
+        });
+    }
+    Ok(out)
+}
+
+/// Every runtime of the manifest, with where it stands here.
+pub fn list() -> Result<Vec<Listed>, WasmError> {
+    let dir = runtime::cache_dir();
+    Ok(runtime::manifest()?
+        .into_iter()
+        .map(|s| {
+            let installed = runtime::installed_digest(&dir, &s.name);
+            Listed {
+                source: format!("pip: {} ({})", s.pip_package, s.member),
+                installed: installed.is_some(),
+                pinned: installed.as_deref() == Some(s.sha256.as_str()),
+                path: runtime::wasm_path(&dir, &s.name),
+                name: s.name,
+                version: s.version,
+                abi: s.abi,
+                sha256: s.sha256,
+                license: s.license,
+            }
+        })
+        .collect())
+}
+
+/// Re-hashes every installed runtime against the digest recorded at install.
+pub fn verify() -> Result<Vec<Verified>, WasmError> {
+    let dir = runtime::cache_dir();
+    Ok(runtime::manifest()?
+        .into_iter()
+        .map(|s| {
+            let path = runtime::wasm_path(&dir, &s.name);
+            let (status, detail) = match (
+                runtime::installed_digest(&dir, &s.name),
+                runtime::sha256_file(&path),
+            ) {
+                (None, _) => ("missing", "not installed".to_string()),
+                (Some(_), Err(e)) => ("error", e.to_string()),
+                (Some(rec), Ok(got)) if got == rec => (
+                    "ok",
+                    if got == s.sha256 {
+                        "matches the manifest pin".into()
+                    } else {
+                        "matches the digest given at install (local build)".into()
+                    },
+                ),
+                (Some(rec), Ok(got)) => {
+                    ("mismatch", format!("recorded {rec}, file hashes to {got}"))
+                }
+            };
+            Verified {
+                name: s.name,
+                status,
+                detail,
+            }
+        })
+        .collect())
+}
