@@ -262,6 +262,18 @@ impl Executor {
     /// Decides and prepares, executing nothing.
     pub fn check(&self, call: &ToolCall) -> Result<DryRun, Error> {
         self.policy.check_sizes(call)?;
+        // A workspace removed under a running service is the caller's
+        // problem, named as such (the path rules would only deny).
+        if let Err(e) = std::fs::metadata(&self.workspace).and_then(|m| {
+            m.is_dir()
+                .then_some(())
+                .ok_or_else(|| std::io::Error::other("not a directory"))
+        }) {
+            return Err(Error::Workspace {
+                path: self.workspace.display().to_string(),
+                detail: e.to_string(),
+            });
+        }
         let mut verdict = self.stage(Stage::Decide, || {
             self.policy.evaluate(call, &self.workspace)
         });

@@ -257,7 +257,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<i32> {
     };
     tokio_rt()?.block_on(async move {
         let svc = service::start(opts).await?;
-        eprintln!("toolgate: audit log {}", svc.audit_path.display());
+        tracing::info!(path = %svc.audit_path.display(), "audit log");
         let app = http::App::new(svc.executor, tokens, Some(svc.audit), cfg);
         http::serve(
             app,
@@ -265,12 +265,12 @@ fn serve(a: ServeArgs) -> anyhow::Result<i32> {
             a.allow_non_loopback,
             shutdown_signal(),
             |addr| {
-                eprintln!("toolgate: listening on http://{addr}");
+                tracing::info!(%addr, "listening on http://{addr}");
             },
         )
         .await
         .map_err(|e| Error::Usage(e.to_string()))?;
-        eprintln!("toolgate: stopped");
+        tracing::info!("stopped");
         Ok(exit::OK)
     })
 }
@@ -288,7 +288,7 @@ fn mcp(a: McpArgs) -> anyhow::Result<i32> {
     tokio_rt()?.block_on(async move {
         let ttl = opts.confirmation_ttl;
         let svc = service::start(opts).await?;
-        eprintln!("toolgate: audit log {}", svc.audit_path.display());
+        tracing::info!(path = %svc.audit_path.display(), "audit log");
         toolgate::server::mcp::McpServer::new(svc.executor, a.principal, ttl)
             .serve_stdio()
             .await

@@ -5,7 +5,7 @@
 //!
 //! Defaults (written on [`Options::new`]): `ask` answered by
 //! [`DenyAll`](crate::gate::DenyAll), confirmations pending for
-//! [`gate::DEFAULT_TTL`](crate::gate::DEFAULT_TTL), no budgets, the
+//! [`gate::DEFAULT_TTL`], no budgets, the
 //! workspace is the current directory, and the audit log is the one named
 //! by `--audit`, else by the policy, else (services only) a per-user file
 //! outside any workspace.

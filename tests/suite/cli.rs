@@ -310,6 +310,31 @@ fn every_error_path_is_one_line_with_its_exit_code() {
             exit::BAD_INPUT,
             "usage",
         ),
+        // Overrides go through the policy's validation (issue 11).
+        (
+            vec![
+                "exec".into(),
+                "--lang".into(),
+                "python".into(),
+                "--memory".into(),
+                "1MiB".into(),
+                "print(1)".into(),
+            ],
+            exit::BAD_INPUT,
+            "usage",
+        ),
+        (
+            vec![
+                "exec".into(),
+                "--lang".into(),
+                "python".into(),
+                "--timeout".into(),
+                "soon".into(),
+                "print(1)".into(),
+            ],
+            exit::BAD_INPUT,
+            "usage",
+        ),
     ];
     for (args, code, kind) in cases {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();

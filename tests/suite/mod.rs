@@ -8,6 +8,7 @@ mod doctor;
 mod gate;
 mod mcp;
 mod mutate;
+mod observability;
 mod policy;
 mod redaction;
 mod serve;

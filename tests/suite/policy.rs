@@ -266,3 +266,50 @@ fn verdict_json_snapshots() {
         insta::assert_json_snapshot!(name, dry, {".plan.mounts[].host" => "[workspace]"});
     }
 }
+
+/// Issue 11: a loaded policy cannot be put into a state its loader refuses.
+#[test]
+fn changes_to_a_loaded_policy_are_validated_again() {
+    let p = Policy::builtin_default();
+    let refused = [
+        (
+            "limits.memory",
+            p.with(|s| s.limits.memory_bytes = 1 << 20).unwrap_err(),
+        ),
+        (
+            "limits",
+            p.with(|s| s.limits.wall_time = std::time::Duration::ZERO)
+                .unwrap_err(),
+        ),
+        ("limits.pids", p.with(|s| s.limits.pids = 0).unwrap_err()),
+        (
+            "backends",
+            p.with(|s| s.backends.sh = toolgate::BackendKind::Wasm)
+                .unwrap_err(),
+        ),
+        (
+            "backends",
+            p.with(|s| s.backends.python = toolgate::BackendKind::Host)
+                .unwrap_err(),
+        ),
+        (
+            // The wasm backend has no network to give.
+            "network.run_code",
+            p.with(|s| s.network.run_code = toolgate::NetworkMode::Open)
+                .unwrap_err(),
+        ),
+    ];
+    for (key, e) in refused {
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("built-in:default: change refused: ") && msg.contains(key),
+            "{key}: {msg}"
+        );
+        assert!(matches!(e, toolgate::PolicyError::Change { .. }), "{e:?}");
+    }
+    // The original is untouched, and a valid change takes effect.
+    assert_eq!(p.limits().memory_bytes, 256 << 20);
+    let q = p.with(|s| s.limits.memory_bytes = 64 << 20).unwrap();
+    assert_eq!(q.limits().memory_bytes, 64 << 20);
+    assert_eq!(p.limits().memory_bytes, 256 << 20);
+}

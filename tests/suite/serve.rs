@@ -852,3 +852,139 @@ fn cpu_budget_binds_on_measured_cpu() {
         assert_eq!(st, StatusCode::OK);
     });
 }
+
+/// A route's status and body as text (for `/metrics`).
+async fn send_text(
+    app: &Arc<App>,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, String, String) {
+    let mut b = Request::builder().method("GET").uri(path);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let res = http::router(app.clone())
+        .oneshot(b.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let ctype = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, ctype, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// Issue 11: `GET /metrics` counts calls by tool, decision, status and
+/// backend, times each stage, and needs a token like every other route.
+#[test]
+fn metrics_count_calls_by_outcome_and_need_a_token() {
+    rt().block_on(async {
+        let s = svc(Config::default(), Budgets::default());
+        let (st, _, _) = send_text(&s.app, "/metrics", None).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        let (st, _, _) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(py("print(1)"))).await;
+        assert_eq!(st, StatusCode::OK);
+        let hook = json!({"tool": "write_file", "args": {"path": ".git/config", "content": "x"}});
+        let (st, _, v) = send(&s.app, "POST", "/v1/calls", Some(OPERATOR), Some(hook)).await;
+        assert_eq!((st, v["status"].as_str()), (StatusCode::OK, Some("denied")));
+        let spin = py("while True: pass");
+        let (_, _, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(spin)).await;
+        assert_eq!(v["status"], "killed", "{v}");
+        // CPU or, on a loaded machine, wall time: whichever stopped it is counted.
+        let hit = v["limits_hit"][0].as_str().unwrap().to_string();
+        let (st, ctype, text) = send_text(&s.app, "/metrics", Some(AGENT)).await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+        for line in [
+            r#"toolgate_calls_total{tool="run_code",decision="allow",status="completed",backend="wasm"} 1"#,
+            r#"toolgate_calls_total{tool="run_code",decision="allow",status="killed",backend="wasm"} 1"#,
+            r#"toolgate_calls_total{tool="write_file",decision="deny",status="denied",backend="host"} 1"#,
+            format!(r#"toolgate_limits_hit_total{{limit="{hit}"}} 1"#).as_str(),
+            "toolgate_pending_confirmations 0",
+            r#"toolgate_stage_seconds_count{stage="execute"} 2"#,
+            r#"toolgate_stage_seconds_count{stage="audit"} 3"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.contains(r#"toolgate_pool_warm{backend="wasm"}"#), "{text}");
+        // Labels are closed vocabularies: no code or argument leaks in.
+        assert!(!text.contains("while True") && !text.contains(".git/config"));
+    });
+}
+
+/// Issue 11: a workspace that vanished under a running service is the
+/// caller's problem (400 bad_workspace) on every tool, never a 500.
+#[test]
+fn a_vanished_workspace_is_bad_workspace_not_internal() {
+    rt().block_on(async {
+        let s = svc(Config::default(), Budgets::default());
+        std::fs::remove_dir_all(s._dirs.0.path()).unwrap();
+        for body in [
+            json!({"tool": "read_file", "args": {"path": "README.md"}}),
+            json!({"tool": "list_dir", "args": {"path": "."}}),
+            py("print(1)"),
+        ] {
+            let (st, _, v) =
+                send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(body.clone())).await;
+            assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
+            assert_eq!(v["error"]["kind"], "bad_workspace", "{body}: {v}");
+        }
+    });
+}
+
+/// Issue 11: `toolgate serve --log-format json` logs JSON lines on stderr —
+/// where it listens, and a span per call with its id, tool and decision.
+#[test]
+fn serve_logs_json_lines_with_the_call_span() {
+    use std::io::BufRead;
+    let ws = super::common::workspace();
+    let adir = tempfile::tempdir().unwrap();
+    let audit = adir.path().join("audit.jsonl");
+    let mut child = super::common::bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--workspace", ws.path().to_str().unwrap()])
+        .args(["--audit", audit.to_str().unwrap()])
+        .env("TOOLGATE_TOKEN", OPERATOR)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("serve ended before listening").unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        seen.push(v.clone());
+        if let Some(a) = v["fields"]["addr"].as_str() {
+            break a.parse().unwrap();
+        }
+    };
+    let body = json!({"id": "logged-1", "tool": "run_code", "args": {"language": "python", "code": "print(2)"}});
+    let (st, v) = rt().block_on(raw(addr, "POST", "/v1/calls", OPERATOR, &body.to_string()));
+    assert_eq!((st, v["stdout"].as_str()), (200, Some("2\n")), "{v}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    for line in lines {
+        let line = line.unwrap();
+        seen.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+    }
+    assert!(child.wait().unwrap().success());
+    let finished = seen
+        .iter()
+        .find(|v| v["fields"]["message"] == "call finished")
+        .expect("a call finished event");
+    assert_eq!(finished["span"]["call_id"], "logged-1");
+    assert_eq!(finished["span"]["tool"], "run_code");
+    assert_eq!(finished["span"]["principal"], "operator");
+    assert_eq!(finished["span"]["decision"], "allow");
+    assert_eq!(finished["fields"]["status"], "completed");
+    assert!(seen.iter().any(|v| v["fields"]["message"] == "stopped"));
+}
