@@ -48,9 +48,17 @@ pub struct ExecutorBuilder {
     audit: Option<Arc<crate::audit::AuditLog>>,
     principal: String,
     budgets: crate::budget::Budgets,
+    max_running: Option<usize>,
 }
 
 impl ExecutorBuilder {
+    /// Bounds the calls executing at once; more wait for a slot. A call
+    /// waiting for its confirmation holds none (default: unbounded).
+    pub fn max_running(mut self, n: usize) -> Self {
+        self.max_running = Some(n);
+        self
+    }
+
     /// Appends an entry for every call to `log` (fsynced before returning).
     pub fn audit(mut self, log: Arc<crate::audit::AuditLog>) -> Self {
         self.audit = Some(log);
@@ -121,6 +129,9 @@ impl ExecutorBuilder {
         };
         Ok(Executor {
             metrics: Arc::new(Metrics::default()),
+            running: self
+                .max_running
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
             gate: Arc::new(gate::Gate::new()),
             audit: self.audit,
             principal: self.principal,
@@ -140,6 +151,8 @@ impl ExecutorBuilder {
 /// Runs tool calls under a policy. Cheap to share behind an `Arc`.
 pub struct Executor {
     metrics: Arc<Metrics>,
+    /// Calls executing at once (after any confirmation), when bounded.
+    running: Option<Arc<tokio::sync::Semaphore>>,
     gate: Arc<gate::Gate>,
     audit: Option<Arc<crate::audit::AuditLog>>,
     principal: String,
@@ -166,6 +179,7 @@ impl Executor {
             audit: None,
             principal: "local".into(),
             budgets: crate::budget::Budgets::default(),
+            max_running: None,
         }
     }
 
@@ -364,7 +378,9 @@ impl Executor {
             Err(refusal) => Err(Error::Refused(refusal)),
             Ok(()) => {
                 let approver = approver.unwrap_or(self.approver.as_ref());
-                let r = self.decide_and_execute(call, &dry, t0, approver).await;
+                let r = self
+                    .decide_and_execute(call, &dry, t0, approver, principal)
+                    .await;
                 if let Ok(o) = &r {
                     self.limiter.charge(
                         principal,
@@ -411,39 +427,66 @@ impl Executor {
         dry: &DryRun,
         t0: Instant,
         approver: &dyn Approver,
+        principal: &str,
     ) -> Result<Outcome, Error> {
         let decision = dry.verdict.decision;
+        let denied = |reasons: Vec<String>, answer: Option<Answer>| {
+            let mut o = Outcome::new(&call.id, &dry.tool, decision, Status::Denied);
+            o.reasons = reasons;
+            o.confirmation = answer;
+            o.duration_ms = ms(t0.elapsed());
+            o
+        };
         let mut answer: Option<Answer> = None;
+        let mut plan = dry.plan.clone();
         match decision {
-            Decision::Deny => {
-                let mut o = Outcome::new(&call.id, &dry.tool, decision, Status::Denied);
-                o.reasons = dry.verdict.reasons.clone();
-                o.duration_ms = ms(t0.elapsed());
-                return Ok(o);
-            }
+            Decision::Deny => return Ok(denied(dry.verdict.reasons.clone(), None)),
             Decision::Ask => {
-                let req = self.confirmation_request(call, dry);
+                let req = self.confirmation_request(call, dry, principal);
                 let a = self
                     .stage_async(Stage::Confirm, self.gate.confirm(approver, req, self.ttl))
                     .await;
+                let mut reasons = dry.verdict.reasons.clone();
                 if !a.approved {
-                    let mut o = Outcome::new(&call.id, &dry.tool, decision, Status::Denied);
-                    o.reasons = dry.verdict.reasons.clone();
-                    o.reasons.push(format!(
+                    reasons.push(format!(
                         "confirmation {} rejected by {}",
                         a.confirmation_id, a.by
                     ));
-                    o.confirmation = Some(a);
-                    o.duration_ms = ms(t0.elapsed());
-                    return Ok(o);
+                    return Ok(denied(reasons, Some(a)));
                 }
+                // The workspace may have changed while the human read the
+                // request: judge the call again, as it stands now.
+                let now = self.check(call)?;
+                if let Some(why) = changed_since_approval(&dry.verdict, &now.verdict) {
+                    reasons.extend(now.verdict.reasons.iter().cloned());
+                    reasons.push(format!(
+                        "confirmation {} was approved, but judged again before running: {why}",
+                        a.confirmation_id
+                    ));
+                    return Ok(denied(dedup(reasons), Some(a)));
+                }
+                plan = now.plan;
                 answer = Some(a);
             }
             Decision::Allow => {}
         }
-        let mut o = self
-            .stage_async(Stage::Execute, self.execute(call, &dry.plan, decision))
-            .await?;
+        let mut o = {
+            // Only running calls hold a slot; a pending confirmation does not.
+            let _slot = match &self.running {
+                Some(s) => Some(
+                    s.clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|e| Error::Internal {
+                            op: "acquire a running slot",
+                            detail: e.to_string(),
+                        })?,
+                ),
+                None => None,
+            };
+            self.stage_async(Stage::Execute, self.execute(call, &plan, decision))
+                .await?
+        };
         for h in &o.limits_hit {
             self.metrics.limit_hit(h.as_str());
         }
@@ -552,7 +595,12 @@ impl Executor {
         &self.redactor
     }
 
-    fn confirmation_request(&self, call: &ToolCall, dry: &DryRun) -> ConfirmationRequest {
+    fn confirmation_request(
+        &self,
+        call: &ToolCall,
+        dry: &DryRun,
+        principal: &str,
+    ) -> ConfirmationRequest {
         let now = gate::now_ms();
         let mut args = serde_json::to_value(&call.tool)
             .ok()
@@ -562,12 +610,14 @@ impl Executor {
         ConfirmationRequest {
             id: format!("conf_{}", uuid::Uuid::new_v4().simple()),
             call_id: call.id.clone(),
+            principal: principal.to_string(),
             tool: dry.tool.clone(),
             args,
             reasons: dry.verdict.reasons.clone(),
             matched_rules: dry.verdict.matched_rules.clone(),
             created_unix_ms: now,
             expires_unix_ms: now + self.ttl.as_millis(),
+            session_scope_available: dry.verdict.session_approvable,
         }
     }
 
@@ -748,6 +798,39 @@ pub(crate) fn redact_json(r: &Redactor, v: &mut serde_json::Value) {
         serde_json::Value::Object(m) => m.values_mut().for_each(|x| redact_json(r, x)),
         _ => {}
     }
+}
+
+/// Why a call judged again after its approval may not run: it is now
+/// denied, or it asks for something other than what was approved.
+fn changed_since_approval(approved: &Verdict, now: &Verdict) -> Option<String> {
+    fn asks(v: &Verdict) -> Vec<&str> {
+        let mut r: Vec<&str> = v
+            .matched_rules
+            .iter()
+            .filter(|m| m.decision == Decision::Ask)
+            .map(|m| m.id.as_str())
+            .collect();
+        r.sort_unstable();
+        r.dedup();
+        r
+    }
+    match now.decision {
+        Decision::Deny => Some("it is now denied".into()),
+        Decision::Ask if asks(now) != asks(approved) || now.reasons != approved.reasons => {
+            Some("it now asks about something other than what was approved".into())
+        }
+        Decision::Ask | Decision::Allow => None,
+    }
+}
+
+fn dedup(v: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(v.len());
+    for s in v {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
 }
 
 fn ms(d: Duration) -> f64 {

@@ -248,6 +248,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<i32> {
     // Confirmations are answered over HTTP by id.
     opts.approver = Arc::new(toolgate::gate::External);
     opts.confirmation_ttl = Duration::from_secs(a.confirmation_ttl);
+    opts.max_running = Some(cfg.max_concurrent);
     opts.budgets = toolgate::budget::Budgets {
         per_minute: a.calls_per_minute,
         per_hour: a.calls_per_hour,

@@ -39,6 +39,9 @@ pub struct Options {
     pub approver: Arc<dyn Approver>,
     pub budgets: Budgets,
     pub confirmation_ttl: Duration,
+    /// Calls executing at once (default: unbounded); a call waiting for
+    /// its confirmation holds no slot.
+    pub max_running: Option<usize>,
 }
 
 impl Options {
@@ -50,6 +53,7 @@ impl Options {
             approver: Arc::new(gate::DenyAll),
             budgets: Budgets::default(),
             confirmation_ttl: gate::DEFAULT_TTL,
+            max_running: None,
         }
     }
 
@@ -71,11 +75,15 @@ impl Options {
     }
 
     fn builder(self, workspace: PathBuf) -> ExecutorBuilder {
-        Executor::builder(self.policy)
+        let b = Executor::builder(self.policy)
             .approver(self.approver)
             .confirmation_ttl(self.confirmation_ttl)
             .budgets(self.budgets)
-            .workspace(workspace)
+            .workspace(workspace);
+        match self.max_running {
+            Some(n) => b.max_running(n),
+            None => b,
+        }
     }
 }
 

@@ -28,12 +28,17 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 pub struct ConfirmationRequest {
     pub id: String,
     pub call_id: String,
+    /// Who made the call: the one principal that may not answer it.
+    pub principal: String,
     pub tool: String,
     pub args: serde_json::Value,
     pub reasons: Vec<String>,
     pub matched_rules: Vec<MatchedRule>,
     pub created_unix_ms: u128,
     pub expires_unix_ms: u128,
+    /// Whether an approval may cover the same rules for the rest of the
+    /// session (only when every ask comes from a named rule).
+    pub session_scope_available: bool,
 }
 
 /// The answer, as recorded in the Outcome.
@@ -134,6 +139,9 @@ pub enum GateError {
     Expired(String),
     #[error("confirmation {0} was already answered")]
     Answered(String),
+    /// The principal that made a call may not approve or reject it.
+    #[error("confirmation {0} is for a call of yours: another principal must answer it")]
+    OwnCall(String),
 }
 
 struct Waiting {
@@ -149,7 +157,8 @@ const REMEMBERED: usize = 4096;
 pub struct Gate {
     pending: Mutex<HashMap<String, Waiting>>,
     ended: Mutex<VecDeque<(String, bool)>>,
-    session_rules: Mutex<HashSet<String>>,
+    /// (principal, rule id) pairs approved for the rest of the session.
+    session_rules: Mutex<HashSet<(String, String)>>,
     closed: AtomicBool,
 }
 
@@ -190,7 +199,18 @@ impl Gate {
         by: &str,
         note: Option<String>,
     ) -> Result<(), GateError> {
-        let Some(w) = lock(&self.pending).remove(id) else {
+        let w = {
+            let mut pending = lock(&self.pending);
+            match pending.get(id) {
+                // An agent holding its own token cannot approve itself.
+                Some(w) if w.req.principal == by => {
+                    return Err(GateError::OwnCall(id.to_string()));
+                }
+                Some(_) => pending.remove(id),
+                None => None,
+            }
+        };
+        let Some(w) = w else {
             return Err(match lock(&self.ended).iter().find(|(i, _)| i == id) {
                 Some((_, true)) => GateError::Expired(id.to_string()),
                 Some((_, false)) => GateError::Answered(id.to_string()),
@@ -218,18 +238,17 @@ impl Gate {
         e.push_back((id.to_string(), expired));
     }
 
-    /// Whether an earlier session-wide approval covers this request: it must
-    /// have been asked about only by rules already approved for the session
-    /// (input flags or a tool-level `ask` are never covered).
+    /// Whether an earlier session-wide approval covers this request: every
+    /// ask must come from a named rule that the same principal had approved
+    /// for the session (an unresolved construct, a default, flagged input or
+    /// a tool-level `ask` is never covered).
     pub fn covered_by_session(&self, req: &ConfirmationRequest) -> bool {
         let rules = ask_rules(req);
-        let tool_or_flag = req
-            .reasons
-            .iter()
-            .any(|r| r.starts_with("suspicious input") || r.starts_with("tool `"));
-        !rules.is_empty() && !tool_or_flag && {
+        req.session_scope_available && !rules.is_empty() && {
             let s = lock(&self.session_rules);
-            rules.iter().all(|r| s.contains(*r))
+            rules
+                .iter()
+                .all(|r| s.contains(&(req.principal.clone(), r.to_string())))
         }
     }
 
@@ -283,14 +302,30 @@ impl Gate {
         if lock(&self.pending).remove(&req.id).is_some() {
             self.remember(&req.id, expired);
         }
-        let a = outcome.unwrap_or_else(|_| {
+        let mut a = outcome.unwrap_or_else(|_| {
             reject(
                 "expired",
                 format!("no answer within {} s", ttl.as_secs_f64()),
             )
         });
         if a.approved && a.scope == Scope::Session {
-            lock(&self.session_rules).extend(ask_rules(&req).into_iter().map(String::from));
+            if req.session_scope_available {
+                let who = &req.principal;
+                lock(&self.session_rules).extend(
+                    ask_rules(&req)
+                        .into_iter()
+                        .map(|r| (who.clone(), r.to_string())),
+                );
+            } else {
+                // Approved for this call only: what asked has no name to remember.
+                a.scope = Scope::Once;
+                let once =
+                    "approved once: this ask is not raised by a named rule, so it is asked again";
+                a.note = Some(match a.note.take() {
+                    Some(n) => format!("{n} ({once})"),
+                    None => once.into(),
+                });
+            }
         }
         a
     }
@@ -340,12 +375,14 @@ mod tests {
         ConfirmationRequest {
             id: "c1".into(),
             call_id: "x".into(),
+            principal: "agent".into(),
             tool: "run_command".into(),
             args: serde_json::json!({}),
             reasons: vec![],
             matched_rules: vec![],
             created_unix_ms: 0,
             expires_unix_ms: 0,
+            session_scope_available: false,
         }
     }
 

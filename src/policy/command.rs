@@ -642,17 +642,22 @@ fn sed_escapes(script: &str) -> bool {
 }
 
 impl CommandPolicy {
-    /// Judges an analysis; path checks are done by the caller.
+    /// Judges an analysis; path checks are done by the caller. `unnamed`
+    /// rises with what no named rule explains (defaults, unresolved).
     pub fn judge(
         &self,
         an: &Analysis,
         matched: &mut Vec<MatchedRule>,
         reasons: &mut Vec<String>,
+        unnamed: &mut Decision,
     ) -> Decision {
         let mut decision = Decision::Allow;
         for e in &an.execs {
-            let d = self.judge_exec(e, matched, reasons);
+            let (d, named) = self.judge_exec(e, matched, reasons);
             decision = decision.max(d);
+            if !named {
+                *unnamed = (*unnamed).max(d);
+            }
         }
         for rule in self.rules.iter().filter(|r| r.is_text_rule()) {
             let Some(re) = &rule.pattern else { continue };
@@ -671,6 +676,7 @@ impl CommandPolicy {
         }
         if !an.unresolved.is_empty() {
             decision = decision.max(self.unresolved);
+            *unnamed = (*unnamed).max(self.unresolved);
             for u in &an.unresolved {
                 reasons.push(format!("cannot resolve statically: {u}"));
             }
@@ -678,12 +684,13 @@ impl CommandPolicy {
         decision
     }
 
+    /// The decision on one program, and whether a named rule gave it.
     fn judge_exec(
         &self,
         e: &Exec,
         matched: &mut Vec<MatchedRule>,
         reasons: &mut Vec<String>,
-    ) -> Decision {
+    ) -> (Decision, bool) {
         let joined = e.args.join(" ");
         let mut best: Option<Decision> = None;
         for rule in self.rules.iter().filter(|r| !r.is_text_rule()) {
@@ -723,7 +730,7 @@ impl CommandPolicy {
             }
         }
         match best {
-            Some(d) => d,
+            Some(d) => (d, true),
             None if e.workspace_script => {
                 if self.workspace_scripts > Decision::Allow {
                     reasons.push(format!(
@@ -732,7 +739,7 @@ impl CommandPolicy {
                         self.workspace_scripts.as_str()
                     ));
                 }
-                self.workspace_scripts
+                (self.workspace_scripts, false)
             }
             None => {
                 if self.default > Decision::Allow {
@@ -742,7 +749,7 @@ impl CommandPolicy {
                         self.default.as_str()
                     ));
                 }
-                self.default
+                (self.default, false)
             }
         }
     }

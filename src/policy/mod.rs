@@ -88,6 +88,13 @@ pub struct Verdict {
     pub reasons: Vec<String>,
     pub matched_rules: Vec<MatchedRule>,
     pub flags: Vec<Flag>,
+    /// Whether every `ask` comes from a named rule, so a human may approve
+    /// the rules for the rest of a session. An ask raised by something
+    /// unnamed — a construct that cannot be resolved, a program or path no
+    /// rule covers, flagged input, a tool-level setting — is asked again
+    /// every time.
+    #[serde(skip)]
+    pub session_approvable: bool,
 }
 
 /// Errors loading a policy; each names the file and, where known, the line and key.
@@ -625,7 +632,12 @@ impl Policy {
             };
             let hits = |ex: &str| {
                 let mut m = Vec::new();
-                single.judge(&command::analyse_shell(ex), &mut m, &mut Vec::new());
+                single.judge(
+                    &command::analyse_shell(ex),
+                    &mut m,
+                    &mut Vec::new(),
+                    &mut Decision::Allow,
+                );
                 !m.is_empty()
             };
             for ex in &r.examples.must_match {
@@ -692,7 +704,7 @@ impl Policy {
         let tool = call.tool.name();
         match self.tools.get(tool) {
             Some(d) => {
-                v.raise(*d);
+                v.raise_unnamed(*d);
                 if *d > Decision::Allow {
                     v.reasons.push(format!(
                         "tool `{tool}` is set to {} by the policy",
@@ -722,7 +734,7 @@ impl Policy {
             self.inspector.inspect(arg, s, &mut flags);
         }
         if !flags.is_empty() {
-            v.raise(self.flag_decision);
+            v.raise_unnamed(self.flag_decision);
             for f in &flags {
                 v.reasons
                     .push(format!("suspicious input in `{}`: {}", f.arg, f.detail));
@@ -768,6 +780,7 @@ impl Policy {
             reasons: dedup(v.reasons),
             matched_rules: v.matched,
             flags: v.flags,
+            session_approvable: v.unnamed == Decision::Allow,
         }
     }
 }
@@ -785,6 +798,8 @@ fn dedup(v: Vec<String>) -> Vec<String> {
 /// Accumulator for one evaluation; the decision only ever rises.
 struct Eval {
     decision: Decision,
+    /// The strictest decision not explained by a named rule.
+    unnamed: Decision,
     reasons: Vec<String>,
     matched: Vec<MatchedRule>,
     flags: Vec<Flag>,
@@ -794,6 +809,7 @@ impl Eval {
     fn new() -> Eval {
         Eval {
             decision: Decision::Allow,
+            unnamed: Decision::Allow,
             reasons: Vec::new(),
             matched: Vec::new(),
             flags: Vec::new(),
@@ -804,15 +820,28 @@ impl Eval {
         self.decision = self.decision.max(d);
     }
 
+    /// Raises the decision for a reason no named rule gives.
+    fn raise_unnamed(&mut self, d: Decision) {
+        self.raise(d);
+        self.unnamed = self.unnamed.max(d);
+    }
+
     fn path(&mut self, p: &Policy, ws: &Path, input: &str, access: Access) {
         let c = p.paths.check(ws, input, access);
-        self.raise(c.decision);
+        // Without a matching rule the decision is the default or a refusal.
+        if c.matched.is_empty() {
+            self.raise_unnamed(c.decision);
+        } else {
+            self.raise(c.decision);
+        }
         self.matched.extend(c.matched);
         self.reasons.extend(c.reasons);
     }
 
     fn commands(&mut self, p: &Policy, ws: &Path, cwd: Option<&str>, an: &command::Analysis) {
-        let d = p.commands.judge(an, &mut self.matched, &mut self.reasons);
+        let d = p
+            .commands
+            .judge(an, &mut self.matched, &mut self.reasons, &mut self.unnamed);
         self.raise(d);
         for arg in &an.paths {
             // Relative names are relative to the call's working directory.
@@ -833,7 +862,7 @@ impl Eval {
                         }
                     }
                     None => {
-                        self.raise(p.commands.unresolved);
+                        self.raise_unnamed(p.commands.unresolved);
                         self.reasons.push(format!(
                             "cannot resolve statically: `{}` matches too many files to judge",
                             crate::call::sanitize_for_msg(&path)

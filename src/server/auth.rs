@@ -1,7 +1,9 @@
 //! Bearer tokens and what each principal may do.
 //!
-//! Tokens come from `TOOLGATE_TOKEN` (one operator token) or a TOML file of
-//! `[[tokens]]`. Only SHA-256 digests are kept in memory and compared in
+//! Tokens come from `TOOLGATE_TOKEN` (the agent's: every tool, no
+//! approvals) with an optional `TOOLGATE_APPROVER_TOKEN` (a human's), or a
+//! TOML file of `[[tokens]]`. No principal may answer its own call's
+//! confirmation, whatever its rights. Only SHA-256 digests are kept in memory and compared in
 //! constant time, so neither timing nor a memory dump gives a token away.
 
 use serde::Deserialize;
@@ -65,24 +67,48 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 impl Tokens {
-    /// One operator token: every tool, may approve.
-    pub fn single(token: &str, principal: &str) -> Result<Tokens, AuthError> {
-        if token.len() < MIN_TOKEN_LEN {
-            return Err(AuthError::File {
-                path: "TOOLGATE_TOKEN".into(),
-                detail: format!("a token needs at least {MIN_TOKEN_LEN} characters"),
-            });
+    /// The tokens of `TOOLGATE_TOKEN` (principal `agent`: every tool, no
+    /// approvals) and, when given, `TOOLGATE_APPROVER_TOKEN` (principal
+    /// `approver`: answers confirmations and reads the audit log, calls no
+    /// tool). The two must differ: whoever submits a call never approves it.
+    pub fn from_env(agent: &str, approver: Option<&str>) -> Result<Tokens, AuthError> {
+        let short = |var: &str| AuthError::File {
+            path: var.into(),
+            detail: format!("a token needs at least {MIN_TOKEN_LEN} characters"),
+        };
+        if agent.len() < MIN_TOKEN_LEN {
+            return Err(short("TOOLGATE_TOKEN"));
         }
-        Ok(Tokens {
-            entries: vec![(
-                digest(token),
+        let mut entries = vec![(
+            digest(agent),
+            Principal {
+                name: "agent".into(),
+                tools: None,
+                approve: false,
+            },
+        )];
+        if let Some(a) = approver {
+            if a.len() < MIN_TOKEN_LEN {
+                return Err(short("TOOLGATE_APPROVER_TOKEN"));
+            }
+            if digest(a) == digest(agent) {
+                return Err(AuthError::File {
+                    path: "TOOLGATE_APPROVER_TOKEN".into(),
+                    detail:
+                        "must differ from TOOLGATE_TOKEN: an agent may not approve its own calls"
+                            .into(),
+                });
+            }
+            entries.push((
+                digest(a),
                 Principal {
-                    name: principal.into(),
-                    tools: None,
+                    name: "approver".into(),
+                    tools: Some(Vec::new()),
                     approve: true,
                 },
-            )],
-        })
+            ));
+        }
+        Ok(Tokens { entries })
     }
 
     pub fn from_toml(text: &str, path: &str) -> Result<Tokens, AuthError> {
@@ -191,5 +217,26 @@ tools = ["run_code"]
         assert!(t.authenticate(None).is_none());
         assert!(Tokens::from_toml("[[tokens]]\nprincipal='x'\ntoken='short'\n", "f").is_err());
         assert!(Tokens::from_toml("tokens = []\n", "f").is_err());
+    }
+
+    /// Issue 12: the agent's token from the environment approves nothing;
+    /// approvals need a token of their own.
+    #[test]
+    fn environment_tokens_separate_calling_from_approving() {
+        let t = Tokens::from_env("agent-token-0123456789", None).unwrap();
+        let ag = t
+            .authenticate(Some("Bearer agent-token-0123456789"))
+            .unwrap();
+        assert_eq!((ag.name.as_str(), ag.approve), ("agent", false));
+        assert!(ag.may_call("run_command"));
+        let t = Tokens::from_env("agent-token-0123456789", Some("human-token-0123456789")).unwrap();
+        let hu = t
+            .authenticate(Some("Bearer human-token-0123456789"))
+            .unwrap();
+        assert_eq!((hu.name.as_str(), hu.approve), ("approver", true));
+        assert!(!hu.may_call("run_code"), "the approver calls no tool");
+        let same = Tokens::from_env("agent-token-0123456789", Some("agent-token-0123456789"));
+        assert!(same.is_err());
+        assert!(Tokens::from_env("agent-token-0123456789", Some("short")).is_err());
     }
 }

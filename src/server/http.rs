@@ -104,14 +104,16 @@ impl Settings {
                 Tokens::from_toml(&text, &p.display().to_string())
                     .map_err(|e| usage(e.to_string()))?
             }
-            None => match std::env::var("TOOLGATE_TOKEN") {
-                Ok(t) => Tokens::single(&t, "operator").map_err(|e| usage(e.to_string()))?,
-                Err(_) => {
+            None => {
+                let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                let Some(agent) = var("TOOLGATE_TOKEN") else {
                     return Err(usage(
                         "no tokens: set TOOLGATE_TOKEN or pass --tokens FILE".into(),
                     ));
-                }
-            },
+                };
+                Tokens::from_env(&agent, var("TOOLGATE_APPROVER_TOKEN").as_deref())
+                    .map_err(|e| usage(e.to_string()))?
+            }
         };
         let max_body = crate::units::parse_size(&self.max_body).map_err(usage)?;
         let cfg = Config {
@@ -408,12 +410,22 @@ async fn post_call_inner(
     if q.dry_run {
         return Json(dry).into_response();
     }
-    let Ok(permit) = app.slots.clone().try_acquire_owned() else {
-        return too_many(
-            Duration::from_secs(1),
-            "busy",
-            "too many calls in flight; retry shortly",
-        );
+    let ask = dry.verdict.decision == Decision::Ask;
+    // A call waiting for a human holds no slot (the executor bounds what
+    // runs after approval), so pending confirmations cannot lock others out.
+    let permit = if ask {
+        None
+    } else {
+        match app.slots.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                return too_many(
+                    Duration::from_secs(1),
+                    "busy",
+                    "too many calls in flight; retry shortly",
+                );
+            }
+        }
     };
     let (tx, rx) = watch::channel(CallState::Running);
     {
@@ -447,7 +459,6 @@ async fn post_call_inner(
             }
         }
     }
-    let ask = dry.verdict.decision == Decision::Ask;
     let exec = app.exec.clone();
     let principal = p.name.clone();
     let inflight = app.inflight.clone();
@@ -629,6 +640,9 @@ async fn answer_confirmation(
             "expired",
             "the confirmation expired and the call was denied",
         ),
+        Err(e @ crate::gate::GateError::OwnCall(_)) => {
+            error(StatusCode::FORBIDDEN, "own_call", &e.to_string())
+        }
         Err(e) => error(StatusCode::CONFLICT, "answered", &e.to_string()),
     };
     tag(r, &p)

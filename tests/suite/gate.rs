@@ -197,3 +197,159 @@ fn dry_run_creates_no_confirmation() {
     assert!(d.plan.confirmation);
     assert!(e.gate().pending().is_empty());
 }
+
+fn cmd(c: &str) -> ToolCall {
+    ToolCall::parse(&serde_json::json!({"tool": "run_command", "args": {"command": c}}).to_string())
+        .unwrap()
+}
+
+/// Approves everything for the session and counts how often it was asked.
+#[derive(Default)]
+struct SessionApprover {
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl toolgate::Approver for SessionApprover {
+    async fn decide(&self, req: &toolgate::ConfirmationRequest) -> toolgate::Answer {
+        self.asked
+            .lock()
+            .unwrap()
+            .push(format!("{}:{}", req.principal, req.call_id));
+        toolgate::Answer {
+            confirmation_id: req.id.clone(),
+            approved: true,
+            by: "human".into(),
+            note: None,
+            scope: Scope::Session,
+        }
+    }
+}
+
+/// Issue 12: a session approval covers only the same principal, and only
+/// asks raised by a named rule; anything unnamed is asked again.
+#[tokio::test]
+async fn session_approvals_are_per_principal_and_only_for_named_rules() {
+    let ws = workspace();
+    let approver = Arc::new(SessionApprover::default());
+    let e = Executor::builder(Policy::builtin_default())
+        .workspace(ws.path())
+        .wasm(None)
+        .approver(approver.clone())
+        // No docker here: an approved command fails to run, which is fine;
+        // what matters is who was asked.
+        .build()
+        .unwrap();
+    let run = |principal: &'static str, id: &'static str, c: &str| {
+        let mut call = cmd(c);
+        call.id = id.into();
+        let e = &e;
+        async move { e.run_as(&call, principal).await }
+    };
+    let _ = run("alice", "a1", "git push origin main").await;
+    let _ = run("alice", "a2", "git push origin main").await;
+    let _ = run("bob", "b1", "git push origin main").await;
+    let _ = run("alice", "a3", "git push origin main; eval \"$X\"").await;
+    let _ = run("alice", "a4", "git push origin main; frobnicate --all").await;
+    let asked = approver.asked.lock().unwrap().clone();
+    // a2 was covered by alice's session approval; bob is asked for his own;
+    // an unresolved construct and an unknown program are asked every time.
+    assert_eq!(asked, vec!["alice:a1", "bob:b1", "alice:a3", "alice:a4"]);
+    // The request says whether a session approval is possible at all.
+    let flagged = cmd("git push origin main; eval \"$X\"");
+    let dry = e.check(&flagged).unwrap();
+    assert_eq!(dry.verdict.decision, toolgate::Decision::Ask);
+    assert!(!dry.verdict.session_approvable);
+    assert!(
+        e.check(&cmd("git push origin main"))
+            .unwrap()
+            .verdict
+            .session_approvable
+    );
+}
+
+/// Issue 12: an approver — any principal — may not answer a confirmation of
+/// a call it made itself.
+#[tokio::test]
+async fn no_principal_answers_its_own_call() {
+    let ws = workspace();
+    let e = exec(ws.path(), Duration::from_secs(10));
+    let e2 = e.clone();
+    let h = tokio::spawn(async move { e2.run_as(&read(".env"), "lead").await.unwrap() });
+    let id = pending_ids(&e, 1).await.remove(0);
+    assert_eq!(e.gate().pending()[0].principal, "lead");
+    assert_eq!(
+        e.gate().answer(&id, true, Scope::Once, "lead", None),
+        Err(GateError::OwnCall(id.clone()))
+    );
+    // Still pending; another principal's answer counts.
+    assert_eq!(e.gate().pending().len(), 1);
+    e.gate()
+        .answer(&id, true, Scope::Once, "reviewer", None)
+        .unwrap();
+    let o = h.await.unwrap();
+    assert_eq!(o.status, Status::Completed, "{o:?}");
+    assert_eq!(o.confirmation.unwrap().by, "reviewer");
+}
+
+/// Swaps a symlink while the human reads the request, then approves.
+struct SwapThenApprove {
+    link: std::path::PathBuf,
+    new_target: std::path::PathBuf,
+}
+
+#[async_trait::async_trait]
+impl toolgate::Approver for SwapThenApprove {
+    async fn decide(&self, req: &toolgate::ConfirmationRequest) -> toolgate::Answer {
+        std::fs::remove_file(&self.link).unwrap();
+        std::os::unix::fs::symlink(&self.new_target, &self.link).unwrap();
+        toolgate::Answer {
+            confirmation_id: req.id.clone(),
+            approved: true,
+            by: "human".into(),
+            note: None,
+            scope: Scope::Once,
+        }
+    }
+}
+
+/// Issue 12: after an approval the call is judged again against the
+/// workspace as it is now; a swap during the wait cannot smuggle a write
+/// into a denied place.
+#[tokio::test]
+async fn an_approved_call_is_judged_again_before_it_runs() {
+    let ws = workspace();
+    std::fs::create_dir_all(ws.path().join(".git/objects")).unwrap();
+    let link = ws.path().join("drop");
+    std::os::unix::fs::symlink(".git/objects", &link).unwrap();
+    let e = Executor::builder(Policy::builtin_default())
+        .workspace(ws.path())
+        .wasm(None)
+        .approver(Arc::new(SwapThenApprove {
+            link: link.clone(),
+            new_target: ".git/hooks".into(),
+        }))
+        .build()
+        .unwrap();
+    let call = ToolCall::parse(
+        r##"{"tool":"write_file","args":{"path":"drop/post-checkout","content":"#!/bin/sh\ntouch /tmp/pwned\n"}}"##,
+    )
+    .unwrap();
+    // Writing into .git/objects asks; into .git/hooks is denied.
+    assert_eq!(
+        e.check(&call).unwrap().verdict.decision,
+        toolgate::Decision::Ask
+    );
+    let o = e.run(&call).await.unwrap();
+    assert_eq!(o.status, Status::Denied, "{o:?}");
+    assert!(o.confirmation.as_ref().unwrap().approved);
+    assert!(
+        o.reasons
+            .iter()
+            .any(|r| r.contains("judged again before running: it is now denied")),
+        "{:?}",
+        o.reasons
+    );
+    assert!(!ws.path().join(".git/hooks/post-checkout").exists());
+    assert!(!ws.path().join(".git/objects/post-checkout").exists());
+}

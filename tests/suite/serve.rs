@@ -983,8 +983,71 @@ fn serve_logs_json_lines_with_the_call_span() {
         .expect("a call finished event");
     assert_eq!(finished["span"]["call_id"], "logged-1");
     assert_eq!(finished["span"]["tool"], "run_code");
-    assert_eq!(finished["span"]["principal"], "operator");
+    assert_eq!(finished["span"]["principal"], "agent");
     assert_eq!(finished["span"]["decision"], "allow");
     assert_eq!(finished["fields"]["status"], "completed");
     assert!(seen.iter().any(|v| v["fields"]["message"] == "stopped"));
+}
+
+/// Issue 12: an approver cannot answer a confirmation of its own call
+/// (403 `own_call`), and calls waiting for a human hold no concurrency
+/// slot: with two slots, three pending asks still let a call run.
+#[test]
+fn own_calls_cannot_be_approved_and_pending_asks_hold_no_slot() {
+    rt().block_on(async {
+        let s = svc(
+            Config {
+                max_concurrent: 2,
+                ..Config::default()
+            },
+            Budgets::default(),
+        );
+        let ask = |id: &str| json!({"id": id, "tool": "read_file", "args": {"path": ".env"}});
+        let mut confs = Vec::new();
+        for id in ["own", "p2", "p3"] {
+            let (st, _, v) = send(&s.app, "POST", "/v1/calls", Some(OPERATOR), Some(ask(id))).await;
+            assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+            confs.push(v["confirmation_id"].as_str().unwrap().to_string());
+        }
+        let (st, _, v) = send(
+            &s.app,
+            "POST",
+            "/v1/calls",
+            Some(AGENT),
+            Some(py("print(3)")),
+        )
+        .await;
+        assert_eq!(
+            (st, v["stdout"].as_str()),
+            (StatusCode::OK, Some("3\n")),
+            "{v}"
+        );
+        // The operator made these calls: it may not approve (or reject) them.
+        for approve in [true, false] {
+            let (st, _, v) = send(
+                &s.app,
+                "POST",
+                &format!("/v1/confirmations/{}", confs[0]),
+                Some(OPERATOR),
+                Some(json!({"approve": approve})),
+            )
+            .await;
+            assert_eq!(
+                (st, v["error"]["kind"].as_str()),
+                (StatusCode::FORBIDDEN, Some("own_call"))
+            );
+        }
+        let (_, _, v) = send(&s.app, "GET", "/v1/calls/own", Some(OPERATOR), None).await;
+        assert_eq!(v["status"], "pending", "{v}");
+        let pending = send(&s.app, "GET", "/v1/confirmations", Some(OPERATOR), None)
+            .await
+            .2;
+        assert!(
+            pending
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["principal"] == "operator")
+        );
+    });
 }
