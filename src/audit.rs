@@ -42,9 +42,8 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "audit log {path}: last line is torn (a crash during a write?): run `toolgate audit verify {path}`; refusing to append"
-    )]
+    /// Reported by the tail reader; `open` repairs it.
+    #[error("audit log {path}: last line is torn (a crash during a write?)")]
     Torn { path: String },
     #[error("audit log {path}: last line is not a toolgate entry: {detail}")]
     Corrupt { path: String, detail: String },
@@ -76,9 +75,15 @@ struct Line<'a> {
 
 fn split_line(line: &str) -> Option<Line<'_>> {
     let line = line.strip_suffix('}')?;
+    // Slices only at ASCII delimiters: a tampered line may hold any UTF-8.
     let (rest, hmac) = match line.rfind(",\"hmac\":\"") {
-        Some(i) if line.len() - i == 9 + 64 + 1 => (&line[..i], Some(&line[i + 9..line.len() - 1])),
-        _ => (line, None),
+        Some(i) => match line[i + 9..].strip_suffix('"') {
+            Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                (&line[..i], Some(h))
+            }
+            _ => (line, None),
+        },
+        None => (line, None),
     };
     let i = rest.rfind(",\"hash\":\"")?;
     let hash = rest.get(i + 9..rest.len().checked_sub(1)?)?;
@@ -139,8 +144,37 @@ fn read_tail(file: &mut File, path: &Path) -> Result<(u64, String, u64), AuditEr
     Ok((len, l.hash.to_string(), seq))
 }
 
+/// Cuts a torn last line (bytes after the last newline) off the file and
+/// returns how many bytes went and their SHA-256 (the bytes themselves are
+/// not kept: they may be any part of an entry).
+fn cut_torn_tail(file: &mut File) -> std::io::Result<(u64, String)> {
+    let len = file.seek(SeekFrom::End(0))?;
+    let mut keep = 0u64;
+    let mut pos = len;
+    let mut buf = vec![0u8; 64 << 10];
+    while pos > 0 {
+        let start = pos.saturating_sub(buf.len() as u64);
+        let n = (pos - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|b| *b == b'\n') {
+            keep = start + i as u64 + 1;
+            break;
+        }
+        pos = start;
+    }
+    file.seek(SeekFrom::Start(keep))?;
+    let mut torn = Vec::new();
+    file.read_to_end(&mut torn)?;
+    file.set_len(keep)?;
+    file.sync_all()?;
+    Ok((len - keep, hex::encode(Sha256::digest(&torn))))
+}
+
 impl AuditLog {
-    /// Opens (creating) a log. `key` enables HMACs.
+    /// Opens (creating) a log. `key` enables HMACs. A torn last line (a
+    /// crash during a write) is cut off and the cut recorded as a `repair`
+    /// entry, so one crash does not stop every later call.
     pub fn open(path: impl Into<PathBuf>, key: Option<Vec<u8>>) -> Result<AuditLog, AuditError> {
         let path = path.into();
         let io = |source| AuditError::Io {
@@ -156,8 +190,23 @@ impl AuditLog {
             .append(true)
             .open(&path)
             .map_err(io)?;
-        let (len, last_hash, seq) = read_tail(&mut file, &path)?;
-        Ok(AuditLog {
+        let ((len, last_hash, seq), repaired) = {
+            // Under the writers' lock: a torn tail is a crash's, not a
+            // write in progress.
+            let _lock = nix::fcntl::Flock::lock(
+                file.try_clone().map_err(io)?,
+                nix::fcntl::FlockArg::LockExclusive,
+            )
+            .map_err(|(_, e)| io(std::io::Error::from(e)))?;
+            match read_tail(&mut file, &path) {
+                Err(AuditError::Torn { .. }) => {
+                    let removed = cut_torn_tail(&mut file).map_err(io)?;
+                    (read_tail(&mut file, &path)?, Some(removed))
+                }
+                other => (other?, None),
+            }
+        };
+        let log = AuditLog {
             key: key.filter(|k| !k.is_empty()),
             max_bytes: None,
             state: Mutex::new(State {
@@ -167,7 +216,17 @@ impl AuditLog {
                 seq,
             }),
             path,
-        })
+        };
+        if let Some((bytes, digest)) = repaired {
+            // The chain goes on from the last whole entry; the cut is on record.
+            log.append(&serde_json::json!({
+                "kind": "repair",
+                "detail": "a torn last line (a crash during a write) was removed",
+                "removed_bytes": bytes,
+                "removed_sha256": digest,
+            }))?;
+        }
+        Ok(log)
     }
 
     /// The key from [`KEY_ENV`], else from the file named by [`KEY_FILE_ENV`]

@@ -131,23 +131,74 @@ fn hmac_detects_a_recomputed_chain() {
     assert_eq!((fail.problem, fail.line), ("forged", 1));
 }
 
+/// Issue 12: a torn last line (a crash mid-write) is reported by `verify`,
+/// then repaired when the log is next opened — cut off, with the cut on
+/// record — instead of refusing every later call.
 #[test]
-fn a_torn_tail_is_reported_and_not_appended_to() {
+fn a_torn_tail_is_reported_then_repaired_and_recorded() {
     let d = tempfile::tempdir().unwrap();
     let p = good_log(d.path(), 2, None);
     let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
     use std::io::Write;
-    f.write_all(b"{\"seq\":3,\"ts_ms\":1,\"prev\":\"abc")
-        .unwrap();
+    let torn = b"{\"seq\":3,\"ts_ms\":1,\"prev\":\"abc";
+    f.write_all(torn).unwrap();
     drop(f);
     assert_eq!(
         verify(std::slice::from_ref(&p), None).unwrap_err().problem,
         "truncated"
     );
-    let err = AuditLog::open(&p, None)
-        .err()
-        .expect("refuses to extend a torn log");
-    assert!(err.to_string().contains("torn"), "{err}");
+    let log = AuditLog::open(&p, None).unwrap();
+    log.append(&json!({"kind": "call", "after": "repair"}))
+        .unwrap();
+    let v = verify(std::slice::from_ref(&p), None).unwrap();
+    assert_eq!(v.entries, 4);
+    let e = toolgate::audit::read_entries(&p).unwrap();
+    assert_eq!(e[2]["kind"], "repair");
+    assert_eq!(e[2]["removed_bytes"], torn.len());
+    assert_eq!(e[3]["after"], "repair");
+    assert!(!std::fs::read_to_string(&p).unwrap().contains("\"abc"));
+}
+
+/// Issue 12: no tampering makes the reader panic — multibyte characters
+/// spliced into any byte position of an entry, or replacing its end.
+#[test]
+fn tampered_lines_never_panic_the_reader() {
+    let d = tempfile::tempdir().unwrap();
+    let key = b"k3y".as_slice();
+    let p = good_log(d.path(), 2, Some(key));
+    let text = std::fs::read_to_string(&p).unwrap();
+    let last_start = text[..text.len() - 1].rfind('\n').unwrap() + 1;
+    let q = d.path().join("tampered.log");
+    let mut cases = 0;
+    for at in last_start..text.len() {
+        for insert in ["é", "🦀", "\u{0301}", "\"}"] {
+            let mut t = text.as_bytes().to_vec();
+            t.splice(at..at, insert.bytes());
+            let mut cut = text.as_bytes()[..at].to_vec();
+            cut.extend_from_slice(insert.as_bytes());
+            cut.push(b'\n');
+            // Same length: the character overwrites bytes (e.g. the end of
+            // the HMAC and its quote), so offsets land inside it.
+            let mut over = text.as_bytes().to_vec();
+            let end = (at + insert.len()).min(over.len());
+            over.splice(at..end, insert.bytes());
+            for bytes in [t, cut, over] {
+                std::fs::write(&q, &bytes).unwrap();
+                let r = std::panic::catch_unwind(|| {
+                    let _ = verify(std::slice::from_ref(&q), Some(key));
+                    let _ = toolgate::audit::read_entries(&q);
+                    let _ = AuditLog::open(&q, Some(key.to_vec()));
+                });
+                assert!(
+                    r.is_ok(),
+                    "panicked on {:?}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 500, "{cases}");
 }
 
 #[test]
