@@ -122,6 +122,13 @@ impl ExecutorBuilder {
                 detail: "not a directory".into(),
             });
         }
+        // What records or runs the calls may not be something a call rewrites.
+        if let Some(log) = &self.audit {
+            refuse_inside(&workspace, log.path(), "the audit log")?;
+        }
+        if let Some(cfg) = &self.wasm {
+            refuse_inside(&workspace, &cfg.cache_dir, "the compiled-runtime cache")?;
+        }
         let redactor = Executor::redactor_for(&self.policy)?;
         let wasm = match self.wasm {
             Some(cfg) => Some(WasmBackend::new(cfg).map_err(SandboxError::from)?),
@@ -470,6 +477,9 @@ impl Executor {
             }
             Decision::Allow => {}
         }
+        self.stage(Stage::Audit, || {
+            self.audit_intent(call, principal, dry, &plan, answer.as_ref())
+        })?;
         let mut o = {
             // Only running calls hold a slot; a pending confirmation does not.
             let _slot = match &self.running {
@@ -500,26 +510,23 @@ impl Executor {
         Ok(o)
     }
 
-    /// Writes the call's audit entry (fsynced) before anything is returned.
-    /// An audit failure fails the call: no unrecorded outcome leaves.
-    fn audit(
+    /// The fields every audit entry of a call carries (arguments redacted
+    /// and shortened).
+    fn audit_record(
         &self,
+        kind: &str,
         call: &ToolCall,
         principal: &str,
         dry: &DryRun,
-        result: &Result<Outcome, Error>,
-    ) -> Result<(), Error> {
-        let Some(log) = &self.audit else {
-            return Ok(());
-        };
+    ) -> serde_json::Map<String, serde_json::Value> {
         let mut args = serde_json::to_value(&call.tool)
             .ok()
             .and_then(|v| v.get("args").cloned())
             .unwrap_or(serde_json::Value::Null);
         redact_json(&self.redactor, &mut args);
         shorten_json(&mut args, 2048);
-        let mut rec = serde_json::json!({
-            "kind": "call",
+        let rec = serde_json::json!({
+            "kind": kind,
             "call_id": call.id,
             "principal": principal,
             "tool": dry.tool,
@@ -532,10 +539,66 @@ impl Executor {
             "limits": dry.plan.limits,
             "network": dry.plan.network,
         });
-        let m = rec.as_object_mut().ok_or_else(|| Error::Internal {
+        match rec {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    fn append(
+        &self,
+        log: &crate::audit::AuditLog,
+        rec: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        log.append(&rec).map(|_| ()).map_err(|e| Error::Internal {
             op: "audit",
-            detail: "record is not an object".into(),
-        })?;
+            detail: e.to_string(),
+        })
+    }
+
+    /// The intent entry, fsynced before the call has any effect: if toolgate
+    /// dies while the call runs, the log still says what was started. An
+    /// audit failure here fails the call before it runs.
+    fn audit_intent(
+        &self,
+        call: &ToolCall,
+        principal: &str,
+        dry: &DryRun,
+        plan: &Plan,
+        answer: Option<&Answer>,
+    ) -> Result<(), Error> {
+        let Some(log) = &self.audit else {
+            return Ok(());
+        };
+        let mut m = self.audit_record("intent", call, principal, dry);
+        m.insert(
+            "backend".into(),
+            serde_json::to_value(plan.backend).unwrap_or_default(),
+        );
+        m.insert(
+            "limits".into(),
+            serde_json::to_value(&plan.limits).unwrap_or_default(),
+        );
+        m.insert(
+            "confirmation".into(),
+            serde_json::to_value(answer).unwrap_or_default(),
+        );
+        self.append(log, m)
+    }
+
+    /// Writes the call's result entry (fsynced) before anything is returned.
+    /// An audit failure fails the call: no unrecorded outcome leaves.
+    fn audit(
+        &self,
+        call: &ToolCall,
+        principal: &str,
+        dry: &DryRun,
+        result: &Result<Outcome, Error>,
+    ) -> Result<(), Error> {
+        let Some(log) = &self.audit else {
+            return Ok(());
+        };
+        let mut m = self.audit_record("call", call, principal, dry);
         match result {
             Ok(o) => {
                 m.insert(
@@ -567,10 +630,7 @@ impl Executor {
                 );
             }
         }
-        log.append(&rec).map(|_| ()).map_err(|e| Error::Internal {
-            op: "audit",
-            detail: e.to_string(),
-        })
+        self.append(log, m)
     }
 
     /// The output filter, on every field that reaches the model.
@@ -798,6 +858,29 @@ pub(crate) fn redact_json(r: &Redactor, v: &mut serde_json::Value) {
         serde_json::Value::Object(m) => m.values_mut().for_each(|x| redact_json(r, x)),
         _ => {}
     }
+}
+
+/// Refuses `path` (which may not exist yet) inside `workspace` (canonical):
+/// sandboxed code could rewrite it.
+pub(crate) fn refuse_inside(workspace: &Path, path: &Path, what: &str) -> Result<(), Error> {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    // The deepest existing ancestor, with symlinks resolved.
+    let inside = abs
+        .ancestors()
+        .find_map(|a| std::fs::canonicalize(a).ok())
+        .is_some_and(|c| c.starts_with(workspace));
+    if inside {
+        return Err(Error::Usage(format!(
+            "{what} {} lies inside the workspace {}: sandboxed code could rewrite it; put it outside",
+            path.display(),
+            workspace.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Why a call judged again after its approval may not run: it is now

@@ -74,6 +74,17 @@ impl Options {
         }
     }
 
+    /// Opens the audit log at `path`, refusing (before creating anything)
+    /// one that lies inside the workspace.
+    fn open_audit_outside(&self, ws: &Path, path: &Path) -> Result<AuditLog, Error> {
+        let canon = std::fs::canonicalize(ws).map_err(|e| Error::Workspace {
+            path: ws.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        crate::executor::refuse_inside(&canon, path, "the audit log")?;
+        open_audit(path)
+    }
+
     fn builder(self, workspace: PathBuf) -> ExecutorBuilder {
         let b = Executor::builder(self.policy)
             .approver(self.approver)
@@ -125,9 +136,9 @@ pub fn open_audit(path: &Path) -> Result<AuditLog, Error> {
 /// per-user default when none is named).
 pub async fn start(o: Options) -> Result<Service, Error> {
     let audit_path = o.audit_path().unwrap_or_else(default_audit_path);
-    let audit = Arc::new(open_audit(&audit_path)?);
-    let uses_docker = routes_to_docker(&o.policy);
     let ws = o.workspace_dir()?;
+    let audit = Arc::new(o.open_audit_outside(&ws, &audit_path)?);
+    let uses_docker = routes_to_docker(&o.policy);
     let mut b = o.builder(ws).audit(audit.clone()).wasm(Some(WasmConfig {
         pool_size: SERVICE_WASM_POOL,
         ..Default::default()
@@ -147,7 +158,10 @@ pub async fn start(o: Options) -> Result<Service, Error> {
 pub async fn for_call(o: Options, call: &ToolCall) -> Result<Executor, Error> {
     let ws = o.workspace_dir()?;
     let needs_docker = Plan::prepare(&o.policy, call, &ws, false).backend == BackendKind::Docker;
-    let audit = o.audit_path().map(|p| open_audit(&p)).transpose()?;
+    let audit = match o.audit_path() {
+        Some(p) => Some(o.open_audit_outside(&ws, &p)?),
+        None => None,
+    };
     let mut b = o.builder(ws);
     if let Some(log) = audit {
         b = b.audit(Arc::new(log));

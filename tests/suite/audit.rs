@@ -242,8 +242,9 @@ fn concurrent_writers_never_fork_the_chain() {
         let o = c.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
     }
+    // 400 from the threads; each CLI run writes its intent and its result.
     let v = verify(&[p], None).unwrap();
-    assert_eq!((v.entries, v.last_seq), (404, 404));
+    assert_eq!((v.entries, v.last_seq), (408, 408));
 }
 
 #[test]
@@ -303,7 +304,28 @@ fn every_call_kind_is_audited_with_principal_and_outcome() {
     for c in calls {
         let _ = rt.block_on(exec.run(&toolgate::ToolCall::parse(c).unwrap()));
     }
-    let entries = toolgate::audit::read_entries(&p).unwrap();
+    let all = toolgate::audit::read_entries(&p).unwrap();
+    // Calls that run write an intent entry first, fsynced before any effect.
+    let order: Vec<(&str, &str)> = all
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["call_id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("intent", "ok"),
+            ("call", "ok"),
+            ("call", "deny"),
+            ("call", "ask"),
+            ("intent", "fail"),
+            ("call", "fail"),
+            ("intent", "err"),
+            ("call", "err"),
+        ]
+    );
+    assert!(all[0].get("outcome").is_none());
+    assert_eq!(all[0]["backend"], "host");
+    let entries: Vec<&serde_json::Value> = all.iter().filter(|e| e["kind"] == "call").collect();
     let got: Vec<(String, String, String)> = entries
         .iter()
         .map(|e| {
@@ -325,9 +347,9 @@ fn every_call_kind_is_audited_with_principal_and_outcome() {
     .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
     .collect();
     assert_eq!(got, want);
-    assert!(entries.iter().all(|e| e["principal"] == "agent-7"));
+    assert!(all.iter().all(|e| e["principal"] == "agent-7"));
     assert_eq!(entries[2]["confirmation"]["by"], "auto-deny");
-    assert_eq!(verify(&[p], None).unwrap().entries, 5);
+    assert_eq!(verify(&[p], None).unwrap().entries, 8);
 }
 
 #[test]
@@ -359,4 +381,47 @@ fn audit_cli_verify_tail_query() {
         ),
         (Some("deleted"), Some(3))
     );
+}
+
+/// Issue 12: the intent entry is fsynced before the call has any effect —
+/// a toolgate killed while the call runs leaves it on record, and the
+/// chain still verifies.
+#[test]
+fn the_intent_of_a_call_survives_a_killed_toolgate() {
+    let ws = workspace();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("audit.jsonl");
+    let mut child = super::common::bin()
+        .current_dir(ws.path())
+        .args(["run", "--audit", p.to_str().unwrap(), "--call"])
+        .arg(r#"{"id":"long-1","tool":"run_code","args":{"language":"python","code":"import time\ntime.sleep(8)\nprint('done')"}}"#)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let intent = loop {
+        let e = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|_| toolgate::audit::read_entries(&p).ok());
+        if let Some(i) = e.and_then(|e| e.into_iter().find(|e| e["kind"] == "intent")) {
+            break i;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no intent entry"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(intent["call_id"], "long-1");
+    assert_eq!(intent["decision"], "allow");
+    assert_eq!(intent["backend"], "wasm");
+    let e = toolgate::audit::read_entries(&p).unwrap();
+    assert!(
+        !e.iter().any(|e| e["kind"] == "call"),
+        "killed before its result"
+    );
+    assert_eq!(verify(&[p], None).unwrap().entries, 1);
 }

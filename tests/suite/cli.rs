@@ -310,6 +310,18 @@ fn every_error_path_is_one_line_with_its_exit_code() {
             exit::BAD_INPUT,
             "usage",
         ),
+        // What records the calls may not lie where a call can rewrite it (issue 12).
+        (
+            vec![
+                "run".into(),
+                "--audit".into(),
+                "logs/audit.jsonl".into(),
+                "--call".into(),
+                r#"{"tool":"list_dir"}"#.into(),
+            ],
+            exit::BAD_INPUT,
+            "usage",
+        ),
         // Overrides go through the policy's validation (issue 11).
         (
             vec![
@@ -350,6 +362,8 @@ fn every_error_path_is_one_line_with_its_exit_code() {
         assert_eq!(o.status.code(), Some(code), "{j:?}");
         assert_eq!(stdout_json(&o)["error"]["kind"], kind, "{j:?}");
     }
+    // Refused before anything was created.
+    assert!(!ws.path().join("logs").exists());
 }
 
 #[test]

@@ -703,12 +703,22 @@ fn loopback_socket_and_graceful_shutdown() {
             .unwrap()
             .unwrap();
         let e = toolgate::audit::read_entries(&s.audit).unwrap();
-        let p1 = e.iter().find(|e| e["call_id"] == "p1").expect("p1 audited");
+        let result = |id: &str| e.iter().find(|e| e["call_id"] == id && e["kind"] == "call");
+        let p1 = result("p1").expect("p1 audited");
         assert_eq!(p1["confirmation"]["by"], "shutdown");
         assert_eq!(p1["outcome"]["status"], "denied");
         let (st, v) = inflight.await.unwrap();
         assert_eq!((st, v["stdout"].as_str()), (200, Some("finished\n")), "{v}");
-        let f1 = e.iter().find(|e| e["call_id"] == "f1").expect("f1 audited");
+        let f1 = result("f1").expect("f1 audited");
+        // It ran: its intent was on record before it started.
+        assert!(
+            e.iter()
+                .any(|e| e["call_id"] == "f1" && e["kind"] == "intent")
+        );
+        assert!(
+            !e.iter()
+                .any(|e| e["call_id"] == "p1" && e["kind"] == "intent")
+        );
         assert_eq!(f1["outcome"]["status"], "completed");
         assert!(
             tokio::net::TcpStream::connect(addr).await.is_err(),
@@ -776,6 +786,7 @@ fn load_1000_calls_at_50_concurrent() {
         // Every call and every request audited; the chain verifies with the CLI.
         let e = toolgate::audit::read_entries(&s.audit).unwrap();
         assert_eq!(e.iter().filter(|e| e["kind"] == "call").count(), 2000);
+        assert_eq!(e.iter().filter(|e| e["kind"] == "intent").count(), 2000);
         assert_eq!(e.iter().filter(|e| e["kind"] == "request").count(), 2000);
         let out = super::common::bin()
             .args(["audit", "verify", s.audit.to_str().unwrap()])
@@ -907,7 +918,8 @@ fn metrics_count_calls_by_outcome_and_need_a_token() {
             format!(r#"toolgate_limits_hit_total{{limit="{hit}"}} 1"#).as_str(),
             "toolgate_pending_confirmations 0",
             r#"toolgate_stage_seconds_count{stage="execute"} 2"#,
-            r#"toolgate_stage_seconds_count{stage="audit"} 3"#,
+            // Intent and result for the two that ran; a result for the denial.
+            r#"toolgate_stage_seconds_count{stage="audit"} 5"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
