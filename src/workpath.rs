@@ -156,42 +156,103 @@ fn lexical(p: &Path) -> PathBuf {
     out
 }
 
-/// Follows symlinks in the longest existing prefix of `rel` and returns the
-/// workspace-relative target, or an error when it resolves outside.
-pub fn resolve_symlinks(workspace: &Path, rel: &[String]) -> Result<Vec<String>, String> {
+/// Most symlinks followed while resolving one path (the kernel's ELOOP bound).
+const MAX_LINKS: usize = 40;
+
+/// Resolves `input` against `workspace` as the kernel would: component by
+/// component, following each symlink where it stands, so `link/../x` is
+/// the `x` beside the link's *target* (not beside the link). The result is
+/// the workspace-relative path the kernel would reach, with no symlink
+/// left in its existing part; a name that does not exist yet ends it
+/// lexically. Refuses a path that leaves the workspace at any step, by
+/// `..`, an absolute path, or a symlink (absolute or relative) pointing out.
+pub fn resolve(workspace: &Path, input: &str) -> Result<Vec<String>, String> {
+    if let Some(v) = syntax_violation(input) {
+        return Err(v);
+    }
     let root = std::fs::canonicalize(workspace)
         .map_err(|e| format!("workspace is not accessible: {e}"))?;
-    // Walk the existing prefix with lstat; only a symlink needs the full
-    // (slower) canonicalization.
-    let mut existing = root.clone();
-    let mut n = 0;
-    let mut saw_link = false;
-    for part in rel {
-        let next = existing.join(part);
-        match std::fs::symlink_metadata(&next) {
-            Ok(m) => {
-                saw_link |= m.file_type().is_symlink();
-                existing = next;
-                n += 1;
+    let p = Path::new(input);
+    let start = if p.is_absolute() {
+        inside(p, workspace, &root).ok_or("absolute path outside the workspace")?
+    } else {
+        p.to_path_buf()
+    };
+    let mut todo: std::collections::VecDeque<String> =
+        names(&start, "absolute path outside the workspace")?.into();
+    let mut out: Vec<String> = Vec::new();
+    let mut exists = true;
+    let mut links = 0;
+    while let Some(c) = todo.pop_front() {
+        if c == ".." {
+            if !exists {
+                // The kernel fails here (ENOENT); judging a guess would be looser.
+                return Err("path goes through a name that does not exist before `..`".into());
             }
-            Err(_) => break,
+            if out.pop().is_none() {
+                return Err("path escapes the workspace with `..`".into());
+            }
+            continue;
+        }
+        out.push(c);
+        if !exists {
+            continue;
+        }
+        let here = root.join(out.join("/"));
+        let meta = match std::fs::symlink_metadata(&here) {
+            Ok(m) => m,
+            Err(_) => {
+                exists = false;
+                continue;
+            }
+        };
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err("too many levels of symlinks".into());
+        }
+        let target = std::fs::read_link(&here)
+            .map_err(|e| format!("path goes through a symlink that cannot be read: {e}"))?;
+        out.pop();
+        let rel = if target.is_absolute() {
+            out.clear();
+            inside(&target, workspace, &root)
+                .ok_or("path resolves through a symlink to outside the workspace")?
+        } else {
+            target
+        };
+        // The target's components come next, before the rest of the path.
+        let front = names(
+            &rel,
+            "path resolves through a symlink to outside the workspace",
+        )?;
+        for c in front.into_iter().rev() {
+            todo.push_front(c);
         }
     }
-    if !saw_link {
-        return Ok(rel.to_vec());
-    }
-    let canon = match std::fs::canonicalize(&existing) {
-        Ok(c) => c,
-        // A dangling symlink: its target cannot be judged, so refuse it.
-        Err(_) => return Err("path goes through a symlink that cannot be resolved".into()),
-    };
-    let inside = canon
-        .strip_prefix(&root)
-        .map_err(|_| "path resolves through a symlink to outside the workspace".to_string())?;
-    let mut out: Vec<String> = inside
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    out.extend(rel[n..].iter().cloned());
     Ok(out)
+}
+
+/// The names of a relative path, `..` kept as `..` and `.` dropped;
+/// `outside` when it is rooted after all.
+fn names(p: &Path, outside: &str) -> Result<Vec<String>, String> {
+    p.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .map(|c| match c {
+            Component::Normal(s) => Ok(s.to_string_lossy().into_owned()),
+            Component::ParentDir => Ok("..".to_string()),
+            _ => Err(outside.to_string()),
+        })
+        .collect()
+}
+
+/// `abs` relative to the workspace (as given or canonical), component by
+/// component with no lexical `..` folding; `None` when it is not below it.
+fn inside(abs: &Path, workspace: &Path, root: &Path) -> Option<PathBuf> {
+    abs.strip_prefix(root)
+        .or_else(|_| abs.strip_prefix(workspace))
+        .ok()
+        .map(Path::to_path_buf)
 }

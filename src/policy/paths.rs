@@ -9,7 +9,7 @@
 //! cannot escape even if this check were fooled.
 
 use super::{Decision, MatchedRule};
-use crate::workpath::{normalize, resolve_symlinks};
+use crate::workpath::{normalize, resolve};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::path::Path;
 
@@ -143,7 +143,10 @@ impl PathPolicy {
             Ok(p) => p,
             Err(r) => return deny(r),
         };
-        let resolved = match resolve_symlinks(workspace, &lexical) {
+        // Where the kernel would land, following each symlink where it
+        // stands (`link/..` is beside the link's target): judged too, and
+        // what the file tools open.
+        let resolved = match resolve(workspace, input) {
             Ok(p) => p,
             Err(r) => return deny(r),
         };
@@ -323,13 +326,47 @@ mod tests {
         std::os::unix::fs::symlink("in", d.path().join("alias")).unwrap();
         let w = d.path();
         for p in ["out/secret", "out", "s", "out/new-file", "dangling"] {
-            let lex = normalize(w, p).unwrap();
-            assert!(
-                resolve_symlinks(w, &lex).is_err(),
-                "{p} must not resolve inside"
-            );
+            assert!(resolve(w, p).is_err(), "{p} must not resolve inside");
         }
-        let lex = normalize(w, "alias/f").unwrap();
-        assert_eq!(resolve_symlinks(w, &lex).unwrap(), vec!["in", "f"]);
+        assert_eq!(resolve(w, "alias/f").unwrap(), vec!["in", "f"]);
+    }
+
+    /// Issue 12: `..` after a symlink goes up from the link's target, as
+    /// the kernel does; the lexical reading would stay inside.
+    #[test]
+    fn dot_dot_after_a_symlink_follows_the_kernel() {
+        let d = ws();
+        let w = d.path();
+        std::os::unix::fs::symlink("/", w.join("escape_link")).unwrap();
+        std::fs::create_dir_all(w.join("deep/er")).unwrap();
+        std::os::unix::fs::symlink("deep/er", w.join("down")).unwrap();
+        std::os::unix::fs::symlink("../..", w.join("deep/er/up2")).unwrap();
+        std::os::unix::fs::symlink("loop2", w.join("loop1")).unwrap();
+        std::os::unix::fs::symlink("loop1", w.join("loop2")).unwrap();
+        // Lexically `etc/passwd` inside; for the kernel, /etc/passwd.
+        assert_eq!(
+            normalize(w, "escape_link/../etc/passwd").unwrap(),
+            vec!["etc", "passwd"]
+        );
+        assert!(resolve(w, "escape_link/../etc/passwd").is_err());
+        // `down/..` is `deep`, not the root.
+        assert_eq!(resolve(w, "down/../x").unwrap(), vec!["deep", "x"]);
+        // A relative link climbing out through its own `..`.
+        assert!(resolve(w, "deep/er/up2/../y").is_err());
+        assert_eq!(resolve(w, "deep/er/up2/z").unwrap(), vec!["z"]);
+        assert!(
+            resolve(w, "loop1/x")
+                .unwrap_err()
+                .contains("too many levels")
+        );
+        assert!(resolve(w, "missing/../x").is_err());
+        let abs = format!("{}/down/../x", w.display());
+        assert_eq!(resolve(w, &abs).unwrap(), vec!["deep", "x"]);
+        // The policy judges the kernel's reading: denied, not allowed.
+        let p = crate::Policy::builtin_default();
+        let c = p
+            .paths()
+            .check(w, "escape_link/../etc/passwd", Access::Read);
+        assert_eq!(c.decision, Decision::Deny, "{:?}", c.reasons);
     }
 }

@@ -506,7 +506,7 @@ impl DockerBackend {
                     .first()
                     .map(|m| m.host.clone())
                     .unwrap_or_default();
-                let parts = crate::workpath::normalize(&ws, cwd)
+                let parts = crate::workpath::resolve(&ws, cwd)
                     .map_err(|e| SandboxError::Unsupported(format!("cwd {cwd}: {e}")))?;
                 format!("{}/{}", crate::plan::GUEST_WORKSPACE, parts.join("/"))
             }

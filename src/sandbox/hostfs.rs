@@ -57,7 +57,8 @@ pub struct ReadResult {
 }
 
 fn rel(input: &str, ws: &Path) -> Result<String, FsError> {
-    let parts = workpath::normalize(ws, input).map_err(|reason| FsError::Refused {
+    // The kernel's reading, the one the policy judged.
+    let parts = workpath::resolve(ws, input).map_err(|reason| FsError::Refused {
         path: crate::call::truncate_for_msg(input),
         reason,
     })?;

@@ -313,3 +313,42 @@ fn changes_to_a_loaded_policy_are_validated_again() {
     assert_eq!(q.limits().memory_bytes, 64 << 20);
     assert_eq!(p.limits().memory_bytes, 256 << 20);
 }
+
+/// Issue 12: a path through a symlink and `..` is decided and opened the
+/// way the kernel reads it; the decision and the file tool agree.
+#[test]
+fn decision_and_execution_read_dot_dot_after_a_link_like_the_kernel() {
+    let ws = workspace();
+    let w = ws.path();
+    std::os::unix::fs::symlink("/", w.join("escape_link")).unwrap();
+    std::fs::create_dir_all(w.join("etc")).unwrap();
+    std::fs::write(w.join("etc/passwd"), "decoy inside the workspace\n").unwrap();
+    std::fs::create_dir_all(w.join("deep/er")).unwrap();
+    std::fs::write(w.join("deep/x"), "beside the target\n").unwrap();
+    std::fs::write(w.join("x"), "lexical neighbour\n").unwrap();
+    std::os::unix::fs::symlink("deep/er", w.join("down")).unwrap();
+    let exec = toolgate::Executor::builder(Policy::builtin_default())
+        .workspace(w)
+        .wasm(None)
+        .build()
+        .unwrap();
+    let rt = super::common::rt();
+    let read = |p: &str| {
+        let c = ToolCall::parse(
+            &serde_json::json!({"tool": "read_file", "args": {"path": p}}).to_string(),
+        )
+        .unwrap();
+        rt.block_on(exec.run(&c)).unwrap()
+    };
+    let o = read("escape_link/../etc/passwd");
+    assert_eq!(o.status, toolgate::Status::Denied, "{o:?}");
+    assert!(
+        o.reasons
+            .iter()
+            .any(|r| r.contains("outside the workspace")),
+        "{:?}",
+        o.reasons
+    );
+    let o = read("down/../x");
+    assert_eq!(o.stdout, "beside the target\n", "{o:?}");
+}
