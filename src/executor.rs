@@ -470,7 +470,7 @@ impl Executor {
                         "confirmation {} was approved, but judged again before running: {why}",
                         a.confirmation_id
                     ));
-                    return Ok(denied(dedup(reasons), Some(a)));
+                    return Ok(denied(crate::policy::dedup(reasons), Some(a)));
                 }
                 plan = now.plan;
                 answer = Some(a);
@@ -904,16 +904,6 @@ fn changed_since_approval(approved: &Verdict, now: &Verdict) -> Option<String> {
         }
         Decision::Ask | Decision::Allow => None,
     }
-}
-
-fn dedup(v: Vec<String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(v.len());
-    for s in v {
-        if !out.contains(&s) {
-            out.push(s);
-        }
-    }
-    out
 }
 
 fn ms(d: Duration) -> f64 {

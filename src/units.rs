@@ -11,16 +11,20 @@ pub fn now_ms() -> u128 {
         .unwrap_or(0)
 }
 
-/// Parses `"123"`, `"64KiB"`, `"256MiB"`, `"1GiB"`, `"10MB"` into bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+/// `"1.5s"` → (1.5, `"s"`): the leading number and what follows it.
+fn number_and_unit(s: &str) -> Option<(f64, &str)> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (e.g. 64KiB, 256MiB, 1GiB)"))?;
+    Some((num.parse().ok()?, unit))
+}
+
+/// Parses `"123"`, `"64KiB"`, `"256MiB"`, `"1GiB"`, `"10MB"` into bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (n, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("invalid size {s:?} (e.g. 64KiB, 256MiB, 1GiB)"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -44,14 +48,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"2m"`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (e.g. 500ms, 2s, 1m)"))?;
+    let (n, unit) =
+        number_and_unit(s).ok_or_else(|| format!("invalid duration {s:?} (e.g. 500ms, 2s, 1m)"))?;
     let secs = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1000.0,

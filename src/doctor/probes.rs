@@ -69,8 +69,8 @@ impl Finding {
     }
 
     /// The sandbox itself failed while probing: the limit is not proven.
-    fn sandbox_failed(promised: String, e: SandboxError) -> Finding {
-        Finding::new(promised, Status::Failed, e.to_string())
+    fn sandbox_failed(promised: &str, e: SandboxError) -> Finding {
+        Finding::new(promised.to_string(), Status::Failed, e.to_string())
     }
 }
 
@@ -91,8 +91,9 @@ impl Probe {
         }
     }
 
+    /// The probe's finding; a sandbox that failed to run it is one too.
     async fn run(self, p: &Prober<'_>) -> Finding {
-        match self {
+        let found = match self {
             Probe::Memory => memory(p).await,
             Probe::CpuTime => cpu_time(p).await,
             Probe::WallTime => wall_time(p).await,
@@ -104,7 +105,8 @@ impl Probe {
             Probe::FileSize => file_size(p).await,
             Probe::Output => output(p).await,
             Probe::Environment => environment(p).await,
-        }
+        };
+        found.unwrap_or_else(|failed| failed)
     }
 }
 
@@ -259,22 +261,13 @@ fn how(o: &RawOutput) -> String {
             None => "killed".into(),
         }
     } else {
-        let hits: Vec<String> = o
-            .limits_hit
-            .iter()
-            .map(|h| {
-                serde_json::to_value(h)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_else(|| format!("{h:?}"))
-            })
-            .collect();
+        let hits: Vec<&str> = o.limits_hit.iter().map(|h| h.as_str()).collect();
         format!("stopped: {}", hits.join(", "))
     }
 }
 
 /// Allocate (and write) twice the cap in 16 MiB steps.
-async fn memory(p: &Prober<'_>) -> Finding {
+async fn memory(p: &Prober<'_>) -> Result<Finding, Finding> {
     let l = &p.limits;
     let target = (l.memory_bytes * 2) >> 20;
     let code = format!(
@@ -282,10 +275,10 @@ async fn memory(p: &Prober<'_>) -> Finding {
         steps = target.div_ceil(16)
     );
     let promised = format!("memory ≤ {}", mib(l.memory_bytes));
-    let o = match p.py(&code).await {
-        Ok(o) => o,
-        Err(e) => return Finding::sandbox_failed(promised, e),
-    };
+    let o = p
+        .py(&code)
+        .await
+        .map_err(|e| Finding::sandbox_failed(&promised, e))?;
     let reached = out(&o)
         .lines()
         .rev()
@@ -298,31 +291,24 @@ async fn memory(p: &Prober<'_>) -> Finding {
     } else {
         Status::Degraded
     };
-    Finding::new(
+    Ok(Finding::new(
         promised,
         status,
         format!("allocating {target} MiB: {} after {reached} MiB", how(&o)),
-    )
+    ))
 }
 
 /// A busy loop, with wall time to spare so only CPU can stop it.
-async fn cpu_time(p: &Prober<'_>) -> Finding {
+async fn cpu_time(p: &Prober<'_>) -> Result<Finding, Finding> {
     let l = &p.limits;
     let mut cpu_limits = l.clone();
     // Wall time to spare even on a loaded machine, so only CPU can stop it.
     cpu_limits.wall_time = l.wall_time.max(l.cpu_time * 4 + Duration::from_secs(5));
     let promised = format!("cpu ≤ {}", secs(l.cpu_time));
-    let o = match p
-        .py_with(
-            "while True:\n    pass\n",
-            cpu_limits,
-            MountAccess::ReadWrite,
-        )
+    let o = p
+        .py_with("while True:\n pass\n", cpu_limits, MountAccess::ReadWrite)
         .await
-    {
-        Ok(o) => o,
-        Err(e) => return Finding::sandbox_failed(promised, e),
-    };
+        .map_err(|e| Finding::sandbox_failed(&promised, e))?;
     let status = if o.limits_hit.contains(&LimitHit::TimeoutCpu) {
         Status::Enforced
     } else if o.limits_hit.contains(&LimitHit::TimeoutWall) {
@@ -330,21 +316,21 @@ async fn cpu_time(p: &Prober<'_>) -> Finding {
     } else {
         Status::Failed
     };
-    Finding::new(
+    Ok(Finding::new(
         promised,
         status,
         format!("busy loop: {} after {}", how(&o), secs(o.duration)),
-    )
+    ))
 }
 
 /// Sleep far beyond the wall limit.
-async fn wall_time(p: &Prober<'_>) -> Finding {
+async fn wall_time(p: &Prober<'_>) -> Result<Finding, Finding> {
     let l = &p.limits;
     let promised = format!("wall ≤ {}", secs(l.wall_time));
-    let o = match p.py("import time\ntime.sleep(3600)\nprint('woke')\n").await {
-        Ok(o) => o,
-        Err(e) => return Finding::sandbox_failed(promised, e),
-    };
+    let o = p
+        .py("import time\ntime.sleep(3600)\nprint('woke')\n")
+        .await
+        .map_err(|e| Finding::sandbox_failed(&promised, e))?;
     let late = o.duration > l.wall_time + Duration::from_secs(5);
     let status = if out(&o).contains("woke") || o.exit_code == Some(0) {
         Status::Failed
@@ -353,25 +339,25 @@ async fn wall_time(p: &Prober<'_>) -> Finding {
     } else {
         Status::Degraded
     };
-    Finding::new(
+    Ok(Finding::new(
         promised,
         status,
         format!("sleep 3600 s: {} after {}", how(&o), secs(o.duration)),
-    )
+    ))
 }
 
 /// Fork until refused.
-async fn pids(p: &Prober<'_>) -> Finding {
+async fn pids(p: &Prober<'_>) -> Result<Finding, Finding> {
     let l = &p.limits;
     let promised = format!("pids ≤ {}", l.pids);
     let code = format!(
         "import os, time\nn = 0\nerr = 'none'\ntry:\n    for i in range({cap}):\n        pid = os.fork()\n        if pid == 0:\n            time.sleep(30)\n            os._exit(0)\n        n += 1\nexcept Exception as e:\n    err = type(e).__name__\nprint(n, err)\n",
         cap = l.pids as u64 * 4 + 16
     );
-    let o = match p.py(&code).await {
-        Ok(o) => o,
-        Err(e) => return Finding::sandbox_failed(promised, e),
-    };
+    let o = p
+        .py(&code)
+        .await
+        .map_err(|e| Finding::sandbox_failed(&promised, e))?;
     let text = out(&o);
     let mut it = text.split_whitespace();
     let n: Option<u64> = it.next().and_then(|s| s.parse().ok());
@@ -397,12 +383,12 @@ async fn pids(p: &Prober<'_>) -> Finding {
             format!("probe did not report ({}): {}", how(&o), text),
         ),
     };
-    Finding::new(promised, status, ev)
+    Ok(Finding::new(promised, status, ev))
 }
 
 /// The sandbox's own view of the network: interfaces and routes. No packet
 /// is sent anywhere.
-async fn network(p: &Prober<'_>) -> Finding {
+async fn network(p: &Prober<'_>) -> Result<Finding, Finding> {
     let promised = match &p.network {
         NetworkMode::None => "network: none".to_string(),
         NetworkMode::Open => "network: open (by policy)".to_string(),
@@ -429,10 +415,10 @@ r6 = read('/proc/net/ipv6_route')
 routes6 = len([l for l in r6.splitlines() if not l.split()[-1] == 'lo']) if r6 else 0
 print('socket=%s ifaces=%s routes=%d routes6=%d' % (sock, ','.join(ifaces) or '-', routes, routes6))
 "#;
-    let o = match p.py(code).await {
-        Ok(o) => o,
-        Err(e) => return Finding::sandbox_failed(promised, e),
-    };
+    let o = p
+        .py(code)
+        .await
+        .map_err(|e| Finding::sandbox_failed(&promised, e))?;
     let t = out(&o);
     let field = |k: &str| {
         t.split_whitespace()
@@ -458,11 +444,11 @@ print('socket=%s ifaces=%s routes=%d routes6=%d' % (sock, ','.join(ifaces) or '-
     } else {
         format!("from inside: {t}")
     };
-    Finding::new(promised, status, ev)
+    Ok(Finding::new(promised, status, ev))
 }
 
 /// Write outside the workspace.
-async fn fs_write_outside(p: &Prober<'_>) -> Finding {
+async fn fs_write_outside(p: &Prober<'_>) -> Result<Finding, Finding> {
     let code = r#"
 import os
 hits = []
@@ -478,36 +464,33 @@ for d in ['/', '/etc', '/usr', '/home', '/root', '/var']:
 print('written=' + (','.join(hits) or '-'))
 "#;
     let promised = "no writes outside the workspace".to_string();
-    let o = match p.py(code).await {
-        Ok(o) => o,
-        Err(e) => return Finding::sandbox_failed(promised, e),
-    };
+    let o = p
+        .py(code)
+        .await
+        .map_err(|e| Finding::sandbox_failed(&promised, e))?;
     let t = out(&o);
     let status = if t == "written=-" {
         Status::Enforced
     } else {
         Status::Failed
     };
-    Finding::new(
+    Ok(Finding::new(
         promised,
         status,
         format!("tried /, /etc, /usr, /home, /root, /var: {t}"),
-    )
+    ))
 }
 
 /// A read-only workspace stays read-only (checked on the host too).
-async fn fs_readonly(p: &Prober<'_>) -> Finding {
+async fn fs_readonly(p: &Prober<'_>) -> Result<Finding, Finding> {
     let code = format!(
         "try:\n    open('{GUEST_WORKSPACE}/ro-probe', 'w').write('x')\n    print('written')\nexcept Exception as e:\n    print('refused', type(e).__name__)\n"
     );
     let promised = "read-only workspace refuses writes".to_string();
-    let o = match p
+    let o = p
         .py_with(&code, p.limits.clone(), MountAccess::ReadOnly)
         .await
-    {
-        Ok(o) => o,
-        Err(e) => return Finding::sandbox_failed(promised, e),
-    };
+        .map_err(|e| Finding::sandbox_failed(&promised, e))?;
     let t = out(&o);
     let leaked = p.workspace().join("ro-probe").exists();
     let status = if t.starts_with("refused") && !leaked {
@@ -515,21 +498,25 @@ async fn fs_readonly(p: &Prober<'_>) -> Finding {
     } else {
         Status::Failed
     };
-    Finding::new(promised, status, format!("write attempt: {t}"))
+    Ok(Finding::new(
+        promised,
+        status,
+        format!("write attempt: {t}"),
+    ))
 }
 
 /// A host file outside the workspace, by its host path and through a
 /// symlink planted in the workspace.
-async fn fs_read_host(p: &Prober<'_>) -> Finding {
+async fn fs_read_host(p: &Prober<'_>) -> Result<Finding, Finding> {
     let code = format!(
         "res = []\nfor p in [{host:?}, '{GUEST_WORKSPACE}/link-to-secret', 'link-to-secret']:\n    try:\n        res.append(open(p).read())\n    except Exception as e:\n        res.append('refused:' + type(e).__name__)\nprint('|'.join(res))\n",
         host = p.scene.secret_path.display().to_string()
     );
     let promised = "host files outside the workspace unreadable".to_string();
-    let o = match p.py(&code).await {
-        Ok(o) => o,
-        Err(e) => return Finding::sandbox_failed(promised, e),
-    };
+    let o = p
+        .py(&code)
+        .await
+        .map_err(|e| Finding::sandbox_failed(&promised, e))?;
     let t = out(&o);
     let secret = p.scene.secret.as_str();
     let leaked = String::from_utf8_lossy(&o.stdout).contains(secret)
@@ -539,32 +526,32 @@ async fn fs_read_host(p: &Prober<'_>) -> Finding {
     } else {
         Status::Enforced
     };
-    Finding::new(
+    Ok(Finding::new(
         promised,
         status,
         format!("host path, symlink in workspace: {}", t.replace('|', ", ")),
-    )
+    ))
 }
 
 /// Write a file past the size limit; the file on the host is the judge.
-async fn file_size(p: &Prober<'_>) -> Finding {
+async fn file_size(p: &Prober<'_>) -> Result<Finding, Finding> {
     let l = &p.limits;
     let promised = format!("files ≤ {}", mib(l.file_size));
     if p.kind == BackendKind::Wasm {
-        return Finding::new(
+        return Ok(Finding::new(
             promised,
             Status::Unavailable,
             "WASI has no file-size limit; write_file checks sizes, and a read-only wasm workspace prevents writes (documented)".into(),
-        );
+        ));
     }
     let steps = (l.file_size >> 20) + 4;
     let code = format!(
         "import os\nn = 0\ntry:\n    with open('/workspace/big', 'wb') as f:\n        for i in range({steps}):\n            f.write(b'x' * (1 << 20))\n            f.flush()\n            n += 1\n    print('wrote', n)\nexcept Exception as e:\n    print('refused', n, type(e).__name__)\n"
     );
-    let o = match p.py(&code).await {
-        Ok(o) => o,
-        Err(e) => return Finding::sandbox_failed(promised, e),
-    };
+    let o = p
+        .py(&code)
+        .await
+        .map_err(|e| Finding::sandbox_failed(&promised, e))?;
     let big = p.workspace().join("big");
     let size = std::fs::metadata(&big).map(|m| m.len()).unwrap_or(0);
     let _ = std::fs::remove_file(&big);
@@ -573,7 +560,7 @@ async fn file_size(p: &Prober<'_>) -> Finding {
     } else {
         Status::Failed
     };
-    Finding::new(
+    Ok(Finding::new(
         promised,
         status,
         format!(
@@ -581,28 +568,28 @@ async fn file_size(p: &Prober<'_>) -> Finding {
             out(&o),
             how(&o)
         ),
-    )
+    ))
 }
 
 /// Print four times the output cap.
-async fn output(p: &Prober<'_>) -> Finding {
+async fn output(p: &Prober<'_>) -> Result<Finding, Finding> {
     let l = &p.limits;
     let promised = format!("output ≤ {} bytes per stream", l.output_bytes);
     let code = format!(
         "import sys\nfor i in range({n}):\n    sys.stdout.write('y' * 1023 + '\\n')\n",
         n = (l.output_bytes * 4).div_ceil(1024)
     );
-    let o = match p.py(&code).await {
-        Ok(o) => o,
-        Err(e) => return Finding::sandbox_failed(promised, e),
-    };
+    let o = p
+        .py(&code)
+        .await
+        .map_err(|e| Finding::sandbox_failed(&promised, e))?;
     let n = o.stdout.len() as u64;
     let status = if n <= l.output_bytes && o.stdout_truncated {
         Status::Enforced
     } else {
         Status::Failed
     };
-    Finding::new(
+    Ok(Finding::new(
         promised,
         status,
         format!(
@@ -610,17 +597,17 @@ async fn output(p: &Prober<'_>) -> Finding {
             l.output_bytes * 4,
             o.stdout_truncated
         ),
-    )
+    ))
 }
 
 /// No host variable's value is visible inside.
-async fn environment(p: &Prober<'_>) -> Finding {
+async fn environment(p: &Prober<'_>) -> Result<Finding, Finding> {
     let promised = "no host environment inside".to_string();
     let code = "import os\nfor k, v in os.environ.items():\n    print(k + '=' + v)\n";
-    let o = match p.py(code).await {
-        Ok(o) => o,
-        Err(e) => return Finding::sandbox_failed(promised, e),
-    };
+    let o = p
+        .py(code)
+        .await
+        .map_err(|e| Finding::sandbox_failed(&promised, e))?;
     let inside = String::from_utf8_lossy(&o.stdout).to_string();
     let names: Vec<&str> = inside.lines().filter_map(|l| l.split('=').next()).collect();
     // Variables every image sets for itself; their values may match the
@@ -634,23 +621,23 @@ async fn environment(p: &Prober<'_>) -> Finding {
         .map(|(k, _)| k)
         .collect();
     if !leaked.is_empty() {
-        return Finding::new(
+        return Ok(Finding::new(
             promised,
             Status::Failed,
             format!("host values visible inside: {}", leaked.join(", ")),
-        );
+        ));
     }
     let shown = if names.is_empty() {
         "-".to_string()
     } else {
         names.join(", ")
     };
-    Finding::new(
+    Ok(Finding::new(
         promised,
         Status::Enforced,
         format!(
             "{} variables inside ({shown}); none carries a host value",
             names.len()
         ),
-    )
+    ))
 }

@@ -785,7 +785,8 @@ impl Policy {
     }
 }
 
-fn dedup(v: Vec<String>) -> Vec<String> {
+/// `v` without repeats, first occurrences kept in order.
+pub(crate) fn dedup(v: Vec<String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(v.len());
     for s in v {
         if !out.contains(&s) {
