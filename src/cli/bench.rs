@@ -74,6 +74,52 @@ async fn time_calls(
     Ok(v)
 }
 
+fn wasm_executor(ws: &std::path::Path, pool: usize) -> anyhow::Result<Executor> {
+    Ok(Executor::builder(Policy::builtin_default())
+        .workspace(ws)
+        .wasm(Some(WasmConfig {
+            pool_size: pool,
+            ..WasmConfig::default()
+        }))
+        .build()?)
+}
+
+/// Calls per second of `total` back-to-back calls from 2 concurrent
+/// workers, no pool.
+async fn throughput(
+    ws: &std::path::Path,
+    lang: &str,
+    code: &str,
+    total: usize,
+) -> anyhow::Result<f64> {
+    let call = Arc::new(code_call(lang, code)?);
+    let exec = Arc::new(wasm_executor(ws, 0)?);
+    exec.run(&call).await?;
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (e, c) = (exec.clone(), call.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..total / 2 {
+                let o = e.run(&c).await?;
+                anyhow::ensure!(o.succeeded(), "throughput call failed");
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(total as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Figures of one run: rows (p50/p95 per case) and single figures.
+#[derive(Default)]
+struct Figures {
+    rows: Vec<Row>,
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
 pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let ws = tempfile::tempdir()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -81,12 +127,21 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     let n = a.iterations.max(5);
-    let mut rows = Vec::new();
-    let mut extra = serde_json::Map::new();
+    let mut f = Figures::default();
+    f.policy(ws.path())?;
+    f.audit(ws.path())?;
+    f.wasm(&rt, ws.path(), n, Duration::from_millis(a.pool_gap_ms))?;
+    f.docker(&rt, ws.path(), n)?;
+    f.native(n)?;
+    f.print(a.json)?;
+    Ok(toolgate::exit::OK)
+}
 
-    // Policy evaluation alone: the shipped default and a 100-rule policy.
-    std::fs::create_dir_all(ws.path().join("src/policy"))?;
-    let calls: Vec<ToolCall> = [
+impl Figures {
+    /// Policy evaluation alone: the shipped default and a 100-rule policy.
+    fn policy(&mut self, ws: &std::path::Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(ws.join("src/policy"))?;
+        let calls: Vec<ToolCall> = [
         r#"{"tool":"read_file","args":{"path":"src/policy/mod.rs"}}"#,
         r#"{"tool":"write_file","args":{"path":"docs/guide/intro.md","content":"Some text for the guide.\n"}}"#,
         r#"{"tool":"run_command","args":{"command":"cargo test --all -- --nocapture 2>&1 | tail -n 50"}}"#,
@@ -96,222 +151,227 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     .iter()
     .map(|c| ToolCall::parse(c))
     .collect::<Result<_, _>>()?;
-    let policies = [
-        ("default policy", Policy::builtin_default()),
-        (
-            "100-rule policy",
-            Policy::from_toml(
-                include_str!("../../benches/policy-100.toml"),
-                "policy-100.toml",
-            )?,
-        ),
-    ];
-    for (label, policy) in &policies {
-        let mut ev = Vec::new();
-        for i in 0..50_000 {
-            let c = &calls[i % calls.len()];
-            let t = Instant::now();
-            std::hint::black_box(policy.evaluate(c, ws.path()));
-            ev.push(t.elapsed());
+        let policies = [
+            ("default policy", Policy::builtin_default()),
+            (
+                "100-rule policy",
+                Policy::from_toml(
+                    include_str!("../../benches/policy-100.toml"),
+                    "policy-100.toml",
+                )?,
+            ),
+        ];
+        for (label, policy) in &policies {
+            let mut ev = Vec::new();
+            for i in 0..50_000 {
+                let c = &calls[i % calls.len()];
+                let t = Instant::now();
+                std::hint::black_box(policy.evaluate(c, ws));
+                ev.push(t.elapsed());
+            }
+            let mut evs = ev.clone();
+            let p99_us = pct(&mut evs, 0.99) * 1e3;
+            self.extra.insert(
+                format!("policy_evaluate_p99_us ({label})"),
+                ((p99_us * 10.0).round() / 10.0).into(),
+            );
+            self.rows.push(row(
+                &format!("policy.evaluate, {label}, 5 realistic calls"),
+                ev,
+            ));
         }
-        let mut evs = ev.clone();
-        let p99_us = pct(&mut evs, 0.99) * 1e3;
-        extra.insert(
-            format!("policy_evaluate_p99_us ({label})"),
-            ((p99_us * 10.0).round() / 10.0).into(),
-        );
-        rows.push(row(
-            &format!("policy.evaluate, {label}, 5 realistic calls"),
-            ev,
-        ));
+        Ok(())
     }
 
-    // Audit append, fsynced, with a realistic entry.
-    {
-        let log = toolgate::audit::AuditLog::open(
-            ws.path().join("bench-audit.log"),
-            Some(b"bench-key".to_vec()),
-        )?;
-        let rec = serde_json::json!({"kind": "call", "call_id": "call_0123456789", "principal": "local", "tool": "run_command",
+    /// Audit append, fsynced, with a realistic entry.
+    fn audit(&mut self, ws: &std::path::Path) -> anyhow::Result<()> {
+        {
+            let log = toolgate::audit::AuditLog::open(
+                ws.join("bench-audit.log"),
+                Some(b"bench-key".to_vec()),
+            )?;
+            let rec = serde_json::json!({"kind": "call", "call_id": "call_0123456789", "principal": "local", "tool": "run_command",
             "args": {"command": "cargo test --all -- --nocapture"}, "decision": "allow", "reasons": [], "matched_rules": ["build-and-test"],
             "backend": "docker", "limits": {"memory_bytes": 268435456, "cpu_time_ms": 10000}, "outcome": {"status": "completed", "exit_code": 0, "stdout_bytes": 1234}});
-        let mut v = Vec::new();
-        for _ in 0..300 {
-            let t = Instant::now();
-            log.append(&rec)?;
-            v.push(t.elapsed());
+            let mut v = Vec::new();
+            for _ in 0..300 {
+                let t = Instant::now();
+                log.append(&rec)?;
+                v.push(t.elapsed());
+            }
+            self.rows.push(row("audit append (fsynced, with HMAC)", v));
         }
-        rows.push(row("audit append (fsynced, with HMAC)", v));
+        Ok(())
     }
 
-    let build = |pool: usize| -> anyhow::Result<Executor> {
-        Ok(Executor::builder(Policy::builtin_default())
-            .workspace(ws.path())
-            .wasm(Some(WasmConfig {
-                pool_size: pool,
-                ..WasmConfig::default()
-            }))
-            .build()?)
-    };
-    let cold = build(0)?;
-    let pooled = build(2)?;
-    let gap = Duration::from_millis(a.pool_gap_ms);
-    let cases: &[(&str, &str, &str, usize)] = &[
-        ("python print(1)", "python", "print(1)", n),
-        (
-            "python import json, re, collections",
-            "python",
-            "import json, re, collections\nprint(len(json.dumps(collections.Counter(re.findall('a', 'banana')))))",
-            n,
-        ),
-        (
-            "python sum(i*i for i in range(10**6))",
-            "python",
-            "print(sum(i*i for i in range(10**6)))",
-            5,
-        ),
-        (
-            "javascript console.log(1)",
-            "javascript",
-            "console.log(1)",
-            n,
-        ),
-        (
-            "javascript loop 1e6",
-            "javascript",
-            "let s=0; for (let i=0;i<1e6;i++) s+=i*i; console.log(s)",
-            10,
-        ),
-    ];
-    rt.block_on(async {
-        for (name, lang, code, reps) in cases {
-            let call = code_call(lang, code)?;
-            rows.push(row(
-                &format!("{name} — no pool"),
-                time_calls(&cold, &call, *reps, Duration::ZERO).await?,
-            ));
-            rows.push(row(
-                &format!("{name} — warm pool"),
-                time_calls(&pooled, &call, *reps, gap).await?,
-            ));
-        }
-        // Throughput: back-to-back calls from 2 concurrent workers, no pool.
-        for (lang, code) in [("python", "print(1)"), ("javascript", "console.log(1)")] {
-            let call = Arc::new(code_call(lang, code)?);
-            let exec = Arc::new(build(0)?);
-            exec.run(&call).await?;
-            let total = if lang == "python" { 60 } else { 400 };
-            let t = Instant::now();
-            let mut tasks = Vec::new();
-            for _ in 0..2 {
-                let (e, c) = (exec.clone(), call.clone());
-                tasks.push(tokio::spawn(async move {
-                    for _ in 0..total / 2 {
-                        let o = e.run(&c).await?;
-                        anyhow::ensure!(o.succeeded(), "throughput call failed");
-                    }
-                    Ok::<_, anyhow::Error>(())
-                }));
+    /// Wasm calls without and with a warm pool, and throughput at 2 workers.
+    fn wasm(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        ws: &std::path::Path,
+        n: usize,
+        gap: Duration,
+    ) -> anyhow::Result<()> {
+        let cold = wasm_executor(ws, 0)?;
+        let pooled = wasm_executor(ws, 2)?;
+        let cases: &[(&str, &str, &str, usize)] = &[
+            ("python print(1)", "python", "print(1)", n),
+            (
+                "python import json, re, collections",
+                "python",
+                "import json, re, collections\nprint(len(json.dumps(collections.Counter(re.findall('a', 'banana')))))",
+                n,
+            ),
+            (
+                "python sum(i*i for i in range(10**6))",
+                "python",
+                "print(sum(i*i for i in range(10**6)))",
+                5,
+            ),
+            (
+                "javascript console.log(1)",
+                "javascript",
+                "console.log(1)",
+                n,
+            ),
+            (
+                "javascript loop 1e6",
+                "javascript",
+                "let s=0; for (let i=0;i<1e6;i++) s+=i*i; console.log(s)",
+                10,
+            ),
+        ];
+        rt.block_on(async {
+            for (name, lang, code, reps) in cases {
+                let call = code_call(lang, code)?;
+                self.rows.push(row(
+                    &format!("{name} — no pool"),
+                    time_calls(&cold, &call, *reps, Duration::ZERO).await?,
+                ));
+                self.rows.push(row(
+                    &format!("{name} — warm pool"),
+                    time_calls(&pooled, &call, *reps, gap).await?,
+                ));
             }
-            for t in tasks {
-                t.await??;
+            for (lang, code, total) in [
+                ("python", "print(1)", 60),
+                ("javascript", "console.log(1)", 400),
+            ] {
+                let per_s = throughput(ws, lang, code, total).await?;
+                self.extra.insert(
+                    format!("{lang}_hello_calls_per_s_2_workers"),
+                    ((per_s * 10.0).round() / 10.0).into(),
+                );
             }
-            let per_s = total as f64 / t.elapsed().as_secs_f64();
-            extra.insert(
-                format!("{lang}_hello_calls_per_s_2_workers"),
-                ((per_s * 10.0).round() / 10.0).into(),
-            );
-        }
-        Ok::<_, anyhow::Error>(())
-    })?;
+            Ok::<_, anyhow::Error>(())
+        })?;
+        Ok(())
+    }
 
-    // Docker: a pooled call against `docker run --rm` of the same image.
-    let docker = rt.block_on(toolgate::sandbox::docker::DockerBackend::connect(
-        toolgate::sandbox::docker::DockerConfig {
-            pool_size: 2,
-            ..Default::default()
-        },
-    ));
-    match docker {
-        Err(e) => eprintln!("docker figures skipped: {e}"),
-        Ok(b) => {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(ws.path(), std::fs::Permissions::from_mode(0o777))?;
-            let exec = Executor::builder(Policy::builtin_default())
-                .workspace(ws.path())
-                .wasm(None)
-                .docker(Arc::new(b))
-                .build()?;
-            let call = ToolCall::parse(r#"{"tool":"run_command","args":{"command":"echo hi"}}"#)?;
-            let v = rt.block_on(time_calls(&exec, &call, n, Duration::from_millis(400)))?;
-            rt.block_on(exec.close());
-            let pooled = row("docker run_command `echo hi` — warm pool", v);
-            let image = Policy::builtin_default().settings().docker.image.clone();
+    /// Docker: a pooled call against `docker run --rm` of the same image.
+    fn docker(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        ws: &std::path::Path,
+        n: usize,
+    ) -> anyhow::Result<()> {
+        let docker = rt.block_on(toolgate::sandbox::docker::DockerBackend::connect(
+            toolgate::sandbox::docker::DockerConfig {
+                pool_size: 2,
+                ..Default::default()
+            },
+        ));
+        match docker {
+            Err(e) => eprintln!("docker figures skipped: {e}"),
+            Ok(b) => {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(ws, std::fs::Permissions::from_mode(0o777))?;
+                let exec = Executor::builder(Policy::builtin_default())
+                    .workspace(ws)
+                    .wasm(None)
+                    .docker(Arc::new(b))
+                    .build()?;
+                let call =
+                    ToolCall::parse(r#"{"tool":"run_command","args":{"command":"echo hi"}}"#)?;
+                let v = rt.block_on(time_calls(&exec, &call, n, Duration::from_millis(400)))?;
+                rt.block_on(exec.close());
+                let pooled = row("docker run_command `echo hi` — warm pool", v);
+                let image = Policy::builtin_default().settings().docker.image.clone();
+                let mut v = Vec::new();
+                for _ in 0..n {
+                    let t = Instant::now();
+                    #[allow(clippy::disallowed_methods)]
+                    // the reference the pool is measured against
+                    let ok = std::process::Command::new("docker")
+                        .args(["run", "--rm", "--network", "none", &image, "echo", "hi"])
+                        .output()?
+                        .status
+                        .success();
+                    v.push(t.elapsed());
+                    anyhow::ensure!(ok, "docker run failed");
+                }
+                let plain = row(&format!("docker run --rm {image} echo hi (reference)"), v);
+                self.extra.insert(
+                    "docker_pool_speedup_vs_docker_run".into(),
+                    ((plain.p50_ms / pooled.p50_ms * 10.0).round() / 10.0).into(),
+                );
+                self.rows.push(pooled);
+                self.rows.push(plain);
+            }
+        }
+        Ok(())
+    }
+
+    /// Native CPython for scale (spawned directly, not through a shim).
+    fn native(&mut self, n: usize) -> anyhow::Result<()> {
+        if let Some(py) = ["/usr/bin/python3", "/usr/local/bin/python3"]
+            .iter()
+            .find(|p| std::path::Path::new(p).exists())
+        {
             let mut v = Vec::new();
             for _ in 0..n {
                 let t = Instant::now();
-                #[allow(clippy::disallowed_methods)] // the reference the pool is measured against
-                let ok = std::process::Command::new("docker")
-                    .args(["run", "--rm", "--network", "none", &image, "echo", "hi"])
+                #[allow(clippy::disallowed_methods)] // reference measurement, not a tool call
+                let ok = std::process::Command::new(py)
+                    .args(["-c", "print(1)"])
                     .output()?
                     .status
                     .success();
                 v.push(t.elapsed());
-                anyhow::ensure!(ok, "docker run failed");
+                anyhow::ensure!(ok, "native python failed");
             }
-            let plain = row(&format!("docker run --rm {image} echo hi (reference)"), v);
-            extra.insert(
-                "docker_pool_speedup_vs_docker_run".into(),
-                ((plain.p50_ms / pooled.p50_ms * 10.0).round() / 10.0).into(),
-            );
-            rows.push(pooled);
-            rows.push(plain);
+            self.rows
+                .push(row(&format!("native {py} -c 'print(1)' (reference)"), v));
         }
+        Ok(())
     }
 
-    // Native CPython for scale (spawned directly, not through a shim).
-    if let Some(py) = ["/usr/bin/python3", "/usr/local/bin/python3"]
-        .iter()
-        .find(|p| std::path::Path::new(p).exists())
-    {
-        let mut v = Vec::new();
-        for _ in 0..n {
-            let t = Instant::now();
-            #[allow(clippy::disallowed_methods)] // reference measurement, not a tool call
-            let ok = std::process::Command::new(py)
-                .args(["-c", "print(1)"])
-                .output()?
-                .status
-                .success();
-            v.push(t.elapsed());
-            anyhow::ensure!(ok, "native python failed");
-        }
-        rows.push(row(&format!("native {py} -c 'print(1)' (reference)"), v));
-    }
-
-    if a.json {
-        let v = serde_json::json!({"cases": rows, "figures": extra});
-        outln!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        outln!(
-            "{:<58} {:>5} {:>10} {:>10}",
-            "case",
-            "n",
-            "p50 ms",
-            "p95 ms"
-        );
-        for r in &rows {
+    fn print(&self, json: bool) -> anyhow::Result<()> {
+        let (rows, extra) = (&self.rows, &self.extra);
+        if json {
+            let v = serde_json::json!({"cases": rows, "figures": extra});
+            outln!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
             outln!(
-                "{:<58} {:>5} {:>10.3} {:>10.3}",
-                r.case,
-                r.n,
-                r.p50_ms,
-                r.p95_ms
+                "{:<58} {:>5} {:>10} {:>10}",
+                "case",
+                "n",
+                "p50 ms",
+                "p95 ms"
             );
+            for r in rows {
+                outln!(
+                    "{:<58} {:>5} {:>10.3} {:>10.3}",
+                    r.case,
+                    r.n,
+                    r.p50_ms,
+                    r.p95_ms
+                );
+            }
+            for (k, v) in extra {
+                outln!("{k}: {v}");
+            }
         }
-        for (k, v) in &extra {
-            outln!("{k}: {v}");
-        }
+        Ok(())
     }
-    Ok(toolgate::exit::OK)
 }

@@ -408,6 +408,43 @@ impl Policy {
         let paths = Self::path_policy(&cx, &raw.paths)?;
         let commands = Self::command_policy(&cx, &raw.commands)?;
 
+        let settings = Self::parse_settings(&cx, &raw)?;
+        if let Err((key, message)) = settings.validate() {
+            return Err(cx.err(raw.span_of(key), key, message));
+        }
+
+        for g in &raw.redaction.secret_env {
+            paths::compile_glob(g)
+                .map_err(|e| cx.err(0..0, "redaction.secret_env", e.to_string()))?;
+        }
+
+        Ok(Policy {
+            source: file.to_string(),
+            description: raw.description.clone(),
+            tools,
+            max_arg_bytes: cx.size(&raw.input.max_arg_bytes, "input.max_arg_bytes", 256 << 10)?
+                as usize,
+            flag_decision: cx.opt_decision(
+                &raw.input.flag_decision,
+                "input.flag_decision",
+                Decision::Ask,
+            )?,
+            inspector,
+            paths,
+            commands,
+            settings,
+            redaction: RedactionSettings {
+                enabled: raw.redaction.enabled.unwrap_or(true),
+                secret_env: raw.redaction.secret_env.clone(),
+                secret_files: raw.redaction.secret_files.clone(),
+            },
+            audit_path: raw.audit.path.clone(),
+        })
+    }
+
+    /// Limits, backends, network and mounts from the raw file (each value
+    /// parsed; the cross-checks are [`Settings::validate`]).
+    fn parse_settings(cx: &Ctx, raw: &raw::RawPolicy) -> Result<Settings, PolicyError> {
         let defaults = Limits::default();
         let limits = Limits {
             memory_bytes: cx.size(&raw.limits.memory, "limits.memory", defaults.memory_bytes)?,
@@ -478,37 +515,7 @@ impl Policy {
                 )?,
             },
         };
-        if let Err((key, message)) = settings.validate() {
-            return Err(cx.err(raw.span_of(key), key, message));
-        }
-
-        for g in &raw.redaction.secret_env {
-            paths::compile_glob(g)
-                .map_err(|e| cx.err(0..0, "redaction.secret_env", e.to_string()))?;
-        }
-
-        Ok(Policy {
-            source: file.to_string(),
-            description: raw.description.clone(),
-            tools,
-            max_arg_bytes: cx.size(&raw.input.max_arg_bytes, "input.max_arg_bytes", 256 << 10)?
-                as usize,
-            flag_decision: cx.opt_decision(
-                &raw.input.flag_decision,
-                "input.flag_decision",
-                Decision::Ask,
-            )?,
-            inspector,
-            paths,
-            commands,
-            settings,
-            redaction: RedactionSettings {
-                enabled: raw.redaction.enabled.unwrap_or(true),
-                secret_env: raw.redaction.secret_env.clone(),
-                secret_files: raw.redaction.secret_files.clone(),
-            },
-            audit_path: raw.audit.path.clone(),
-        })
+        Ok(settings)
     }
 
     fn path_policy(cx: &Ctx, raw: &raw::RawPaths) -> Result<PathPolicy, PolicyError> {

@@ -499,19 +499,7 @@ impl DockerBackend {
 
     async fn run_in(&self, id: &str, job: &Job, plan: &Plan) -> Result<RawOutput, SandboxError> {
         let started = Instant::now();
-        let workdir = match &job.cwd {
-            Some(cwd) => {
-                let ws = plan
-                    .mounts
-                    .first()
-                    .map(|m| m.host.clone())
-                    .unwrap_or_default();
-                let parts = crate::workpath::resolve(&ws, cwd)
-                    .map_err(|e| SandboxError::Unsupported(format!("cwd {cwd}: {e}")))?;
-                format!("{}/{}", crate::plan::GUEST_WORKSPACE, parts.join("/"))
-            }
-            None => crate::plan::GUEST_WORKSPACE.into(),
-        };
+        let workdir = Self::workdir(job, plan)?;
         let exec = self
             .inner
             .docker
@@ -587,49 +575,7 @@ impl DockerBackend {
         if timed_out {
             out.limits_hit.push(LimitHit::TimeoutWall);
         } else {
-            let code = self
-                .inner
-                .docker
-                .inspect_exec(&exec.id)
-                .await
-                .map_err(internal("inspect exec"))?
-                .exit_code;
-            out.exit_code = code.map(|c| c as i32);
-            let oom = Self::cgroup_counter(
-                id,
-                ("memory", "memory.oom_control"),
-                "memory.events",
-                "oom_kill ",
-            )
-            .unwrap_or(0)
-                > 0
-                || self
-                    .inner
-                    .docker
-                    .inspect_container(
-                        id,
-                        None::<bollard::query_parameters::InspectContainerOptions>,
-                    )
-                    .await
-                    .ok()
-                    .and_then(|c| c.state?.oom_killed)
-                    .unwrap_or(false);
-            match out.exit_code {
-                Some(137) if oom => out.limits_hit.push(LimitHit::Memory),
-                // SIGXCPU (or the SIGKILL after it): RLIMIT_CPU.
-                Some(152) => out.limits_hit.push(LimitHit::TimeoutCpu),
-                Some(137) if Self::cpu_used(id).unwrap_or_default() >= plan.limits.cpu_time => {
-                    out.limits_hit.push(LimitHit::TimeoutCpu)
-                }
-                _ if oom => out.limits_hit.push(LimitHit::Memory),
-                _ => {}
-            }
-            if matches!(
-                out.limits_hit.last(),
-                Some(LimitHit::Memory | LimitHit::TimeoutCpu)
-            ) {
-                out.exit_code = None;
-            }
+            self.classify_exit(id, &exec.id, plan, &mut out).await?;
         }
         if Self::cgroup_counter(id, ("pids", "pids.events"), "pids.events", "max ").unwrap_or(0) > 0
         {
@@ -641,6 +587,83 @@ impl DockerBackend {
         out.duration = started.elapsed();
         out.cpu_time = Self::cpu_used(id);
         Ok(out)
+    }
+
+    /// The guest's working directory: the call's `cwd`, resolved in the
+    /// workspace the way the kernel reads it.
+    fn workdir(job: &Job, plan: &Plan) -> Result<String, SandboxError> {
+        let Some(cwd) = &job.cwd else {
+            return Ok(crate::plan::GUEST_WORKSPACE.into());
+        };
+        let ws = plan
+            .mounts
+            .first()
+            .map(|m| m.host.clone())
+            .unwrap_or_default();
+        let parts = crate::workpath::resolve(&ws, cwd)
+            .map_err(|e| SandboxError::Unsupported(format!("cwd {cwd}: {e}")))?;
+        Ok(format!(
+            "{}/{}",
+            crate::plan::GUEST_WORKSPACE,
+            parts.join("/")
+        ))
+    }
+
+    /// The exit code of a finished exec and the limit, if any, that ended
+    /// it: an OOM kill is `memory`, SIGXCPU (or the SIGKILL after it) with
+    /// the CPU used up is `timeout_cpu`; a killed program has no exit code.
+    async fn classify_exit(
+        &self,
+        id: &str,
+        exec_id: &str,
+        plan: &Plan,
+        out: &mut RawOutput,
+    ) -> Result<(), SandboxError> {
+        let code = self
+            .inner
+            .docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(internal("inspect exec"))?
+            .exit_code;
+        out.exit_code = code.map(|c| c as i32);
+        let oom_counted = Self::cgroup_counter(
+            id,
+            ("memory", "memory.oom_control"),
+            "memory.events",
+            "oom_kill ",
+        )
+        .unwrap_or(0)
+            > 0;
+        let oom = oom_counted
+            || self
+                .inner
+                .docker
+                .inspect_container(
+                    id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+                .ok()
+                .and_then(|c| c.state?.oom_killed)
+                .unwrap_or(false);
+        match out.exit_code {
+            Some(137) if oom => out.limits_hit.push(LimitHit::Memory),
+            // SIGXCPU (or the SIGKILL after it): RLIMIT_CPU.
+            Some(152) => out.limits_hit.push(LimitHit::TimeoutCpu),
+            Some(137) if Self::cpu_used(id).unwrap_or_default() >= plan.limits.cpu_time => {
+                out.limits_hit.push(LimitHit::TimeoutCpu)
+            }
+            _ if oom => out.limits_hit.push(LimitHit::Memory),
+            _ => {}
+        }
+        if matches!(
+            out.limits_hit.last(),
+            Some(LimitHit::Memory | LimitHit::TimeoutCpu)
+        ) {
+            out.exit_code = None;
+        }
+        Ok(())
     }
 
     /// CPU time the container has used (cgroup), if readable.

@@ -206,6 +206,41 @@ impl App {
     fn calls(&self) -> std::sync::MutexGuard<'_, (HashMap<String, CallRecord>, VecDeque<String>)> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Records a new call as running under `id`, forgetting the oldest
+    /// finished calls beyond the cap; `None` when the id is taken.
+    fn register(
+        &self,
+        id: &str,
+        principal: &str,
+    ) -> Option<(watch::Sender<CallState>, watch::Receiver<CallState>)> {
+        let (tx, rx) = watch::channel(CallState::Running);
+        let mut c = self.calls();
+        if c.0.contains_key(id) {
+            return None;
+        }
+        c.0.insert(
+            id.to_string(),
+            CallRecord {
+                principal: principal.to_string(),
+                state: rx.clone(),
+            },
+        );
+        c.1.push_back(id.to_string());
+        while c.1.len() > self.cfg.keep_calls {
+            let Some(old) = c.1.pop_front() else { break };
+            let done =
+                c.0.get(&old)
+                    .is_some_and(|r| matches!(*r.state.borrow(), CallState::Done { .. }));
+            if done {
+                c.0.remove(&old);
+            } else {
+                c.1.push_back(old);
+                break;
+            }
+        }
+        Some((tx, rx))
+    }
 }
 
 /// The handler of a documented route. Routes exist only through
@@ -396,6 +431,13 @@ async fn post_call_inner(
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "invalid_call", "body is not UTF-8");
     };
+    if q.wait.is_some_and(|w| !w.is_finite() || w < 0.0) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "wait is a number of seconds, 0 to 3600",
+        );
+    }
     let call = match ToolCall::parse(text) {
         Ok(c) => c,
         Err(e) => return error_response(&app.exec, &Error::from(e)),
@@ -427,99 +469,18 @@ async fn post_call_inner(
             }
         }
     };
-    let (tx, rx) = watch::channel(CallState::Running);
-    {
-        let mut c = app.calls();
-        if c.0.contains_key(&call.id) {
-            return error(
-                StatusCode::CONFLICT,
-                "duplicate_id",
-                "a call with this id exists",
-            );
-        }
-        c.0.insert(
-            call.id.clone(),
-            CallRecord {
-                principal: p.name.clone(),
-                state: rx.clone(),
-            },
+    let Some((tx, rx)) = app.register(&call.id, &p.name) else {
+        return error(
+            StatusCode::CONFLICT,
+            "duplicate_id",
+            "a call with this id exists",
         );
-        c.1.push_back(call.id.clone());
-        // Forget the oldest finished calls beyond the cap.
-        while c.1.len() > app.cfg.keep_calls {
-            let Some(old) = c.1.pop_front() else { break };
-            let done =
-                c.0.get(&old)
-                    .is_some_and(|r| matches!(*r.state.borrow(), CallState::Done { .. }));
-            if done {
-                c.0.remove(&old);
-            } else {
-                c.1.push_back(old);
-                break;
-            }
-        }
-    }
-    let exec = app.exec.clone();
-    let principal = p.name.clone();
-    let inflight = app.inflight.clone();
-    inflight.fetch_add(1, Ordering::SeqCst);
+    };
     let id = call.id.clone();
-    tokio::spawn(async move {
-        let result = exec.run_as(&call, &principal).await;
-        let done = match result {
-            Ok(o) => CallState::Done {
-                status: StatusCode::OK,
-                body: serde_json::to_value(&o).unwrap_or(Value::Null),
-                retry_after: None,
-            },
-            Err(e) => error_state(&exec, &e),
-        };
-        let _ = tx.send(done);
-        drop(permit);
-        inflight.fetch_sub(1, Ordering::SeqCst);
-    });
+    spawn_call(&app, call, p.name.clone(), permit, tx);
     let mut rx = rx;
-    if ask {
-        // Wait until the confirmation is registered (or a session approval
-        // let it run), then answer at once unless asked to wait.
-        let gate_id = async {
-            loop {
-                if let Some(c) = app
-                    .exec
-                    .gate()
-                    .pending()
-                    .into_iter()
-                    .find(|c| c.call_id == id)
-                {
-                    return Some(c.id);
-                }
-                if matches!(*rx.borrow(), CallState::Done { .. }) {
-                    return None;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        };
-        let conf = tokio::time::timeout(Duration::from_secs(5), gate_id)
-            .await
-            .ok()
-            .flatten();
-        let wait = q.wait.unwrap_or(0.0).clamp(0.0, 3600.0);
-        let finished = tokio::time::timeout(
-            Duration::from_secs_f64(wait),
-            rx.wait_for(|s| matches!(s, CallState::Done { .. })),
-        )
-        .await;
-        if finished.is_err() {
-            return (
-                StatusCode::ACCEPTED,
-                Json(json!({
-                    "id": id,
-                    "status": "pending",
-                    "confirmation_id": conf,
-                })),
-            )
-                .into_response();
-        }
+    if ask && let Some(pending) = still_pending(&app, &id, &mut rx, q.wait).await {
+        return pending;
     }
     let state = rx
         .wait_for(|s| matches!(s, CallState::Done { .. }))
@@ -533,6 +494,82 @@ async fn post_call_inner(
             "the call ended without a result",
         ),
     }
+}
+
+/// Runs a registered call in the background, publishing its result on `tx`.
+fn spawn_call(
+    app: &Arc<App>,
+    call: ToolCall,
+    principal: String,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    tx: watch::Sender<CallState>,
+) {
+    let exec = app.exec.clone();
+    let inflight = app.inflight.clone();
+    inflight.fetch_add(1, Ordering::SeqCst);
+    tokio::spawn(async move {
+        let done = match exec.run_as(&call, &principal).await {
+            Ok(o) => CallState::Done {
+                status: StatusCode::OK,
+                body: serde_json::to_value(&o).unwrap_or(Value::Null),
+                retry_after: None,
+            },
+            Err(e) => error_state(&exec, &e),
+        };
+        let _ = tx.send(done);
+        drop(permit);
+        inflight.fetch_sub(1, Ordering::SeqCst);
+    });
+}
+
+/// For a call that asks: waits until its confirmation is registered (or a
+/// session approval let it run), then up to `wait` seconds for the result.
+/// `Some(202 pending)` when it is still waiting for a human.
+async fn still_pending(
+    app: &App,
+    id: &str,
+    rx: &mut watch::Receiver<CallState>,
+    wait: Option<f64>,
+) -> Option<Response> {
+    let gate_id = async {
+        loop {
+            if let Some(c) = app
+                .exec
+                .gate()
+                .pending()
+                .into_iter()
+                .find(|c| c.call_id == id)
+            {
+                return Some(c.id);
+            }
+            if matches!(*rx.borrow(), CallState::Done { .. }) {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let conf = tokio::time::timeout(Duration::from_secs(5), gate_id)
+        .await
+        .ok()
+        .flatten();
+    // Non-finite waits are refused before the call is taken (a NaN here
+    // would panic the conversion).
+    let wait = wait
+        .filter(|w| w.is_finite())
+        .unwrap_or(0.0)
+        .clamp(0.0, 3600.0);
+    let finished = tokio::time::timeout(
+        Duration::from_secs_f64(wait),
+        rx.wait_for(|s| matches!(s, CallState::Done { .. })),
+    )
+    .await;
+    finished.is_err().then(|| {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "status": "pending", "confirmation_id": conf})),
+        )
+            .into_response()
+    })
 }
 
 async fn get_call(

@@ -739,6 +739,96 @@ impl Backend for WasmBackend {
     }
 }
 
+/// A store for one guest: WASI with the workspace preopened as the profile
+/// says and nothing else (no network, no environment), the memory cap, and
+/// the epoch callback that enforces CPU and wall time.
+fn new_store(
+    engine: &Engine,
+    loaded: &Loaded,
+    profile: &Profile,
+    shared: &Arc<Shared>,
+    out: (&Sink, &Sink),
+    stdin: tokio::io::ReadHalf<tokio::io::SimplexStream>,
+) -> Result<Store<State>, SandboxError> {
+    let mut b = WasiCtxBuilder::new();
+    b.args(&argv(&loaded.spec.language))
+        .stdin(wasmtime_wasi::cli::AsyncStdinStream::new(stdin))
+        .stdout(out.0.clone())
+        .stderr(out.1.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    if let Some((ws, access)) = &profile.workspace {
+        let perms = match access {
+            MountAccess::ReadOnly => FsPerms::ReadOnly,
+            MountAccess::ReadWrite => FsPerms::ReadWrite,
+        };
+        b.preopened_dir(ws, crate::plan::GUEST_WORKSPACE, perms)
+            .map_err(|e| SandboxError::Workspace {
+                path: ws.display().to_string(),
+                detail: format!("{e:#}"),
+            })?;
+    }
+    let mut store = Store::new(
+        engine,
+        State {
+            wasi: b.build_p1(),
+            limiter: GuestLimiter {
+                memory_cap: profile.memory_cap.min(SLOT_MEMORY) as usize,
+                shared: shared.clone(),
+            },
+        },
+    );
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    let sh = shared.clone();
+    store.epoch_deadline_callback(move |_| {
+        Ok(match sh.over_limit() {
+            Some(h) => {
+                sh.record(h);
+                UpdateDeadline::Interrupt
+            }
+            None => UpdateDeadline::Yield(1),
+        })
+    });
+    Ok(store)
+}
+
+/// How a guest's run ended: its exit code, or the limit or trap that
+/// stopped it (`None`: still blocked in a host call at the wall deadline).
+fn classify(finished: Option<wasmtime::Result<()>>, shared: &Shared, out: &mut RawOutput) {
+    match finished {
+        None => {
+            // Blocked in a host call past the deadline: dropping the future kills it.
+            shared.record(LimitHit::TimeoutWall);
+            out.limits_hit.push(LimitHit::TimeoutWall);
+        }
+        Some(Ok(())) => out.exit_code = Some(0),
+        Some(Err(e)) => {
+            if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                out.exit_code = Some(exit.0);
+            } else if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+                out.limits_hit
+                    .push(shared.hit().unwrap_or(LimitHit::TimeoutWall));
+            } else {
+                out.limits_hit.push(LimitHit::Trap);
+                out.output_untrusted = true;
+                let trap = e.downcast_ref::<Trap>().map(|t| t.to_string());
+                out.detail = Some(match trap {
+                    Some(t) => format!("guest trapped: {t}"),
+                    None => format!(
+                        "guest failed: {}",
+                        e.chain().last().map(|c| c.to_string()).unwrap_or_default()
+                    ),
+                });
+            }
+        }
+    }
+    if shared.memory_hit.load(Ordering::SeqCst) {
+        out.limits_hit.push(LimitHit::Memory);
+    }
+}
+
 /// One guest's whole life, on its own thread.
 async fn guest(
     engine: Engine,
@@ -751,50 +841,14 @@ async fn guest(
     let stdout = Sink::new(0);
     let stderr = Sink::new(64 << 10);
     let (reader, mut writer) = tokio::io::simplex(64 << 10);
-    let setup = (|| -> Result<Store<State>, SandboxError> {
-        let mut b = WasiCtxBuilder::new();
-        b.args(&argv(&loaded.spec.language))
-            .stdin(wasmtime_wasi::cli::AsyncStdinStream::new(reader))
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        if let Some((ws, access)) = &profile.workspace {
-            let perms = match access {
-                MountAccess::ReadOnly => FsPerms::ReadOnly,
-                MountAccess::ReadWrite => FsPerms::ReadWrite,
-            };
-            b.preopened_dir(ws, crate::plan::GUEST_WORKSPACE, perms)
-                .map_err(|e| SandboxError::Workspace {
-                    path: ws.display().to_string(),
-                    detail: format!("{e:#}"),
-                })?;
-        }
-        let mut store = Store::new(
-            &engine,
-            State {
-                wasi: b.build_p1(),
-                limiter: GuestLimiter {
-                    memory_cap: profile.memory_cap.min(SLOT_MEMORY) as usize,
-                    shared: shared.clone(),
-                },
-            },
-        );
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        let sh = shared.clone();
-        store.epoch_deadline_callback(move |_| {
-            Ok(match sh.over_limit() {
-                Some(h) => {
-                    sh.record(h);
-                    UpdateDeadline::Interrupt
-                }
-                None => UpdateDeadline::Yield(1),
-            })
-        });
-        Ok(store)
-    })();
+    let setup = new_store(
+        &engine,
+        &loaded,
+        &profile,
+        &shared,
+        (&stdout, &stderr),
+        reader,
+    );
     let mut store = match setup {
         Ok(s) => s,
         Err(e) => {
@@ -855,36 +909,7 @@ async fn guest(
         _ = tokio::time::sleep(delivery.wall + TICK) => None,
     };
     let mut out = RawOutput::default();
-    match finished {
-        None => {
-            // Blocked in a host call past the deadline: dropping the future kills it.
-            shared.record(LimitHit::TimeoutWall);
-            out.limits_hit.push(LimitHit::TimeoutWall);
-        }
-        Some(Ok(())) => out.exit_code = Some(0),
-        Some(Err(e)) => {
-            if let Some(exit) = e.downcast_ref::<I32Exit>() {
-                out.exit_code = Some(exit.0);
-            } else if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
-                out.limits_hit
-                    .push(shared.hit().unwrap_or(LimitHit::TimeoutWall));
-            } else {
-                out.limits_hit.push(LimitHit::Trap);
-                out.output_untrusted = true;
-                let trap = e.downcast_ref::<Trap>().map(|t| t.to_string());
-                out.detail = Some(match trap {
-                    Some(t) => format!("guest trapped: {t}"),
-                    None => format!(
-                        "guest failed: {}",
-                        e.chain().last().map(|c| c.to_string()).unwrap_or_default()
-                    ),
-                });
-            }
-        }
-    }
-    if shared.memory_hit.load(Ordering::SeqCst) {
-        out.limits_hit.push(LimitHit::Memory);
-    }
+    classify(finished, &shared, &mut out);
     // The guest runs on this thread alone: its CPU time is the program's.
     out.cpu_time = Some(Duration::from_nanos(
         thread_cpu_ns().saturating_sub(shared.cpu_start_ns.load(Ordering::SeqCst)),
