@@ -1063,3 +1063,31 @@ fn own_calls_cannot_be_approved_and_pending_asks_hold_no_slot() {
         );
     });
 }
+
+/// `?wait=NaN` (or inf, or negative) on a call that asks is a 400 before
+/// anything is registered, not a panicked handler with a dangling
+/// confirmation (reported in issue 18).
+#[test]
+fn a_non_finite_wait_is_refused_before_the_call_is_taken() {
+    rt().block_on(async {
+        let s = svc(Config::default(), Budgets::default());
+        for w in ["NaN", "inf", "-1"] {
+            let body = json!({"tool": "read_file", "args": {"path": ".env"}});
+            let (st, _, v) = send(
+                &s.app,
+                "POST",
+                &format!("/v1/calls?wait={w}"),
+                Some(AGENT),
+                Some(body),
+            )
+            .await;
+            assert_eq!(
+                (st, v["error"]["kind"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("invalid_query")),
+                "{w}: {v}"
+            );
+        }
+        let (_, _, pending) = send(&s.app, "GET", "/v1/confirmations", Some(OPERATOR), None).await;
+        assert_eq!(pending, json!([]));
+    });
+}
