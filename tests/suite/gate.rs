@@ -353,3 +353,40 @@ async fn an_approved_call_is_judged_again_before_it_runs() {
     assert!(!ws.path().join(".git/hooks/post-checkout").exists());
     assert!(!ws.path().join(".git/objects/post-checkout").exists());
 }
+
+/// Issue 12: `max_running` binds: with one running slot, two calls that
+/// each sleep 1.5 s run one after the other (the lower bound cannot be met
+/// by chance on a slow machine).
+#[test]
+fn max_running_serialises_calls_beyond_the_bound() {
+    let rt = super::common::rt();
+    let ws = workspace();
+    let e = Arc::new(
+        Executor::builder(Policy::builtin_default())
+            .workspace(ws.path())
+            .max_running(1)
+            .build()
+            .unwrap(),
+    );
+    let call = ToolCall::parse(
+        &serde_json::json!({"tool": "run_code", "args": {"language": "python",
+            "code": "import time\ntime.sleep(1.5)\nprint('slept')"}})
+        .to_string(),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let outcomes = rt.block_on(async {
+        let (a, b) = (e.clone(), e.clone());
+        let (c1, c2) = (call.clone(), call.clone());
+        let h1 = tokio::spawn(async move { a.run(&c1).await.unwrap() });
+        let h2 = tokio::spawn(async move { b.run(&c2).await.unwrap() });
+        (h1.await.unwrap(), h2.await.unwrap())
+    });
+    assert_eq!(outcomes.0.stdout, "slept\n", "{:?}", outcomes.0);
+    assert_eq!(outcomes.1.stdout, "slept\n", "{:?}", outcomes.1);
+    assert!(
+        t.elapsed() >= Duration::from_millis(3000),
+        "ran concurrently: {:?}",
+        t.elapsed()
+    );
+}
