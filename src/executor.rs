@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
+mod changes;
+
 /// What `check` reports: the verdict and the plan, nothing executed.
 #[derive(Debug, Clone, Serialize)]
 pub struct DryRun {
@@ -129,6 +131,12 @@ impl ExecutorBuilder {
         if let Some(cfg) = &self.wasm {
             refuse_inside(&workspace, &cfg.cache_dir, "the compiled-runtime cache")?;
         }
+        refuse_inside(
+            &workspace,
+            &crate::sandbox::stage::base_dir(),
+            "the stage directory (TOOLGATE_STAGE_DIR)",
+        )?;
+        crate::sandbox::stage::reap_orphans();
         let redactor = Executor::redactor_for(&self.policy)?;
         let wasm = match self.wasm {
             Some(cfg) => Some(WasmBackend::new(cfg).map_err(SandboxError::from)?),
@@ -480,7 +488,7 @@ impl Executor {
         self.stage(Stage::Audit, || {
             self.audit_intent(call, principal, dry, &plan, answer.as_ref())
         })?;
-        let mut o = {
+        let (mut o, staged) = {
             // Only running calls hold a slot; a pending confirmation does not.
             let _slot = match &self.running {
                 Some(s) => Some(
@@ -497,6 +505,12 @@ impl Executor {
             self.stage_async(Stage::Execute, self.execute(call, &plan, decision))
                 .await?
         };
+        // Judged and applied outside the running slot: an `ask` among the
+        // changes waits for a human without holding one.
+        if let Some(stage) = staged {
+            self.settle(stage, &plan, &mut o, approver, principal)
+                .await?;
+        }
         for h in &o.limits_hit {
             self.metrics.limit_hit(h.as_str());
         }
@@ -616,6 +630,7 @@ impl Executor {
                         "truncated": o.truncated,
                         "redactions": o.redactions,
                         "error": o.error,
+                        "changes": o.changes,
                     }),
                 );
                 m.insert("duration_ms".into(), o.duration_ms.into());
@@ -646,6 +661,12 @@ impl Executor {
         }
         for r in &mut o.reasons {
             self.redactor.redact_into(r, &mut rep);
+        }
+        for c in &mut o.changes {
+            self.redactor.redact_into(&mut c.path, &mut rep);
+            if let Some(r) = &mut c.reason {
+                self.redactor.redact_into(r, &mut rep);
+            }
         }
         o.redactions.merge(rep);
     }
@@ -681,13 +702,14 @@ impl Executor {
         }
     }
 
-    /// Executes an allowed (or approved) call according to its plan.
+    /// Executes an allowed (or approved) call according to its plan. A
+    /// sandboxed call also returns its stage, whose changes are not applied yet.
     async fn execute(
         &self,
         call: &ToolCall,
         plan: &Plan,
         decision: Decision,
-    ) -> Result<Outcome, Error> {
+    ) -> Result<(Outcome, Option<crate::sandbox::stage::Stage>), Error> {
         let tool = call.tool.name();
         let mut o = Outcome::new(&call.id, tool, decision, Status::Completed);
         o.backend = Some(plan.backend);
@@ -729,7 +751,25 @@ impl Executor {
                 Err(e) => fs_fail(&mut o, e),
             },
             Tool::ListDir(a) => match w.list(ws, &a.path) {
-                Ok((entries, truncated)) => {
+                Ok((mut entries, truncated)) => {
+                    // The same view a sandbox gets: what read_file would
+                    // deny or ask about is not listed.
+                    let before = entries.len();
+                    let dir = a.path.trim_end_matches('/');
+                    entries.retain(|e| {
+                        let p = if dir.is_empty() || dir == "." {
+                            e.name.clone()
+                        } else {
+                            format!("{dir}/{}", e.name)
+                        };
+                        !self.policy.paths().hides(ws, &p)
+                    });
+                    if entries.len() < before {
+                        o.reasons.push(format!(
+                            "{} entries hidden by the path rules",
+                            before - entries.len()
+                        ));
+                    }
                     o.stdout = serde_json::to_string(&entries).map_err(|e| Error::Internal {
                         op: "list_dir",
                         detail: e.to_string(),
@@ -749,7 +789,7 @@ impl Executor {
                             plan.limits.file_size,
                         ) {
                             fs_fail(&mut o, e);
-                            return Ok(o);
+                            return Ok((o, None));
                         }
                     }
                 }
@@ -761,7 +801,8 @@ impl Executor {
                     stdin: a.stdin.clone(),
                     cwd: None,
                 };
-                self.sandboxed(plan, &job, &mut o).await?;
+                let stage = self.sandboxed(plan, &job, &mut o).await?;
+                return Ok((o, Some(stage)));
             }
             Tool::RunCommand(a) => {
                 let job = Job {
@@ -769,13 +810,20 @@ impl Executor {
                     stdin: None,
                     cwd: a.cwd.clone(),
                 };
-                self.sandboxed(plan, &job, &mut o).await?;
+                let stage = self.sandboxed(plan, &job, &mut o).await?;
+                return Ok((o, Some(stage)));
             }
         }
-        Ok(o)
+        Ok((o, None))
     }
 
-    async fn sandboxed(&self, plan: &Plan, job: &Job, o: &mut Outcome) -> Result<(), Error> {
+    /// Runs `job` in the plan's backend on a stage of the workspace.
+    async fn sandboxed(
+        &self,
+        plan: &Plan,
+        job: &Job,
+        o: &mut Outcome,
+    ) -> Result<crate::sandbox::stage::Stage, Error> {
         let backend: &dyn Backend = match plan.backend {
             BackendKind::Wasm => match &self.wasm {
                 Some(w) => w,
@@ -804,7 +852,8 @@ impl Executor {
                 });
             }
         };
-        let raw = backend.execute(plan, job).await?;
+        let (stage, plan) = self.stage_for(plan, backend.sandbox_user()).await?;
+        let raw = backend.execute(&plan, job).await?;
         o.exit_code = raw.exit_code;
         o.cpu_ms = raw.cpu_time.map(|d| d.as_secs_f64() * 1e3);
         o.stdout = String::from_utf8_lossy(&raw.stdout).into_owned();
@@ -827,7 +876,7 @@ impl Executor {
         if killed || raw.exit_code.is_none() {
             o.status = Status::Killed;
         }
-        Ok(())
+        Ok(stage)
     }
 }
 

@@ -90,9 +90,29 @@ pub struct Outcome {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirmation: Option<crate::gate::Answer>,
+    /// What the sandbox did to the workspace (its private copy), each change
+    /// judged by the write rules: applied, discarded or confirmed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FileChange>,
     /// What the output filter removed (kinds and counts, never values).
     #[serde(skip_serializing_if = "crate::filter::Report::is_empty")]
     pub redactions: crate::filter::Report,
+}
+
+/// One change a sandbox made to its copy of the workspace, and its fate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileChange {
+    /// Workspace-relative.
+    pub path: String,
+    /// `create`, `modify`, `delete`, `chmod` or `replace`.
+    pub action: &'static str,
+    /// `file`, `dir`, `symlink` or `other`.
+    pub kind: &'static str,
+    pub decision: Decision,
+    /// Whether the workspace now has it.
+    pub applied: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Outcome {
@@ -114,6 +134,7 @@ impl Outcome {
             reasons: Vec::new(),
             error: None,
             confirmation: None,
+            changes: Vec::new(),
             redactions: crate::filter::Report::default(),
         }
     }

@@ -6,8 +6,8 @@
 //! started here.
 
 use crate::call::{Tool, ToolCall};
-use crate::policy::Policy;
 pub use crate::policy::settings::{BackendChoice, BackendKind, Limits, MountAccess, NetworkMode};
+use crate::policy::{FsView, Policy};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +17,10 @@ pub struct Mount {
     pub host: PathBuf,
     pub guest: String,
     pub access: MountAccess,
+    /// `host` is a disposable stage (see `sandbox::stage`): a backend may
+    /// lend its entries to a sandbox made with its own directory.
+    #[serde(skip)]
+    pub stage: bool,
 }
 
 /// What will run and how.
@@ -31,6 +35,10 @@ pub struct Plan {
     pub limits: Limits,
     pub network: NetworkMode,
     pub mounts: Vec<Mount>,
+    /// What a sandbox sees of the workspace (wasm, docker): a private copy
+    /// without the hidden paths, its changes judged after the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view: Option<FsView>,
     /// Whether a human will be asked before this runs.
     pub confirmation: bool,
 }
@@ -91,7 +99,9 @@ impl Plan {
                     GUEST_WORKSPACE.into()
                 },
                 access,
+                stage: false,
             }],
+            view: (backend != BackendKind::Host).then(|| policy.paths().view()),
             confirmation,
         }
     }

@@ -213,7 +213,9 @@ impl Prober<'_> {
                 host: self.workspace().to_path_buf(),
                 guest: GUEST_WORKSPACE.into(),
                 access,
+                stage: false,
             }],
+            view: None,
             confirmation: false,
         }
     }

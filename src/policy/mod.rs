@@ -22,6 +22,7 @@ use crate::call::{Command, Tool, ToolCall};
 use command::{CommandPolicy, CommandRule};
 use inspect::{Flag, Inspector};
 use paths::{Access, AccessSel, PathPolicy, PathRule};
+pub use paths::{FsView, ViewRule};
 use serde::Serialize;
 pub use settings::{
     BackendChoice, BackendKind, DockerSettings, Limits, MountAccess, NetworkMode, NetworkPolicy,
@@ -464,6 +465,11 @@ impl Policy {
                 &raw.limits.file_size,
                 "limits.file_size",
                 defaults.file_size,
+            )?,
+            stage_bytes: cx.size(
+                &raw.limits.stage_bytes,
+                "limits.stage_bytes",
+                defaults.stage_bytes,
             )?,
         };
         let backends = BackendChoice {

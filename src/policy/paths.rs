@@ -58,6 +58,31 @@ pub struct PathPolicy {
     /// the rule of glob `i`.
     combined: GlobSet,
     owner: Vec<usize>,
+    /// Glob texts of `rules[i]`, for [`PathPolicy::view`].
+    patterns: Vec<Vec<String>>,
+}
+
+/// What the path rules make of a workspace inside a sandbox, as `toolgate
+/// check` prints it. The sandbox works on a copy without the hidden paths;
+/// its changes are judged by the write rules after the run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FsView {
+    /// Left out of the sandbox's copy (not readable, not listed): what
+    /// `read_file` would deny or ask about.
+    pub hidden: Vec<ViewRule>,
+    /// Everything no rule names is hidden unless this is `allow`.
+    pub read_default: Decision,
+    /// Changes to these are discarded (`deny`) or confirmed (`ask`) after the run.
+    pub protected: Vec<ViewRule>,
+    pub write_default: Decision,
+}
+
+/// One rule as the view shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ViewRule {
+    pub rule: String,
+    pub decision: Decision,
+    pub globs: Vec<String>,
 }
 
 /// The outcome of judging one path.
@@ -112,7 +137,37 @@ impl PathPolicy {
             rules,
             combined: b.build()?,
             owner,
+            patterns: patterns.to_vec(),
         })
+    }
+
+    /// The sandbox view these rules give (see [`FsView`]).
+    pub fn view(&self) -> FsView {
+        let pick = |access: Access| {
+            self.rules
+                .iter()
+                .zip(&self.patterns)
+                .filter(|(r, _)| r.access.covers(access) && r.decision > Decision::Allow)
+                .map(|(r, g)| ViewRule {
+                    rule: r.id.clone(),
+                    decision: r.decision,
+                    globs: g.clone(),
+                })
+                .collect()
+        };
+        FsView {
+            hidden: pick(Access::Read),
+            read_default: self.read_default,
+            protected: pick(Access::Write),
+            write_default: self.write_default,
+        }
+    }
+
+    /// Whether a sandbox's copy of the workspace leaves `rel` out: reading
+    /// it would be denied or asked about. `rel` is an existing path as the
+    /// stage walks it (no symlink in its parents).
+    pub fn hides(&self, workspace: &Path, rel: &str) -> bool {
+        self.check(workspace, rel, Access::Read).decision > Decision::Allow
     }
 
     /// Indices of the rules matching `p` (a directory also matches `dir/**`).

@@ -125,6 +125,7 @@ pub struct RawLimits {
     pub pids: Option<u32>,
     pub output_bytes: Option<Spanned<String>>,
     pub file_size: Option<Spanned<String>>,
+    pub stage_bytes: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -23,6 +23,9 @@ pub struct Limits {
     /// Disk filling: largest file a call may write (write_file, docker;
     /// not enforced inside wasm guests — use a read-only workspace there).
     pub file_size: u64,
+    /// Workspace bytes copied into a sandbox's private stage per call
+    /// (a larger workspace is refused, not half-copied).
+    pub stage_bytes: u64,
 }
 
 impl Default for Limits {
@@ -34,6 +37,7 @@ impl Default for Limits {
             pids: 64,
             output_bytes: 64 << 10,
             file_size: 10 << 20,
+            stage_bytes: 256 << 20,
         }
     }
 }
@@ -41,13 +45,14 @@ impl Default for Limits {
 impl Serialize for Limits {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Limits", 6)?;
+        let mut st = s.serialize_struct("Limits", 7)?;
         st.serialize_field("memory_bytes", &self.memory_bytes)?;
         st.serialize_field("cpu_time_ms", &(self.cpu_time.as_millis() as u64))?;
         st.serialize_field("wall_time_ms", &(self.wall_time.as_millis() as u64))?;
         st.serialize_field("pids", &self.pids)?;
         st.serialize_field("output_bytes", &self.output_bytes)?;
         st.serialize_field("file_size_bytes", &self.file_size)?;
+        st.serialize_field("stage_bytes", &self.stage_bytes)?;
         st.end()
     }
 }

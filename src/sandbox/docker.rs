@@ -84,7 +84,9 @@ struct Profile {
     file_size: u64,
     cpu_secs: u64,
     network: String,
-    workspace: Option<(PathBuf, MountAccess)>,
+    /// The host directory to bind, or `None` for a directory of the
+    /// container's own to which a stage is lent per call.
+    workspace: Option<(Option<PathBuf>, MountAccess)>,
 }
 
 impl Profile {
@@ -108,7 +110,10 @@ impl Profile {
             file_size: plan.limits.file_size,
             cpu_secs: plan.limits.cpu_time.as_secs_f64().ceil().max(1.0) as u64,
             network,
-            workspace: plan.mounts.first().map(|m| (m.host.clone(), m.access)),
+            workspace: plan
+                .mounts
+                .first()
+                .map(|m| ((!m.stage).then(|| m.host.clone()), m.access)),
         })
     }
 }
@@ -147,7 +152,12 @@ struct Inner {
 struct Warm {
     id: String,
     slot: Slot,
+    /// The container's own workspace directory, when its profile lends one.
+    dir: Option<tempfile::TempDir>,
 }
+
+/// Processes of an idle container: docker's init and `sleep infinity`.
+const IDLE_PIDS: u64 = 2;
 
 /// Distinct warm-pool profiles kept at once; older ones' containers are removed.
 const MAX_POOL_PROFILES: usize = 4;
@@ -332,9 +342,13 @@ impl DockerBackend {
     }
 
     /// Creates and starts an idle container for `profile`.
-    async fn create(&self, p: &Profile, call: &str) -> Result<String, SandboxError> {
+    async fn create(&self, p: &Profile, call: &str, slot: Slot) -> Result<Warm, SandboxError> {
         self.ensure_image(&p.image).await?;
         self.ensure_network(&p.network).await?;
+        let dir = match &p.workspace {
+            Some((None, _)) => Some(super::stage::sandbox_dir(self.owner())?),
+            _ => None,
+        };
         let limit = |name: &str, v: i64| ResourcesUlimits {
             name: Some(name.into()),
             soft: Some(v),
@@ -342,6 +356,14 @@ impl DockerBackend {
         };
         let mut binds = Vec::new();
         if let Some((host, access)) = &p.workspace {
+            let host = dir
+                .as_ref()
+                .map(|d| d.path())
+                .or(host.as_deref())
+                .ok_or_else(|| SandboxError::Internal {
+                    op: "bind the workspace",
+                    detail: "no directory to bind".into(),
+                })?;
             let mode = if *access == MountAccess::ReadOnly {
                 "ro"
             } else {
@@ -433,7 +455,20 @@ impl DockerBackend {
             self.remove_now(&created.id).await;
             return Err(internal("start container")(e));
         }
-        Ok(created.id)
+        Ok(Warm {
+            id: created.id,
+            slot,
+            dir,
+        })
+    }
+
+    /// The container user's uid and gid, when it is not toolgate's own
+    /// (toolgate as root runs containers unprivileged).
+    fn owner(&self) -> Option<(u32, u32)> {
+        let (u, g) = self.inner.uid.split_once(':')?;
+        let own = nix::unistd::getuid().as_raw();
+        let u: u32 = u.parse().ok()?;
+        (u != own).then_some((u, g.parse().ok()?))
     }
 
     /// Tops the pool for `p` up in the background.
@@ -445,15 +480,18 @@ impl DockerBackend {
         for slot in reserve.slots {
             let (b, p) = (self.clone(), p.clone());
             self.track(tokio::spawn(async move {
-                let warm = b.create(&p, "pool").await.ok().map(|id| Warm { id, slot });
+                let warm = b.create(&p, "pool", slot).await.ok();
                 b.inner.pool.filled(&p, warm);
             }));
         }
     }
 
-    /// Starts warm containers for a plan ahead of calls.
+    /// Starts warm containers for a plan ahead of calls. They get
+    /// directories of their own, to which the executor's stages are lent.
     pub fn prewarm(&self, plan: &Plan) -> Result<(), SandboxError> {
-        self.refill(&Profile::of(plan)?);
+        let mut p = Profile::of(plan)?;
+        p.workspace = p.workspace.map(|(_, access)| (None, access));
+        self.refill(&p);
         Ok(())
     }
 
@@ -666,6 +704,17 @@ impl DockerBackend {
         Ok(())
     }
 
+    /// Processes in the container (cgroup pids controller), if readable.
+    fn pids_current(id: &str) -> Option<u64> {
+        [
+            format!("/sys/fs/cgroup/pids/docker/{id}/pids.current"),
+            format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/pids.current"),
+            format!("/sys/fs/cgroup/docker/{id}/pids.current"),
+        ]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+    }
+
     /// CPU time the container has used (cgroup), if readable.
     fn cpu_used(id: &str) -> Option<Duration> {
         let v1 =
@@ -688,19 +737,41 @@ impl Backend for DockerBackend {
     async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError> {
         let profile = Profile::of(plan)?;
         Self::argv(job)?;
-        let (id, slot) = match self.inner.pool.lease(&profile, |_| true).await? {
-            Lease::Warm(w) => (w.id, w.slot),
-            Lease::Fresh(slot) => (self.create(&profile, "call").await?, slot),
+        let w = match self.inner.pool.lease(&profile, |_| true).await? {
+            Lease::Warm(w) => w,
+            Lease::Fresh(slot) => self.create(&profile, "call", slot).await?,
         };
-        let result = self.run_in(&id, job, plan).await;
-        // Never reused: removed after this one call, whatever happened.
-        self.remove_later(id, slot);
+        let lent = w.dir.as_ref().zip(plan.mounts.first());
+        if let Some((d, m)) = lent {
+            super::stage::lend(&m.host, d.path())?;
+        }
+        let result = self.run_in(&w.id, job, plan).await;
+        let mut removed = false;
+        if let Some((d, m)) = lent {
+            // Nothing of the call may still run when its stage comes back to
+            // be judged. When the cgroup shows only the container's init and
+            // its idle `sleep`, nothing does (neither forks); otherwise, or
+            // when it cannot be read, the container goes first.
+            if Self::pids_current(&w.id) != Some(IDLE_PIDS) {
+                self.remove_now(&w.id).await;
+                removed = true;
+            }
+            super::stage::lend(d.path(), &m.host)?;
+        }
+        if !removed {
+            // Never reused: removed after this one call, whatever happened.
+            self.remove_later(w.id, w.slot);
+        }
         self.refill(&profile);
         result
     }
 
     fn warm(&self) -> usize {
         self.inner.pool.warm(|_| true)
+    }
+
+    fn sandbox_user(&self) -> Option<(u32, u32)> {
+        self.owner()
     }
 
     async fn shutdown(&self) {

@@ -8,6 +8,7 @@ pub mod docker;
 pub mod hostfs;
 pub mod images;
 pub mod pool;
+pub mod stage;
 pub mod wasm;
 
 use crate::call::{Command, Language};
@@ -83,6 +84,12 @@ pub trait Backend: Send + Sync {
 
     /// Releases what the backend holds (pooled sandboxes, pending cleanup).
     async fn shutdown(&self) {}
+
+    /// The uid and gid the sandbox's code runs as, when they are not
+    /// toolgate's own: a staged workspace is given to them.
+    fn sandbox_user(&self) -> Option<(u32, u32)> {
+        None
+    }
 
     /// Warm sandboxes ready for a call (for metrics).
     fn warm(&self) -> usize {

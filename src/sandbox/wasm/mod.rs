@@ -345,8 +345,19 @@ fn frame(code: &str, stdin: Option<&str>) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Profile {
     runtime: String,
-    workspace: Option<(PathBuf, MountAccess)>,
+    /// The host directory to preopen, or `None` for a directory of the
+    /// guest's own to which a stage is lent per call (so guests started
+    /// before the call can serve any stage).
+    workspace: Option<(Option<PathBuf>, MountAccess)>,
     memory_cap: u64,
+}
+
+impl Profile {
+    fn workspace_of(plan: &Plan) -> Option<(Option<PathBuf>, MountAccess)> {
+        plan.mounts
+            .first()
+            .map(|m| ((!m.stage).then(|| m.host.clone()), m.access))
+    }
 }
 
 /// Per-call limits, delivered with the program.
@@ -361,6 +372,8 @@ struct Delivery {
 struct Pending {
     job: oneshot::Sender<Delivery>,
     result: oneshot::Receiver<Result<RawOutput, SandboxError>>,
+    /// The guest's own workspace directory, when its profile lends one.
+    dir: Option<tempfile::TempDir>,
 }
 
 struct Inner {
@@ -584,6 +597,14 @@ impl WasmBackend {
         let (job_tx, job_rx) = oneshot::channel();
         let (res_tx, res_rx) = oneshot::channel();
         let engine = self.inner.engine.clone();
+        let dir = match &profile.workspace {
+            Some((None, _)) => Some(super::stage::sandbox_dir(None)?),
+            _ => None,
+        };
+        let preopen = dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .or_else(|| profile.workspace.as_ref().and_then(|w| w.0.clone()));
         std::thread::Builder::new()
             .name("toolgate-guest".into())
             .spawn(move || {
@@ -602,7 +623,13 @@ impl WasmBackend {
                         return;
                     }
                 };
-                rt.block_on(guest(engine, loaded, profile, job_rx, res_tx));
+                let result = rt.block_on(guest(engine, loaded, profile, preopen, job_rx));
+                // Blocking host calls still in flight end with the runtime:
+                // only then may the caller touch the guest's directory.
+                rt.shutdown_timeout(Duration::from_secs(2));
+                if let Some(r) = result {
+                    let _ = res_tx.send(r);
+                }
             })
             .map_err(|e| SandboxError::Internal {
                 op: "spawn guest thread",
@@ -611,6 +638,7 @@ impl WasmBackend {
         Ok(Pending {
             job: job_tx,
             result: res_rx,
+            dir,
         })
     }
 
@@ -625,16 +653,18 @@ impl WasmBackend {
     }
 
     /// Starts warm interpreters for a language and workspace ahead of calls.
+    /// `workspace` is the access to a workspace lent per call (staged
+    /// calls, the executor's), or `None` for guests without one.
     pub fn prewarm(
         &self,
         language: Language,
-        workspace: Option<(PathBuf, MountAccess)>,
+        workspace: Option<MountAccess>,
         memory_cap: u64,
     ) -> Result<(), SandboxError> {
         let loaded = self.load(language.as_str())?;
         let profile = Profile {
             runtime: loaded.spec.name.clone(),
-            workspace,
+            workspace: workspace.map(|a| (None, a)),
             memory_cap,
         };
         self.refill(&loaded, &profile);
@@ -670,18 +700,17 @@ impl WasmBackend {
                 op: "load runtime",
                 detail: e.to_string(),
             })??;
-        let workspace = plan.mounts.first().map(|m| (m.host.clone(), m.access));
-        if let Some((ws, _)) = &workspace
-            && !ws.is_dir()
+        if let Some(m) = plan.mounts.first()
+            && !m.host.is_dir()
         {
             return Err(SandboxError::Workspace {
-                path: ws.display().to_string(),
+                path: m.host.display().to_string(),
                 detail: "not a directory".into(),
             });
         }
         let profile = Profile {
             runtime: name.to_string(),
-            workspace,
+            workspace: Profile::workspace_of(plan),
             memory_cap: plan.limits.memory_bytes,
         };
         let delivery = Delivery {
@@ -695,19 +724,31 @@ impl WasmBackend {
             Lease::Warm(p) => p,
             Lease::Fresh(slot) => self.spawn(loaded.clone(), profile.clone(), slot)?,
         };
-        let mut result = match pending.job.send(delivery) {
-            Ok(()) => pending.result.await.map_err(|_| SandboxError::Internal {
-                op: "guest",
-                detail: "guest thread ended without a result".into(),
-            })?,
+        let Pending { job, result, dir } = pending;
+        let lent = dir.as_ref().zip(plan.mounts.first());
+        if let Some((d, m)) = lent {
+            super::stage::lend(&m.host, d.path())?;
+        }
+        let mut result = match job.send(delivery) {
+            Ok(()) => result.await.unwrap_or_else(|_| {
+                Err(SandboxError::Internal {
+                    op: "guest",
+                    detail: "guest thread ended without a result".into(),
+                })
+            }),
             // The pooled guest died while idle: report what it said.
-            Err(_) => pending.result.await.unwrap_or_else(|_| {
+            Err(_) => result.await.unwrap_or_else(|_| {
                 Err(SandboxError::Internal {
                     op: "guest",
                     detail: "pooled guest was gone".into(),
                 })
             }),
         };
+        // The guest is gone (its result is sent after its runtime ended):
+        // the stage comes back, whatever happened.
+        if let Some((d, m)) = lent {
+            super::stage::lend(d.path(), &m.host)?;
+        }
         if let Ok(r) = &mut result {
             r.duration = started.elapsed();
         }
@@ -746,6 +787,7 @@ fn new_store(
     engine: &Engine,
     loaded: &Loaded,
     profile: &Profile,
+    preopen: Option<&std::path::Path>,
     shared: &Arc<Shared>,
     out: (&Sink, &Sink),
     stdin: tokio::io::ReadHalf<tokio::io::SimplexStream>,
@@ -758,7 +800,7 @@ fn new_store(
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    if let Some((ws, access)) = &profile.workspace {
+    if let (Some(ws), Some((_, access))) = (preopen, &profile.workspace) {
         let perms = match access {
             MountAccess::ReadOnly => FsPerms::ReadOnly,
             MountAccess::ReadWrite => FsPerms::ReadWrite,
@@ -830,13 +872,14 @@ fn classify(finished: Option<wasmtime::Result<()>>, shared: &Shared, out: &mut R
 }
 
 /// One guest's whole life, on its own thread.
+/// `None` when the guest was dropped unused (the pool let it go).
 async fn guest(
     engine: Engine,
     loaded: Arc<Loaded>,
     profile: Profile,
+    preopen: Option<PathBuf>,
     job_rx: oneshot::Receiver<Delivery>,
-    res_tx: oneshot::Sender<Result<RawOutput, SandboxError>>,
-) {
+) -> Option<Result<RawOutput, SandboxError>> {
     let shared = Arc::new(Shared::new());
     let stdout = Sink::new(0);
     let stderr = Sink::new(64 << 10);
@@ -845,6 +888,7 @@ async fn guest(
         &engine,
         &loaded,
         &profile,
+        preopen.as_deref(),
         &shared,
         (&stdout, &stderr),
         reader,
@@ -852,28 +896,25 @@ async fn guest(
     let mut store = match setup {
         Ok(s) => s,
         Err(e) => {
-            let _ = res_tx.send(Err(e));
-            return;
+            return Some(Err(e));
         }
     };
     let instance = match loaded.pre.instantiate_async(&mut store).await {
         Ok(i) => i,
         Err(e) => {
-            let _ = res_tx.send(Err(SandboxError::Internal {
+            return Some(Err(SandboxError::Internal {
                 op: "instantiate",
                 detail: format!("{e:#}"),
             }));
-            return;
         }
     };
     let start = match instance.get_typed_func::<(), ()>(&mut store, "_start") {
         Ok(f) => f,
         Err(e) => {
-            let _ = res_tx.send(Err(SandboxError::Internal {
+            return Some(Err(SandboxError::Internal {
                 op: "find _start",
                 detail: format!("{e:#}"),
             }));
-            return;
         }
     };
     let run = start.call_async(&mut store, ());
@@ -883,16 +924,15 @@ async fn guest(
     let delivery = tokio::select! {
         d = job_rx => match d {
             Ok(d) => d,
-            Err(_) => return,
+            Err(_) => return None,
         },
         r = &mut run => {
             let (_, _) = stdout.take();
             let (err, _) = stderr.take();
-            let _ = res_tx.send(Err(SandboxError::Internal {
+            return Some(Err(SandboxError::Internal {
                 op: "interpreter start-up",
                 detail: format!("ended before its program arrived: {:?}; stderr: {}", r.err().map(|e| format!("{e:#}")), String::from_utf8_lossy(&err)),
             }));
-            return;
         }
     };
     stdout.set_cap(delivery.output_cap);
@@ -923,5 +963,5 @@ async fn guest(
     if ot || et {
         out.limits_hit.push(LimitHit::OutputTruncated);
     }
-    let _ = res_tx.send(Ok(out));
+    Some(Ok(out))
 }
