@@ -8,6 +8,7 @@
 //! limit held, with the evidence. Probes run through the same `Backend`
 //! trait and plans as real calls, in a scratch workspace.
 
+pub mod confine;
 mod probes;
 
 use crate::plan::BackendKind;
@@ -114,7 +115,10 @@ pub async fn run(policy: &Policy, backends: &[Candidate]) -> Result<Report, Doct
                 status: Status::Unavailable,
                 evidence: why.clone(),
             }),
-            Ok(b) => rows.extend(probes::probe_backend(policy, *kind, b.as_ref()).await?),
+            Ok(b) => {
+                rows.extend(probes::probe_backend(policy, *kind, b.as_ref()).await?);
+                rows.push(confine::row(policy, *kind, b.clone()).await);
+            }
         }
     }
     Ok(Report { rows })

@@ -2,6 +2,7 @@ mod architecture;
 mod audit;
 mod cli;
 mod common;
+mod confine;
 mod corpus;
 mod docker;
 mod doctor;
