@@ -130,6 +130,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let mut f = Figures::default();
     f.policy(ws.path())?;
     f.audit(ws.path())?;
+    f.stage()?;
     f.wasm(&rt, ws.path(), n, Duration::from_millis(a.pool_gap_ms))?;
     f.docker(&rt, ws.path(), n)?;
     f.native(n)?;
@@ -200,6 +201,69 @@ impl Figures {
                 v.push(t.elapsed());
             }
             self.rows.push(row("audit append (fsynced, with HMAC)", v));
+        }
+        Ok(())
+    }
+
+    /// Staging (every wasm and docker call): the copy a sandbox works on,
+    /// finding its changes, applying them. Files of 10 KiB and of 10 MiB.
+    fn stage(&mut self) -> anyhow::Result<()> {
+        use toolgate::sandbox::stage::{Stage, StageLimits};
+        let limits = StageLimits {
+            max_bytes: 1 << 30,
+            max_entries: 1 << 20,
+        };
+        for (files, size) in [(100usize, 10usize << 10), (1000, 10 << 10), (10, 10 << 20)] {
+            let ws = tempfile::tempdir()?;
+            for i in 0..files {
+                let d = ws.path().join(format!("d{}", i % 10));
+                std::fs::create_dir_all(&d)?;
+                std::fs::write(d.join(format!("f{i}")), vec![b'x'; size])?;
+            }
+            let mib = (files * size) as f64 / f64::from(1 << 20);
+            // Files rewritten inside: at least 1 MiB of them.
+            let touched = (1usize << 20).div_ceil(size).min(files);
+            let (mut create, mut diff, mut apply) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..5 {
+                let t = Instant::now();
+                let st = Stage::create(ws.path(), &|_| false, None, limits)?;
+                create.push(t.elapsed());
+                for i in 0..touched {
+                    let p = st.root().join(format!("d{}/f{i}", i % 10));
+                    std::fs::write(p, vec![b'y'; size])?;
+                }
+                let t = Instant::now();
+                let c = st.changes(ws.path())?;
+                diff.push(t.elapsed());
+                anyhow::ensure!(c.len() == touched, "stage bench: {} changes", c.len());
+                let t = Instant::now();
+                let r = st.apply(ws.path(), &c.iter().collect::<Vec<_>>());
+                apply.push(t.elapsed());
+                anyhow::ensure!(r.iter().all(|r| r.is_ok()), "stage bench: apply {r:?}");
+                for i in 0..touched {
+                    let p = ws.path().join(format!("d{}/f{i}", i % 10));
+                    std::fs::write(p, vec![b'x'; size])?;
+                }
+            }
+            let label = format!("{mib:.0} MiB in {files} files");
+            let per_mib = {
+                let mut v = create.clone();
+                pct(&mut v, 0.5) / mib
+            };
+            self.extra.insert(
+                format!("stage_copy_ms_per_mib ({label})"),
+                ((per_mib * 100.0).round() / 100.0).into(),
+            );
+            self.rows.push(row(&format!("stage: copy {label}"), create));
+            let changed = (touched * size) >> 20;
+            self.rows.push(row(
+                &format!("stage: find {touched} changed files ({changed} MiB), {label}"),
+                diff,
+            ));
+            self.rows.push(row(
+                &format!("stage: apply {touched} files ({changed} MiB)"),
+                apply,
+            ));
         }
         Ok(())
     }
