@@ -112,7 +112,15 @@ pub fn default_audit_path() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
         .unwrap_or_else(std::env::temp_dir);
-    base.join("toolgate").join("audit.jsonl")
+    // One file per service start: never a chain shared silently with
+    // another service or CLI run (the startup line names it).
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    base.join("toolgate").join("audit").join(format!(
+        "service-{}-{}-{}.jsonl",
+        crate::units::now_ms(),
+        std::process::id(),
+        &tag[..8]
+    ))
 }
 
 /// Opens (creating its directory) the audit log at `path`, keyed from
@@ -203,5 +211,18 @@ pub async fn docker() -> Arc<dyn Backend> {
                 "cannot reach the Docker engine ({e}); set DOCKER_HOST or start the daemon"
             ),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn services_never_share_a_default_audit_file() {
+        let (a, b) = (super::default_audit_path(), super::default_audit_path());
+        assert_ne!(a, b);
+        assert!(
+            a.to_string_lossy().contains("/toolgate/audit/service-"),
+            "{a:?}"
+        );
     }
 }

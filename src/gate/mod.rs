@@ -211,11 +211,10 @@ impl Gate {
             }
         };
         let Some(w) = w else {
-            return Err(match lock(&self.ended).iter().find(|(i, _)| i == id) {
-                Some((_, true)) => GateError::Expired(id.to_string()),
-                Some((_, false)) => GateError::Answered(id.to_string()),
-                None => GateError::Unknown(id.to_string()),
-            });
+            return Err(self
+                .answerable(id)
+                .err()
+                .unwrap_or_else(|| GateError::Unknown(id.to_string())));
         };
         self.remember(id, false);
         let a = Answer {
@@ -228,6 +227,19 @@ impl Gate {
         // The waiting side may have just expired; then the answer is moot.
         let _ = w.tx.send(a);
         Ok(())
+    }
+
+    /// `Ok` while `id` is pending; else why it cannot be answered
+    /// (unknown, expired, answered). Changes nothing.
+    pub fn answerable(&self, id: &str) -> Result<(), GateError> {
+        if lock(&self.pending).contains_key(id) {
+            return Ok(());
+        }
+        Err(match lock(&self.ended).iter().find(|(i, _)| i == id) {
+            Some((_, true)) => GateError::Expired(id.to_string()),
+            Some((_, false)) => GateError::Answered(id.to_string()),
+            None => GateError::Unknown(id.to_string()),
+        })
     }
 
     fn remember(&self, id: &str, expired: bool) {

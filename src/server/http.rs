@@ -13,6 +13,7 @@ use crate::budget::{Budgets, Limiter};
 use crate::gate::Scope;
 use crate::{Decision, Error, Executor, ToolCall};
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -410,10 +411,19 @@ fn error_response(exec: &Executor, e: &Error) -> Response {
 async fn post_call(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
-    Query(q): Query<CallParams>,
+    q: Result<Query<CallParams>, QueryRejection>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(r) => return tag(bad_query(r), &p),
+    };
     tag(post_call_inner(app, &p, q, body).await, &p)
+}
+
+/// A query string the handler cannot read: 400 with the JSON error shape.
+fn bad_query(r: QueryRejection) -> Response {
+    error(StatusCode::BAD_REQUEST, "invalid_query", &r.body_text())
 }
 
 async fn post_call_inner(
@@ -431,7 +441,7 @@ async fn post_call_inner(
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "invalid_call", "body is not UTF-8");
     };
-    if q.wait.is_some_and(|w| !w.is_finite() || w < 0.0) {
+    if q.wait.is_some_and(|w| !(0.0..=3600.0).contains(&w)) {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_query",
@@ -634,6 +644,11 @@ async fn answer_confirmation(
     if !p.approve {
         return tag(error(StatusCode::FORBIDDEN, "forbidden", "forbidden"), &p);
     }
+    // An id that is not pending is answered for what it is (404, 410, 409)
+    // before the body is judged.
+    if let Err(e) = app.exec.gate().answerable(&id) {
+        return tag(gate_error(e), &p);
+    }
     // Any content type: curl's default form type must not be a trap.
     let parsed = body.map_err(|e| (e.status(), e.body_text())).and_then(|b| {
         serde_json::from_slice::<AnswerBody>(&b).map_err(|e| {
@@ -669,20 +684,27 @@ async fn answer_confirmation(
     {
         Ok(()) => Json(json!({"confirmation_id": id, "approved": body.approve, "by": p.name}))
             .into_response(),
-        Err(crate::gate::GateError::Unknown(_)) => {
+        Err(e) => gate_error(e),
+    };
+    tag(r, &p)
+}
+
+/// The status and JSON error of a confirmation that cannot be answered.
+fn gate_error(e: crate::gate::GateError) -> Response {
+    match e {
+        crate::gate::GateError::Unknown(_) => {
             error(StatusCode::NOT_FOUND, "not_found", "no such confirmation")
         }
-        Err(crate::gate::GateError::Expired(_)) => error(
+        crate::gate::GateError::Expired(_) => error(
             StatusCode::GONE,
             "expired",
             "the confirmation expired and the call was denied",
         ),
-        Err(e @ crate::gate::GateError::OwnCall(_)) => {
+        e @ crate::gate::GateError::OwnCall(_) => {
             error(StatusCode::FORBIDDEN, "own_call", &e.to_string())
         }
-        Err(e) => error(StatusCode::CONFLICT, "answered", &e.to_string()),
-    };
-    tag(r, &p)
+        e => error(StatusCode::CONFLICT, "answered", &e.to_string()),
+    }
 }
 
 async fn tools(Extension(p): Extension<Principal>) -> Response {
@@ -699,7 +721,8 @@ async fn tools(Extension(p): Extension<Principal>) -> Response {
 
 #[derive(Deserialize)]
 struct AuditParams {
-    since_ms: Option<u128>,
+    // u64: the query decoder has no u128 (every value was a 400).
+    since_ms: Option<u64>,
     tool: Option<String>,
     decision: Option<String>,
     principal: Option<String>,
@@ -710,11 +733,15 @@ struct AuditParams {
 async fn audit_query(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
-    Query(q): Query<AuditParams>,
+    q: Result<Query<AuditParams>, QueryRejection>,
 ) -> Response {
     if !p.approve {
         return tag(error(StatusCode::FORBIDDEN, "forbidden", "forbidden"), &p);
     }
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(r) => return tag(bad_query(r), &p),
+    };
     let Some(log) = &app.audit else {
         return tag(
             error(
@@ -726,7 +753,7 @@ async fn audit_query(
         );
     };
     let query = crate::audit::Query {
-        since_ms: q.since_ms,
+        since_ms: q.since_ms.map(u128::from),
         tool: q.tool,
         decision: q.decision,
         principal: q.principal,

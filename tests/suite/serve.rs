@@ -341,6 +341,19 @@ fn confirmation_flow_over_http() {
         )
         .await;
         assert_eq!(st, StatusCode::NOT_FOUND);
+        // Unknown and answered ids are judged before the body: an empty
+        // body does not turn them into a 400.
+        for (path, want) in [
+            (
+                "/v1/confirmations/conf_unknown".to_string(),
+                StatusCode::NOT_FOUND,
+            ),
+            (path.clone(), StatusCode::CONFLICT),
+        ] {
+            let (st, _, v) = send(&s.app, "POST", &path, Some(OPERATOR), None).await;
+            assert_eq!(st, want, "{path}: {v}");
+            assert!(v["error"]["kind"].is_string(), "JSON error shape: {v}");
+        }
         // The call ran once approved; the answer is on the Outcome.
         let mut v = Value::Null;
         for _ in 0..200 {
@@ -603,6 +616,52 @@ fn every_request_is_audited_with_its_principal() {
         )
         .await;
         assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+        // `since_ms` filters by time (it was a 400 for every value).
+        let (st, _, v) = send(
+            &s.app,
+            "GET",
+            "/v1/audit?kind=call&since_ms=1",
+            Some(OPERATOR),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (st.as_u16(), v.as_array().map(Vec::len)),
+            (200, Some(1)),
+            "{v}"
+        );
+        let future = toolgate::units::now_ms() + 3_600_000;
+        let (st, _, v) = send(
+            &s.app,
+            "GET",
+            &format!("/v1/audit?kind=call&since_ms={future}"),
+            Some(OPERATOR),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (st.as_u16(), v.as_array().map(Vec::len)),
+            (200, Some(0)),
+            "{v}"
+        );
+        // An unreadable query is a 400 with the JSON error shape.
+        for path in ["/v1/audit?limit=many", "/v1/audit?since_ms=-1"] {
+            let (st, _, v) = send(&s.app, "GET", path, Some(OPERATOR), None).await;
+            assert_eq!(st, StatusCode::BAD_REQUEST, "{path}");
+            assert_eq!(v["error"]["kind"], "invalid_query", "{path}: {v}");
+        }
+        let (st, _, v) = send(
+            &s.app,
+            "POST",
+            "/v1/calls?dry_run=maybe",
+            Some(AGENT),
+            Some(json!({"tool": "list_dir", "args": {"path": "."}})),
+        )
+        .await;
+        assert_eq!(
+            (st, &v["error"]["kind"]),
+            (StatusCode::BAD_REQUEST, &json!("invalid_query"))
+        );
     });
 }
 
@@ -1071,7 +1130,7 @@ fn own_calls_cannot_be_approved_and_pending_asks_hold_no_slot() {
 fn a_non_finite_wait_is_refused_before_the_call_is_taken() {
     rt().block_on(async {
         let s = svc(Config::default(), Budgets::default());
-        for w in ["NaN", "inf", "-1"] {
+        for w in ["NaN", "inf", "-1", "3601", "1e300"] {
             let body = json!({"tool": "read_file", "args": {"path": ".env"}});
             let (st, _, v) = send(
                 &s.app,
