@@ -1,5 +1,6 @@
 //! The call parser never panics, and what it accepts survives a round trip.
-//! Run: `cargo fuzz run call_parse` (nightly); CI builds it on stable.
+//! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run call_parse` (sanitizers and coverage
+//! on the stable toolchain); CI builds it plainly.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 

@@ -224,9 +224,13 @@ fn sleep_is_killed_at_the_wall_timeout_and_busy_loops_at_the_cpu_limit() {
         (Status::Killed, &[LimitHit::TimeoutCpu][..]),
         "{o:?}"
     );
-    // The container's CPU time is measured (and charged to budgets).
+    // The container's CPU time is measured (and charged to budgets). The
+    // kill comes from RLIMIT_CPU (the process's own CPU clock, checked at
+    // each tick); the figure is the cgroup's counter, a different account
+    // read after the kill, seen 10 % lower once: the margin is generous,
+    // the point is that a busy loop's CPU is counted, not an idle sleep's.
     let cpu = o.cpu_ms.expect("the cgroup reports CPU time");
-    assert!(cpu >= 900.0, "killed at a 1 s CPU limit after {cpu} ms CPU");
+    assert!(cpu >= 500.0, "killed at a 1 s CPU limit after {cpu} ms CPU");
     rt.block_on(e.close());
 }
 

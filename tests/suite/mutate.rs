@@ -1,6 +1,6 @@
 //! The fuzz targets' invariants, checked on every test run by deterministic
-//! mutation of the seed corpora in `fuzz/seeds/` (coverage-guided fuzzing
-//! needs nightly: `cargo fuzz run <target>`).
+//! mutation of the seed corpora in `fuzz/seeds/` (coverage-guided fuzzing:
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run <target>` on the stable toolchain).
 
 use std::path::Path;
 use toolgate::{Decision, Policy, ToolCall};
