@@ -180,6 +180,17 @@ pub struct Stage {
     bytes: u64,
 }
 
+/// The names in `dir`, sorted (so stages and diffs are deterministic).
+fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>, StageError> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io("list", dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io("list", dir))?;
+    names.sort();
+    Ok(names)
+}
+
 fn join(rel: &str, name: &str) -> String {
     if rel.is_empty() {
         name.to_string()
@@ -239,14 +250,7 @@ impl Stage {
         owner: Option<(u32, u32)>,
         limits: StageLimits,
     ) -> Result<(), StageError> {
-        let src_dir = workspace.join(rel);
-        let mut names: Vec<_> = std::fs::read_dir(&src_dir)
-            .map_err(io("list", &src_dir))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(io("list", &src_dir))?;
-        names.sort();
-        for name in names {
+        for name in sorted_names(&workspace.join(rel))? {
             let Some(name) = name.to_str() else {
                 // Not UTF-8: the policy cannot judge it, so the sandbox never sees it.
                 self.hidden += 1;
@@ -389,14 +393,7 @@ impl Stage {
         seen: &mut BTreeSet<String>,
         out: &mut Vec<Change>,
     ) -> Result<(), StageError> {
-        let dir = self.root.join(rel);
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(io("list", &dir))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(io("list", &dir))?;
-        names.sort();
-        for name in names {
+        for name in sorted_names(&self.root.join(rel))? {
             let name = name.to_string_lossy().into_owned();
             let r = join(rel, &name);
             let p = self.root.join(&r);
