@@ -229,6 +229,14 @@ impl Gate {
         Ok(())
     }
 
+    /// The pending confirmation of call `call_id`, if there is one.
+    pub fn pending_for(&self, call_id: &str) -> Option<String> {
+        lock(&self.pending)
+            .values()
+            .find(|w| w.req.call_id == call_id)
+            .map(|w| w.req.id.clone())
+    }
+
     /// `Ok` while `id` is pending; else why it cannot be answered
     /// (unknown, expired, answered). Changes nothing.
     pub fn answerable(&self, id: &str) -> Result<(), GateError> {

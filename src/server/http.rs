@@ -487,10 +487,19 @@ async fn post_call_inner(
         );
     };
     let id = call.id.clone();
-    spawn_call(&app, call, p.name.clone(), permit, tx);
+    let permit = Arc::new(Mutex::new(permit));
+    spawn_call(&app, call, p.name.clone(), permit.clone(), tx);
     let mut rx = rx;
     if ask && let Some(pending) = still_pending(&app, &id, &mut rx, q.wait).await {
         return pending;
+    }
+    if !ask && let Some(conf) = confirmation_or_done(&app, &id, &mut rx).await {
+        // An allowed call whose changes to the workspace wait for a human:
+        // from now on it holds no slot, like a call that asks.
+        drop(permit.lock().ok().and_then(|mut p| p.take()));
+        if let Some(pending) = pending_after(&id, &mut rx, q.wait, Some(conf)).await {
+            return pending;
+        }
     }
     let state = rx
         .wait_for(|s| matches!(s, CallState::Done { .. }))
@@ -511,7 +520,7 @@ fn spawn_call(
     app: &Arc<App>,
     call: ToolCall,
     principal: String,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
     tx: watch::Sender<CallState>,
 ) {
     let exec = app.exec.clone();
@@ -527,7 +536,7 @@ fn spawn_call(
             Err(e) => error_state(&exec, &e),
         };
         let _ = tx.send(done);
-        drop(permit);
+        drop(permit.lock().ok().and_then(|mut p| p.take()));
         inflight.fetch_sub(1, Ordering::SeqCst);
     });
 }
@@ -562,6 +571,40 @@ async fn still_pending(
         .await
         .ok()
         .flatten();
+    pending_after(id, rx, wait, conf).await
+}
+
+/// For an allowed call: waits until it is done (`None`) or waits for a
+/// human on its changes (`Some(confirmation id)`). Polls with backoff.
+async fn confirmation_or_done(
+    app: &App,
+    id: &str,
+    rx: &mut watch::Receiver<CallState>,
+) -> Option<String> {
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if matches!(*rx.borrow(), CallState::Done { .. }) {
+            return None;
+        }
+        if let Some(c) = app.exec.gate().pending_for(id) {
+            return Some(c);
+        }
+        // Woken at once when the call finishes; else look again. A call
+        // that ended without a result is left to the caller's wait.
+        if let Ok(Err(_)) = tokio::time::timeout(pause, rx.changed()).await {
+            return None;
+        }
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Up to `wait` seconds for the result; `Some(202 pending)` if it is not there.
+async fn pending_after(
+    id: &str,
+    rx: &mut watch::Receiver<CallState>,
+    wait: Option<f64>,
+    conf: Option<String>,
+) -> Option<Response> {
     // Non-finite waits are refused before the call is taken (a NaN here
     // would panic the conversion).
     let wait = wait
