@@ -131,11 +131,13 @@ impl ExecutorBuilder {
         if let Some(cfg) = &self.wasm {
             refuse_inside(&workspace, &cfg.cache_dir, "the compiled-runtime cache")?;
         }
-        refuse_inside(
-            &workspace,
-            &crate::sandbox::stage::base_dir(),
-            "the stage directory (TOOLGATE_STAGE_DIR)",
-        )?;
+        for kind in [BackendKind::Wasm, BackendKind::Docker] {
+            refuse_inside(
+                &workspace,
+                &crate::sandbox::stage::base_dir(kind),
+                "the stage directory (TOOLGATE_STAGE_DIR, TMPDIR)",
+            )?;
+        }
         crate::sandbox::stage::reap_orphans();
         let redactor = Executor::redactor_for(&self.policy)?;
         let wasm = match self.wasm {

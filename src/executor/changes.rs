@@ -54,9 +54,10 @@ impl Executor {
             max_bytes: plan.limits.stage_bytes,
             max_entries: MAX_STAGE_ENTRIES,
         };
+        let base = crate::sandbox::stage::base_dir(plan.backend);
         let stage = tokio::task::spawn_blocking(move || {
             let hide = |rel: &str| policy.paths().hides(&ws, rel);
-            Stage::create(&ws, &hide, owner, limits)
+            Stage::create_in(&base, &ws, &hide, owner, limits)
         })
         .await
         .map_err(blocking_err("stage the workspace"))?
@@ -81,6 +82,24 @@ impl Executor {
         principal: &str,
     ) -> Result<(), Error> {
         let stage = std::sync::Arc::new(stage);
+        let r = self
+            .settle_stage(stage.clone(), plan, o, approver, principal)
+            .await;
+        // Removing the copy is off the call's path (on a journaled disk it
+        // costs milliseconds); a process killed before it runs leaves the
+        // stage to `reap_orphans`.
+        tokio::task::spawn_blocking(move || drop(stage));
+        r
+    }
+
+    async fn settle_stage(
+        &self,
+        stage: std::sync::Arc<Stage>,
+        plan: &Plan,
+        o: &mut Outcome,
+        approver: &dyn Approver,
+        principal: &str,
+    ) -> Result<(), Error> {
         let (st, ws) = (stage.clone(), self.workspace.clone());
         let found = tokio::task::spawn_blocking(move || st.changes(&ws))
             .await

@@ -346,7 +346,10 @@ impl DockerBackend {
         self.ensure_image(&p.image).await?;
         self.ensure_network(&p.network).await?;
         let dir = match &p.workspace {
-            Some((None, _)) => Some(super::stage::sandbox_dir(self.owner())?),
+            Some((None, _)) => Some(super::stage::sandbox_dir(
+                BackendKind::Docker,
+                self.owner(),
+            )?),
             _ => None,
         };
         let limit = |name: &str, v: i64| ResourcesUlimits {

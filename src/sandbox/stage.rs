@@ -17,8 +17,8 @@
 //! clock stepped back during the run) is a change not applied — lost,
 //! never let through.
 //!
-//! Cost: one copy of the visible workspace per call (into memory, see
-//! [`base_dir`]) and one `lstat` walk after; file contents are compared only
+//! Cost: one copy of the visible workspace per call (where: [`base_dir`])
+//! and one `lstat` walk after; file contents are compared only
 //! where the inode's change time moved (or may have moved unseen: entries
 //! staged in the last clock tick).
 
@@ -210,7 +210,18 @@ impl Stage {
         owner: Option<(u32, u32)>,
         limits: StageLimits,
     ) -> Result<Stage, StageError> {
-        let base = base_dir();
+        Stage::create_in(&std::env::temp_dir(), workspace, hide, owner, limits)
+    }
+
+    /// [`Stage::create`] under `base` (see [`base_dir`]).
+    pub fn create_in(
+        base: &Path,
+        workspace: &Path,
+        hide: &dyn Fn(&str) -> bool,
+        owner: Option<(u32, u32)>,
+        limits: StageLimits,
+    ) -> Result<Stage, StageError> {
+        let base = base.to_path_buf();
         let tmp = private_dir(&base, "stage").map_err(io("create", &base))?;
         let root = tmp.path().join("ws");
         std::fs::create_dir(&root).map_err(io("create", &root))?;
@@ -645,24 +656,36 @@ fn coarse_now() -> Option<(i64, i64)> {
         .map(|t| (t.tv_sec(), t.tv_nsec()))
 }
 
-/// Where stages and sandbox directories are made: `TOOLGATE_STAGE_DIR`,
-/// else `/dev/shm` (memory: metadata-heavy copies there cost a tenth of
-/// what they cost on a journaled disk), else the temporary directory.
-pub fn base_dir() -> PathBuf {
+/// Where stages and sandbox directories are made for `backend`:
+/// `TOOLGATE_STAGE_DIR` when set; else, for docker, `/dev/shm` — copies
+/// there cost a fraction of a journaled disk's, and what a container writes
+/// into memory is charged to its own memory limit; else the temporary
+/// directory. Wasm guests run in toolgate's process, so their writes into a
+/// memory-backed stage would be bounded by no limit: they stage on disk.
+pub fn base_dir(backend: crate::plan::BackendKind) -> PathBuf {
     if let Some(d) = std::env::var_os("TOOLGATE_STAGE_DIR") {
         return PathBuf::from(d);
     }
     let shm = Path::new("/dev/shm");
-    let writable = nix::unistd::access(
-        shm,
-        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
-    )
-    .is_ok();
-    if shm.is_dir() && writable {
+    let usable = || {
+        use nix::unistd::{AccessFlags, access};
+        shm.is_dir() && access(shm, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
+    };
+    if backend == crate::plan::BackendKind::Docker && usable() {
         shm.to_path_buf()
     } else {
         std::env::temp_dir()
     }
+}
+
+/// Every place [`base_dir`] may choose.
+fn base_dirs() -> Vec<PathBuf> {
+    let mut v = vec![
+        base_dir(crate::plan::BackendKind::Wasm),
+        base_dir(crate::plan::BackendKind::Docker),
+    ];
+    v.dedup();
+    v
 }
 
 /// A new directory only toolgate's user can enter, named with this
@@ -677,7 +700,7 @@ fn private_dir(base: &Path, kind: &str) -> std::io::Result<tempfile::TempDir> {
 /// Removes stages and sandbox directories left by toolgate processes that
 /// are gone (killed mid-call). Returns how many were removed.
 pub fn reap_orphans() -> usize {
-    reap_orphans_in(&base_dir())
+    base_dirs().iter().map(|b| reap_orphans_in(b)).sum()
 }
 
 fn reap_orphans_in(base: &Path) -> usize {
@@ -721,12 +744,15 @@ pub fn move_entries(from: &Path, to: &Path) -> std::io::Result<()> {
 /// A directory of a sandbox's own, made when the sandbox is made (a pooled
 /// guest preopens it, a pooled container binds it), to which a stage is
 /// lent for one run. `owner`: the sandbox's user, when not toolgate's.
-pub fn sandbox_dir(owner: Option<(u32, u32)>) -> Result<tempfile::TempDir, SandboxError> {
+pub fn sandbox_dir(
+    backend: crate::plan::BackendKind,
+    owner: Option<(u32, u32)>,
+) -> Result<tempfile::TempDir, SandboxError> {
     let fail = |e: std::io::Error| SandboxError::Internal {
         op: "make the sandbox's directory",
         detail: e.to_string(),
     };
-    let d = private_dir(&base_dir(), "sandbox").map_err(fail)?;
+    let d = private_dir(&base_dir(backend), "sandbox").map_err(fail)?;
     if let Some((u, g)) = owner {
         std::os::unix::fs::chown(d.path(), Some(u), Some(g)).map_err(fail)?;
     }

@@ -598,7 +598,7 @@ impl WasmBackend {
         let (res_tx, res_rx) = oneshot::channel();
         let engine = self.inner.engine.clone();
         let dir = match &profile.workspace {
-            Some((None, _)) => Some(super::stage::sandbox_dir(None)?),
+            Some((None, _)) => Some(super::stage::sandbox_dir(BackendKind::Wasm, None)?),
             _ => None,
         };
         let preopen = dir
