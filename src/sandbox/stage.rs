@@ -540,7 +540,9 @@ impl Stage {
         let dst = safe_path(workspace, &c.path)?;
         let src = self.root.join(&c.path);
         let m = std::fs::symlink_metadata(&src).map_err(|e| format!("stage: {e}"))?;
-        let mode = m.mode() & 0o777;
+        // Never set-id or world-writable, whatever the sandbox set (what a
+        // chmod command may not do, no sandbox does either).
+        let mode = m.mode() & APPLIED_MODE;
         let r = match (c.kind, c.action) {
             (_, Action::Chmod) => {
                 std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode))
@@ -566,6 +568,9 @@ impl Stage {
         Ok(())
     }
 }
+
+/// Permission bits a change may carry into the workspace.
+const APPLIED_MODE: u32 = 0o775;
 
 /// `workspace/rel`, refusing a path whose parents are not plain directories
 /// now (a symlink swapped in on the host would redirect the write).
@@ -873,6 +878,34 @@ mod tests {
             r[b].as_ref()
                 .unwrap_err()
                 .contains("changed in the workspace")
+        );
+    }
+
+    #[test]
+    fn applied_modes_are_never_set_id_or_world_writable() {
+        let w = ws();
+        let s = Stage::create(w.path(), &|_| false, None, LIMITS).unwrap();
+        let set = |p: &str, m: u32| {
+            std::fs::set_permissions(s.root().join(p), std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        std::fs::write(s.root().join("x.sh"), "#!/bin/sh\n").unwrap();
+        set("x.sh", 0o4777);
+        set("a.txt", 0o666);
+        std::fs::create_dir(s.root().join("open")).unwrap();
+        set("open", 0o777);
+        let c = s.changes(w.path()).unwrap();
+        let r = s.apply(w.path(), &c.iter().collect::<Vec<_>>());
+        assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+        let mode = |p: &str| {
+            std::fs::metadata(w.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(
+            (mode("x.sh"), mode("a.txt"), mode("open")),
+            (0o775, 0o664, 0o775)
         );
     }
 
