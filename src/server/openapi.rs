@@ -1,4 +1,4 @@
-//! The OpenAPI 3 document of the HTTP service, built from [`ROUTES`] — the
+//! The OpenAPI 3.1 document of the HTTP service, built from [`ROUTES`] — the
 //! same table the router is built from, so a route cannot exist
 //! undocumented (and a documented one without a handler answers 501, which
 //! the tests catch) — and from the tool schemas.
@@ -16,6 +16,10 @@ pub struct Route {
     pub approver: bool,
     /// Status codes and what they mean.
     pub responses: &'static [(u16, &'static str)],
+    /// Query parameters: name, JSON Schema (JSON text), description.
+    pub query: &'static [(&'static str, &'static str, &'static str)],
+    /// The schema (in `components`) of the 200/202 body; `text` for plain text.
+    pub ok: &'static str,
 }
 
 const COMMON: &[(u16, &str)] = &[
@@ -42,6 +46,19 @@ pub const ROUTES: &[Route] = &[
             (413, "body too large"),
             (503, "a backend, runtime or image is unavailable"),
         ],
+        query: &[
+            (
+                "dry_run",
+                r#"{"type": "boolean"}"#,
+                "only check the call: verdict and plan, nothing runs",
+            ),
+            (
+                "wait",
+                r#"{"type": "number", "minimum": 0, "maximum": 3600}"#,
+                "seconds to wait for a call that needs confirmation before answering 202",
+            ),
+        ],
+        ok: "CallResult",
     },
     Route {
         method: "get",
@@ -50,6 +67,8 @@ pub const ROUTES: &[Route] = &[
         auth: true,
         approver: false,
         responses: &[(200, "Outcome or status"), (404, "no such call")],
+        query: &[],
+        ok: "CallStatus",
     },
     Route {
         method: "get",
@@ -58,6 +77,8 @@ pub const ROUTES: &[Route] = &[
         auth: true,
         approver: true,
         responses: &[(200, "list of confirmation requests"), (403, "forbidden")],
+        query: &[],
+        ok: "Confirmations",
     },
     Route {
         method: "post",
@@ -72,6 +93,8 @@ pub const ROUTES: &[Route] = &[
             (409, "already answered"),
             (410, "expired (the call was denied)"),
         ],
+        query: &[],
+        ok: "Answered",
     },
     Route {
         method: "get",
@@ -80,6 +103,8 @@ pub const ROUTES: &[Route] = &[
         auth: true,
         approver: false,
         responses: &[(200, "tool definitions")],
+        query: &[],
+        ok: "Tools",
     },
     Route {
         method: "get",
@@ -88,6 +113,31 @@ pub const ROUTES: &[Route] = &[
         auth: true,
         approver: true,
         responses: &[(200, "audit entries"), (403, "forbidden")],
+        query: &[
+            (
+                "since_ms",
+                r#"{"type": "integer", "minimum": 0}"#,
+                "entries at or after this Unix time in milliseconds",
+            ),
+            ("tool", r#"{"type": "string"}"#, "tool name"),
+            (
+                "decision",
+                r#"{"type": "string", "enum": ["allow", "ask", "deny"]}"#,
+                "decision",
+            ),
+            ("principal", r#"{"type": "string"}"#, "principal"),
+            (
+                "kind",
+                r#"{"type": "string"}"#,
+                "entry kind: call, intent, request, …",
+            ),
+            (
+                "limit",
+                r#"{"type": "integer", "minimum": 0}"#,
+                "at most this many entries, newest (≤ 1000; default 100)",
+            ),
+        ],
+        ok: "AuditEntries",
     },
     Route {
         method: "get",
@@ -96,6 +146,8 @@ pub const ROUTES: &[Route] = &[
         auth: true,
         approver: false,
         responses: &[(200, "metrics (text/plain; version=0.0.4)")],
+        query: &[],
+        ok: "text",
     },
     Route {
         method: "get",
@@ -104,6 +156,8 @@ pub const ROUTES: &[Route] = &[
         auth: true,
         approver: false,
         responses: &[(200, "OpenAPI 3 document")],
+        query: &[],
+        ok: "Document",
     },
     Route {
         method: "get",
@@ -112,6 +166,8 @@ pub const ROUTES: &[Route] = &[
         auth: false,
         approver: false,
         responses: &[(200, "{status: ok}")],
+        query: &[],
+        ok: "Health",
     },
 ];
 
@@ -119,37 +175,80 @@ pub const ROUTES: &[Route] = &[
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
     for r in ROUTES {
-        let mut responses = serde_json::Map::new();
-        let common: &[(u16, &str)] = if r.auth { COMMON } else { &[] };
-        for (code, what) in r.responses.iter().chain(common) {
-            responses.insert(code.to_string(), json!({"description": what}));
-        }
-        let mut op = json!({
-            "summary": r.summary,
-            "responses": responses,
-            "security": if r.auth { json!([{"bearer": []}]) } else { json!([]) },
-        });
-        if r.approver {
-            op["description"] = json!("Needs a principal with `approve = true`.");
-        }
-        let params: Vec<Value> = r
-            .path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|n| json!({"name": n, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        if !params.is_empty() {
-            op["parameters"] = Value::Array(params);
-        }
-        if r.path == "/v1/calls" {
-            op["requestBody"] = json!({
-                "required": true,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ToolCall"}}}
-            });
-        }
-        let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
-        entry[r.method] = op;
+        paths.entry(r.path.to_string()).or_insert_with(|| json!({}))[r.method] = operation(r);
     }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "toolgate",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Sandboxed tool execution for AI agents: policy, confirmation, sandboxes, redaction, audit. OpenAI `function` tool calls and Anthropic `tool_use` blocks are accepted as well as the form below."
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas(),
+        }
+    })
+}
+
+/// One route as an operation: parameters, body, every response with its schema.
+fn operation(r: &Route) -> Value {
+    let mut responses = serde_json::Map::new();
+    let common: &[(u16, &str)] = if r.auth { COMMON } else { &[] };
+    for (code, what) in r.responses.iter().chain(common) {
+        let schema = if *code >= 400 { "Error" } else { r.ok };
+        let content = if schema == "text" {
+            json!({"text/plain": {"schema": {"type": "string"}}})
+        } else if *code == 202 {
+            json!({"application/json": {"schema": {"$ref": "#/components/schemas/Pending"}}})
+        } else {
+            json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}})
+        };
+        let mut resp = json!({"description": what, "content": content});
+        if *code == 429 {
+            resp["headers"] =
+                json!({"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}});
+        }
+        responses.insert(code.to_string(), resp);
+    }
+    let mut op = json!({
+        "summary": r.summary,
+        "responses": responses,
+        "security": if r.auth { json!([{"bearer": []}]) } else { json!([]) },
+    });
+    if r.approver {
+        op["description"] = json!("Needs a principal with `approve = true`.");
+    }
+    let path_params = r
+        .path
+        .split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|n| json!({"name": n, "in": "path", "required": true, "schema": {"type": "string"}}));
+    let query = r.query.iter().map(|(name, schema, what)| {
+        json!({"name": name, "in": "query", "required": false, "description": what,
+               "schema": serde_json::from_str::<Value>(schema).unwrap_or(json!({}))})
+    });
+    let params: Vec<Value> = path_params.chain(query).collect();
+    if !params.is_empty() {
+        op["parameters"] = Value::Array(params);
+    }
+    match (r.method, r.path) {
+        ("post", "/v1/calls") => {
+            op["requestBody"] = json!({"required": true,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ToolCall"}}}});
+        }
+        ("post", "/v1/confirmations/{id}") => {
+            op["requestBody"] = json!({"required": true,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Answer"}}}});
+        }
+        _ => {}
+    }
+    op
+}
+
+/// The bodies' schemas.
+fn schemas() -> Value {
     // The call body: toolgate's own form, with one `args` schema per tool.
     let tools = crate::tools::render(crate::tools::Format::JsonSchema);
     let variants: Vec<Value> = tools
@@ -161,24 +260,73 @@ pub fn document() -> Value {
                 "type": "object",
                 "required": ["tool", "args"],
                 "properties": {
-                    "id": {"type": "string"},
+                    "id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
                     "tool": {"const": t["name"]},
                     "args": t["schema"],
                 }
             })
         })
         .collect();
+    let object = |required: &[&str]| json!({"type": "object", "required": required});
     json!({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "toolgate",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Sandboxed tool execution for AI agents: policy, confirmation, sandboxes, redaction, audit. OpenAI `function` tool calls and Anthropic `tool_use` blocks are accepted as well as the form below."
+        "ToolCall": {"oneOf": variants},
+        "Answer": {
+            "type": "object",
+            "required": ["approve"],
+            "additionalProperties": false,
+            "properties": {
+                "approve": {"type": "boolean"},
+                "note": {"type": ["string", "null"]},
+                "scope": {"type": ["string", "null"], "enum": ["once", "session", null]},
+            }
         },
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"ToolCall": {"oneOf": variants}},
-        }
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {
+                "type": "object",
+                "required": ["kind", "message"],
+                "properties": {"kind": {"type": "string"}, "message": {"type": "string"}},
+            }},
+        },
+        "Outcome": {
+            "type": "object",
+            "required": ["id", "tool", "decision", "status", "stdout", "stderr"],
+            "properties": {
+                "id": {"type": "string"},
+                "tool": {"type": "string"},
+                "decision": {"enum": ["allow", "ask", "deny"]},
+                "status": {"enum": ["completed", "denied", "killed", "failed"]},
+                "exit_code": {"type": "integer"},
+                "stdout": {"type": "string"},
+                "stderr": {"type": "string"},
+                "limits_hit": {"type": "array", "items": {"type": "string"}},
+                "changes": {"type": "array", "items": object(&["path", "action", "kind", "decision", "applied"])},
+            }
+        },
+        "DryRun": object(&["id", "tool", "decision", "plan", "policy"]),
+        "CallResult": {"anyOf": [
+            {"$ref": "#/components/schemas/Outcome"},
+            {"$ref": "#/components/schemas/DryRun"},
+        ]},
+        "Pending": {
+            "type": "object",
+            "required": ["id", "status"],
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"enum": ["pending", "running"]},
+                "confirmation_id": {"type": ["string", "null"]},
+            }
+        },
+        "CallStatus": {"anyOf": [
+            {"$ref": "#/components/schemas/Outcome"},
+            {"$ref": "#/components/schemas/Pending"},
+        ]},
+        "Confirmations": {"type": "array", "items": object(&["id", "call_id", "principal", "tool", "args", "reasons", "expires_unix_ms"])},
+        "Answered": object(&["confirmation_id", "approved", "by"]),
+        "Tools": {"type": "array", "items": object(&["name"])},
+        "AuditEntries": {"type": "array", "items": object(&["seq"])},
+        "Health": object(&["status"]),
+        "Document": object(&["openapi", "paths"]),
     })
 }

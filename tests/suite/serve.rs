@@ -134,7 +134,7 @@ fn every_documented_route_exists_and_security_headers_are_set() {
         let doc = send(&s.app, "GET", "/openapi.json", Some(OPERATOR), None)
             .await
             .2;
-        assert_eq!(doc["openapi"], "3.0.3");
+        assert_eq!(doc["openapi"], "3.1.0");
         for r in toolgate::server::openapi::ROUTES {
             assert!(
                 doc["paths"][r.path][r.method].is_object(),
@@ -1254,4 +1254,58 @@ fn changes_that_ask_wait_for_an_approver_without_holding_a_slot() {
             "{v}"
         );
     });
+}
+
+/// The OpenAPI document is valid 3.1 by a maintained validator
+/// (`openapi-spec-validator`, installed by `.ci/run` into
+/// `target/pytools`; `TOOLGATE_REQUIRE_VALIDATOR=1` makes its absence a
+/// failure), and every response of every route says what its body is.
+#[test]
+fn the_openapi_document_is_valid_3_1() {
+    let doc = toolgate::server::openapi::document();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for (code, resp) in op["responses"].as_object().unwrap() {
+                assert!(
+                    resp["content"].is_object(),
+                    "{method} {path} {code}: no content schema"
+                );
+            }
+        }
+    }
+    let params = &doc["paths"]["/v1/audit"]["get"]["parameters"];
+    assert!(
+        params
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "since_ms")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("openapi.json");
+    std::fs::write(&f, doc.to_string()).unwrap();
+    let tools = std::env::var_os("TOOLGATE_PYTOOLS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pytools"));
+    #[allow(clippy::disallowed_methods)]
+    let out = std::process::Command::new("python3")
+        .env("PYTHONPATH", &tools)
+        .arg("-c")
+        .arg("import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))\nprint('valid')")
+        .arg(&f)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("ModuleNotFoundError") {
+        assert!(
+            std::env::var_os("TOOLGATE_REQUIRE_VALIDATOR").is_none_or(|v| v != "1"),
+            "TOOLGATE_REQUIRE_VALIDATOR=1 but openapi-spec-validator is not in {tools:?}"
+        );
+        eprintln!(
+            "SKIPPED: openapi-spec-validator is not installed in {tools:?} (.ci/run installs it)"
+        );
+        return;
+    }
+    assert!(out.status.success(), "invalid OpenAPI 3.1 document: {err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid");
 }
