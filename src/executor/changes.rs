@@ -205,10 +205,7 @@ impl Executor {
         if let Some(t) = &c.target {
             // A link is judged as what it names too: a `notes.txt` that is
             // really `.env` would carry the secret's rules to a new name.
-            let joined = match c.path.rsplit_once('/') {
-                Some((dir, _)) => format!("{dir}/{t}"),
-                None => t.clone(),
-            };
+            let joined = beside(&c.path, t);
             let paths = self.policy.paths();
             if paths.hides(&self.workspace, &joined)
                 || paths
@@ -282,10 +279,15 @@ fn link_stays_inside(workspace: &Path, path: &str, target: &str) -> bool {
     if target.starts_with('/') || target.is_empty() {
         return false;
     }
-    let joined = match path.rsplit_once('/') {
-        Some((dir, _)) => format!("{dir}/{target}"),
-        None => target.to_string(),
-    };
+    let joined = beside(path, target);
     crate::workpath::normalize(workspace, &joined).is_ok()
         && crate::workpath::resolve(workspace, &joined).is_ok()
+}
+
+/// `target` read from the directory of `path` (how a relative symlink resolves).
+fn beside(path: &str, target: &str) -> String {
+    match path.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{target}"),
+        None => target.to_string(),
+    }
 }
