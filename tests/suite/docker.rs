@@ -494,3 +494,31 @@ fn file_size_open_files_and_tmpfs_caps_bind() {
     );
     rt.block_on(e.close());
 }
+
+/// The stage of a docker call lives in memory (`/dev/shm`): what the
+/// container writes there is charged to its own memory limit, so filling the
+/// workspace with more than the limit is stopped as `memory`.
+#[test]
+fn writes_into_the_stage_count_against_the_container_memory_limit() {
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    let ws = workspace();
+    let e = executor(ws.path(), policy(|_| {}), &b);
+    // 40 files of 8 MiB (each under the 10 MiB file-size limit): 320 MiB
+    // against a 128 MiB memory limit.
+    let o = rt
+        .block_on(e.run(&py(
+            "for i in range(40):\n    open(f'f{i}', 'wb').write(b'x' * (8 << 20))\nprint('wrote all')",
+        )))
+        .unwrap();
+    assert!(
+        o.limits_hit.contains(&LimitHit::Memory) && !o.stdout.contains("wrote all"),
+        "{o:?}"
+    );
+    // What it wrote before the kill is judged and applied like any change.
+    let applied = o.changes.iter().filter(|c| c.applied).count();
+    assert!(applied < 40, "{applied} files applied");
+    rt.block_on(e.close());
+}
