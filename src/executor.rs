@@ -46,6 +46,7 @@ pub struct ExecutorBuilder {
     approver: Arc<dyn Approver>,
     ttl: Duration,
     wasm: Option<WasmConfig>,
+    native: Option<crate::sandbox::native::NativeConfig>,
     docker: Option<Arc<dyn Backend>>,
     audit: Option<Arc<crate::audit::AuditLog>>,
     principal: String,
@@ -100,6 +101,12 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Configures the native backend (Linux); `None` disables it.
+    pub fn native(mut self, cfg: Option<crate::sandbox::native::NativeConfig>) -> Self {
+        self.native = cfg;
+        self
+    }
+
     /// Attaches a docker (or other) backend for `run_command` and `sh`.
     pub fn docker(mut self, b: Arc<dyn Backend>) -> Self {
         self.docker = Some(b);
@@ -131,7 +138,7 @@ impl ExecutorBuilder {
         if let Some(cfg) = &self.wasm {
             refuse_inside(&workspace, &cfg.cache_dir, "the compiled-runtime cache")?;
         }
-        for kind in [BackendKind::Wasm, BackendKind::Docker] {
+        for kind in [BackendKind::Wasm, BackendKind::Docker, BackendKind::Native] {
             refuse_inside(
                 &workspace,
                 &crate::sandbox::stage::base_dir(kind),
@@ -160,6 +167,9 @@ impl ExecutorBuilder {
             approver: self.approver,
             ttl: self.ttl,
             wasm,
+            native: self
+                .native
+                .map(|c| Arc::new(crate::sandbox::native::NativeBackend::new(c))),
             docker: self.docker,
         })
     }
@@ -180,6 +190,7 @@ pub struct Executor {
     approver: Arc<dyn Approver>,
     ttl: Duration,
     wasm: Option<WasmBackend>,
+    native: Option<Arc<crate::sandbox::native::NativeBackend>>,
     docker: Option<Arc<dyn Backend>>,
     limiter: Arc<crate::budget::Limiter>,
 }
@@ -192,6 +203,7 @@ impl Executor {
             approver: Arc::new(DenyAll),
             ttl: gate::DEFAULT_TTL,
             wasm: Some(WasmConfig::default()),
+            native: Some(Default::default()),
             docker: None,
             audit: None,
             principal: "local".into(),
@@ -843,6 +855,16 @@ impl Executor {
                     return Err(SandboxError::Unavailable {
                         backend: "docker",
                         detail: "no docker backend is attached to this executor (python and javascript run on wasm; run_command and sh need docker)".into(),
+                    }
+                    .into());
+                }
+            },
+            BackendKind::Native => match &self.native {
+                Some(n) => n.as_ref(),
+                None => {
+                    return Err(SandboxError::Unavailable {
+                        backend: "native",
+                        detail: "disabled in this executor".into(),
                     }
                     .into());
                 }

@@ -188,6 +188,7 @@ fn exec(a: ExecArgs) -> anyhow::Result<i32> {
     let backend = a.backend.map(|b| match b {
         BackendArg::Wasm => BackendKind::Wasm,
         BackendArg::Docker => BackendKind::Docker,
+        BackendArg::Native => BackendKind::Native,
     });
     // The overrides go through the policy's own validation.
     let policy = Policy::load(&a.common.policy)

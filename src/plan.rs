@@ -39,6 +39,10 @@ pub struct Plan {
     /// without the hidden paths, its changes judged after the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub view: Option<FsView>,
+    /// Environment variables the sandbox takes from the host (native);
+    /// every other variable is dropped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pass_env: Vec<String>,
     /// Whether a human will be asked before this runs.
     pub confirmation: bool,
 }
@@ -48,6 +52,7 @@ pub const GUEST_WORKSPACE: &str = "/workspace";
 
 impl Plan {
     /// Decides backend, limits, network and mounts for `call`. Pure.
+    /// Pure but for `~` in `native.expose`, read from `$HOME`.
     pub fn prepare(policy: &Policy, call: &ToolCall, workspace: &Path, confirmation: bool) -> Plan {
         let mut limits = policy.limits().clone();
         let requested = match &call.tool {
@@ -78,6 +83,7 @@ impl Plan {
         let access = match backend {
             BackendKind::Wasm => policy.settings().wasm_workspace,
             BackendKind::Docker => policy.settings().docker.workspace,
+            BackendKind::Native => policy.settings().native.workspace,
             BackendKind::Host => match call.tool {
                 Tool::WriteFile(_) => MountAccess::ReadWrite,
                 _ => MountAccess::ReadOnly,
@@ -85,23 +91,47 @@ impl Plan {
         };
         let image =
             (backend == BackendKind::Docker).then(|| policy.settings().docker.image.clone());
+        let guest = match backend {
+            BackendKind::Host => ".".into(),
+            // The host's own tools see the workspace where it is on the
+            // host (paths in build files and caches stay true).
+            BackendKind::Native => workspace.display().to_string(),
+            _ => GUEST_WORKSPACE.into(),
+        };
+        let mut mounts = vec![Mount {
+            host: workspace.to_path_buf(),
+            guest,
+            access,
+            stage: false,
+        }];
+        let native = &policy.settings().native;
+        if backend == BackendKind::Native {
+            mounts.extend(native.expose.iter().filter_map(|p| {
+                let host = match p.strip_prefix("~/") {
+                    Some(rest) => PathBuf::from(std::env::var_os("HOME")?).join(rest),
+                    None => PathBuf::from(p),
+                };
+                Some(Mount {
+                    guest: host.display().to_string(),
+                    host,
+                    access: MountAccess::ReadOnly,
+                    stage: false,
+                })
+            }));
+        }
         Plan {
             backend,
             runtime,
             image,
             limits,
             network,
-            mounts: vec![Mount {
-                host: workspace.to_path_buf(),
-                guest: if backend == BackendKind::Host {
-                    ".".into()
-                } else {
-                    GUEST_WORKSPACE.into()
-                },
-                access,
-                stage: false,
-            }],
+            mounts,
             view: (backend != BackendKind::Host).then(|| policy.paths().view()),
+            pass_env: if backend == BackendKind::Native {
+                native.env.clone()
+            } else {
+                vec![]
+            },
             confirmation,
         }
     }

@@ -19,7 +19,7 @@ pub fn doctor(
             .iter()
             .map(|b| {
                 BackendKind::parse(b)
-                    .ok_or_else(|| Error::Usage(format!("unknown backend `{b}` (wasm, docker)")))
+                    .ok_or_else(|| Error::Usage(format!("unknown backend `{b}` (wasm, docker, native)")))
             })
             .collect()
     };

@@ -285,6 +285,7 @@ pub enum ApproveArg {
 pub enum BackendArg {
     Wasm,
     Docker,
+    Native,
 }
 
 fn parse_lang(s: &str) -> Result<Language, String> {

@@ -364,6 +364,7 @@ pub(super) async fn row(policy: &Policy, kind: BackendKind, backend: Arc<dyn Bac
     };
     let writable = match kind {
         BackendKind::Docker => policy.settings().docker.workspace,
+        BackendKind::Native => policy.settings().native.workspace,
         _ => policy.settings().wasm_workspace,
     } == crate::plan::MountAccess::ReadWrite;
     let outcome = run(&exec, &scene, Language::Python).await;

@@ -116,12 +116,73 @@ pub async fn run(policy: &Policy, backends: &[Candidate]) -> Result<Report, Doct
                 evidence: why.clone(),
             }),
             Ok(b) => {
+                #[cfg(target_os = "linux")]
+                if *kind == BackendKind::Native {
+                    rows.extend(native_rows());
+                }
                 rows.extend(probes::probe_backend(policy, *kind, b.as_ref()).await?);
                 rows.push(confine::row(policy, *kind, b.clone()).await);
             }
         }
     }
     Ok(Report { rows })
+}
+
+/// The native backend's layers: what the kernel offers, and what is
+/// missing (`degraded` when a second layer is absent, `unavailable` when
+/// the backend refuses calls).
+#[cfg(target_os = "linux")]
+fn native_rows() -> Vec<Row> {
+    use crate::sandbox::native::Features;
+    let f = Features::probe();
+    let row = |limit, promised: &str, status, evidence: String| Row {
+        backend: "native",
+        limit,
+        promised: promised.into(),
+        status,
+        evidence,
+    };
+    let mut rows = vec![match &f.base {
+        Ok(()) => row(
+            "namespaces",
+            "user, mount, pid, net, ipc, uts, cgroup",
+            Status::Enforced,
+            "unprivileged user namespaces available; seccomp filter compiled".into(),
+        ),
+        Err(e) => row("namespaces", "user, mount, pid, net, ipc, uts, cgroup", Status::Unavailable, e.clone()),
+    }];
+    rows.push(match &f.cgroups {
+        Ok(h) => row("cgroups", "per-call memory and pids groups", Status::Enforced, h.describe()),
+        Err(e) => row(
+            "cgroups",
+            "per-call memory and pids groups",
+            Status::Unavailable,
+            format!("{e}: native calls are refused"),
+        ),
+    });
+    rows.push(if f.landlock_abi >= 6 {
+        row(
+            "landlock",
+            "reads and writes only where the view allows; signals scoped",
+            Status::Enforced,
+            format!("Landlock ABI {}", f.landlock_abi),
+        )
+    } else if f.landlock_abi > 0 {
+        row(
+            "landlock",
+            "reads and writes only where the view allows; signals scoped",
+            Status::Degraded,
+            format!("Landlock ABI {} (< 6: no signal/socket scoping; the mount view still binds)", f.landlock_abi),
+        )
+    } else {
+        row(
+            "landlock",
+            "reads and writes only where the view allows; signals scoped",
+            Status::Degraded,
+            "Landlock is not enabled in this kernel: the mount view and uid are the only file layers".into(),
+        )
+    });
+    rows
 }
 
 /// Connects the named backends (wasm and docker when `only` is empty); a
@@ -135,6 +196,11 @@ pub async fn connect(only: &[BackendKind]) -> Vec<Candidate> {
             .map(|b| Arc::new(b) as Arc<dyn Backend>)
             .map_err(|e| e.to_string());
         out.push((BackendKind::Wasm, wasm));
+    }
+    #[cfg(target_os = "linux")]
+    if wanted(BackendKind::Native) {
+        let native = crate::sandbox::native::NativeBackend::new(Default::default());
+        out.push((BackendKind::Native, Ok(Arc::new(native) as Arc<dyn Backend>)));
     }
     if wanted(BackendKind::Docker) {
         let docker = crate::sandbox::docker::DockerBackend::connect(Default::default())

@@ -123,7 +123,7 @@ pub(super) async fn probe_backend(
         kind,
         limits: policy.limits().clone(),
         network: match kind {
-            BackendKind::Docker => policy.network().run_command.clone(),
+            BackendKind::Docker | BackendKind::Native => policy.network().run_command.clone(),
             _ => policy.network().run_code.clone(),
         },
         image: (kind == BackendKind::Docker).then(|| policy.settings().docker.image.clone()),
@@ -202,8 +202,17 @@ impl Prober<'_> {
         &self.scene.workspace
     }
 
+    /// Where the guest sees the workspace.
+    fn guest(&self) -> String {
+        match self.kind {
+            BackendKind::Native => self.workspace().display().to_string(),
+            _ => GUEST_WORKSPACE.into(),
+        }
+    }
+
     fn plan(&self, limits: Limits, access: MountAccess) -> Plan {
         Plan {
+            pass_env: vec![],
             backend: self.kind,
             runtime: (self.kind == BackendKind::Wasm).then(|| "python".to_string()),
             image: self.image.clone(),
@@ -211,7 +220,7 @@ impl Prober<'_> {
             network: self.network.clone(),
             mounts: vec![Mount {
                 host: self.workspace().to_path_buf(),
-                guest: GUEST_WORKSPACE.into(),
+                guest: self.guest(),
                 access,
                 stage: false,
             }],
@@ -460,33 +469,52 @@ for d in ['/', '/etc', '/usr', '/home', '/root', '/var']:
         with open(p, 'w') as f:
             f.write('x')
         hits.append(p)
-        os.remove(p)
     except Exception:
         pass
 print('written=' + (','.join(hits) or '-'))
 "#;
     let promised = "no writes outside the workspace".to_string();
+    // The probe leaves what it wrote: a write that reached the host shows
+    // there (and is removed); one into the sandbox's own private home or
+    // temp space (native) is gone with the sandbox.
+    let dirs = ["/", "/etc", "/usr", "/home", "/root", "/var"];
+    let path = |d: &str| Path::new(d).join("toolgate-doctor-probe");
+    let before: Vec<bool> = dirs.iter().map(|d| path(d).exists()).collect();
     let o = p
         .py(code)
         .await
         .map_err(|e| Finding::sandbox_failed(&promised, e))?;
     let t = out(&o);
-    let status = if t == "written=-" {
-        Status::Enforced
+    let on_host: Vec<String> = dirs
+        .iter()
+        .zip(before)
+        .filter(|(d, was)| !was && path(d).exists())
+        .map(|(d, _)| {
+            let _ = std::fs::remove_file(path(d));
+            path(d).display().to_string()
+        })
+        .collect();
+    let (status, ev) = if !on_host.is_empty() {
+        (Status::Failed, format!("reached the host: {}", on_host.join(",")))
+    } else if t == "written=-" {
+        (Status::Enforced, t)
+    } else if t.starts_with("written=") {
+        (Status::Enforced, format!("{t} (the sandbox's private home or tmpfs; nothing on the host)"))
     } else {
-        Status::Failed
+        (Status::Failed, format!("the probe did not report ({})", how(&o)))
     };
     Ok(Finding::new(
         promised,
         status,
-        format!("tried /, /etc, /usr, /home, /root, /var: {t}"),
+        format!("tried /, /etc, /usr, /home, /root, /var: {ev}"),
     ))
 }
 
 /// A read-only workspace stays read-only (checked on the host too).
 async fn fs_readonly(p: &Prober<'_>) -> Result<Finding, Finding> {
+    let ws = p.guest();
     let code = format!(
-        "try:\n    open('{GUEST_WORKSPACE}/ro-probe', 'w').write('x')\n    print('written')\nexcept Exception as e:\n    print('refused', type(e).__name__)\n"
+        "try:\n    open('{ws}/ro-probe', 'w').write('x')\n    print('written')\nexcept Exception as e:\n    print('refused', type(e).__name__)\n"
     );
     let promised = "read-only workspace refuses writes".to_string();
     let o = p
@@ -510,8 +538,9 @@ async fn fs_readonly(p: &Prober<'_>) -> Result<Finding, Finding> {
 /// A host file outside the workspace, by its host path and through a
 /// symlink planted in the workspace.
 async fn fs_read_host(p: &Prober<'_>) -> Result<Finding, Finding> {
+    let ws = p.guest();
     let code = format!(
-        "res = []\nfor p in [{host:?}, '{GUEST_WORKSPACE}/link-to-secret', 'link-to-secret']:\n    try:\n        res.append(open(p).read())\n    except Exception as e:\n        res.append('refused:' + type(e).__name__)\nprint('|'.join(res))\n",
+        "res = []\nfor p in [{host:?}, '{ws}/link-to-secret', 'link-to-secret']:\n    try:\n        res.append(open(p).read())\n    except Exception as e:\n        res.append('refused:' + type(e).__name__)\nprint('|'.join(res))\n",
         host = p.scene.secret_path.display().to_string()
     );
     let promised = "host files outside the workspace unreadable".to_string();
@@ -547,8 +576,9 @@ async fn file_size(p: &Prober<'_>) -> Result<Finding, Finding> {
         ));
     }
     let steps = (l.file_size >> 20) + 4;
+    let ws = p.guest();
     let code = format!(
-        "import os\nn = 0\ntry:\n    with open('/workspace/big', 'wb') as f:\n        for i in range({steps}):\n            f.write(b'x' * (1 << 20))\n            f.flush()\n            n += 1\n    print('wrote', n)\nexcept Exception as e:\n    print('refused', n, type(e).__name__)\n"
+        "import os\nn = 0\ntry:\n    with open('{ws}/big', 'wb') as f:\n        for i in range({steps}):\n            f.write(b'x' * (1 << 20))\n            f.flush()\n            n += 1\n    print('wrote', n)\nexcept Exception as e:\n    print('refused', n, type(e).__name__)\n"
     );
     let o = p
         .py(&code)

@@ -63,7 +63,9 @@ impl Executor {
         .map_err(blocking_err("stage the workspace"))?
         .map_err(stage_err)?;
         let mut plan = plan.clone();
-        for m in &mut plan.mounts {
+        // The first mount is the workspace; others (native's exposed
+        // toolchains) are the host's, read-only.
+        if let Some(m) = plan.mounts.first_mut() {
             m.host = stage.root().to_path_buf();
             m.stage = true;
         }

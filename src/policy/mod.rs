@@ -25,7 +25,8 @@ use paths::{Access, AccessSel, PathPolicy, PathRule};
 pub use paths::{FsView, ViewRule};
 use serde::Serialize;
 pub use settings::{
-    BackendChoice, BackendKind, DockerSettings, Limits, MountAccess, NetworkMode, NetworkPolicy,
+    BackendChoice, BackendKind, DockerSettings, Limits, MountAccess, NativeSettings, NetworkMode,
+    NetworkPolicy,
     Settings,
 };
 use std::collections::BTreeMap;
@@ -263,7 +264,7 @@ impl Ctx<'_> {
                 self.err(
                     v.span(),
                     key,
-                    format!("{:?} is not wasm or docker", v.get_ref()),
+                    format!("{:?} is not wasm, docker or native", v.get_ref()),
                 )
             }),
         }
@@ -520,8 +521,43 @@ impl Policy {
                     MountAccess::ReadOnly,
                 )?,
             },
+            native: Self::native_settings(cx, &raw.native)?,
         };
         Ok(settings)
+    }
+
+    fn native_settings(cx: &Ctx, raw: &raw::RawNative) -> Result<NativeSettings, PolicyError> {
+        let d = NativeSettings::default();
+        let expose = raw.expose.clone().unwrap_or_default();
+        for (i, p) in expose.iter().enumerate() {
+            // Absolute or under `~/`, never `..`: the list names what the
+            // sandbox may read, so it must say it plainly.
+            let plain = (p.starts_with('/') || p.starts_with("~/"))
+                && !p.split('/').any(|c| c == "..");
+            if !plain {
+                return Err(cx.err(
+                    0..0,
+                    &format!("native.expose[{i}]"),
+                    format!("{p:?} is not an absolute path or ~/path without .."),
+                ));
+            }
+        }
+        let env = raw.env.clone().unwrap_or(d.env);
+        for (i, n) in env.iter().enumerate() {
+            let ok = !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok || ["HOME", "TMPDIR"].contains(&n.as_str()) {
+                return Err(cx.err(
+                    0..0,
+                    &format!("native.env[{i}]"),
+                    format!("{n:?} is not a variable name the sandbox may take from the host (HOME and TMPDIR are the sandbox's own)"),
+                ));
+            }
+        }
+        Ok(NativeSettings {
+            workspace: cx.mount(&raw.workspace, "native.workspace", d.workspace)?,
+            expose,
+            env,
+        })
     }
 
     fn path_policy(cx: &Ctx, raw: &raw::RawPaths) -> Result<PathPolicy, PolicyError> {

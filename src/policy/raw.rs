@@ -32,6 +32,8 @@ pub struct RawPolicy {
     #[serde(default)]
     pub docker: RawDocker,
     #[serde(default)]
+    pub native: RawNative,
+    #[serde(default)]
     pub redaction: RawRedaction,
     #[serde(default)]
     pub audit: RawAudit,
@@ -148,6 +150,14 @@ pub struct RawWasm {
 pub struct RawDocker {
     pub image: Option<String>,
     pub workspace: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNative {
+    pub workspace: Option<Spanned<String>>,
+    pub expose: Option<Vec<String>>,
+    pub env: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

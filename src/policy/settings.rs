@@ -77,6 +77,8 @@ pub enum BackendKind {
     Wasm,
     /// A hardened Docker container.
     Docker,
+    /// The host's own toolchain in namespaces, Landlock and seccomp (Linux).
+    Native,
     /// The host file tools, confined by a directory capability.
     Host,
 }
@@ -86,6 +88,7 @@ impl BackendKind {
         match self {
             BackendKind::Wasm => "wasm",
             BackendKind::Docker => "docker",
+            BackendKind::Native => "native",
             BackendKind::Host => "host",
         }
     }
@@ -94,6 +97,7 @@ impl BackendKind {
         match s {
             "wasm" => Some(BackendKind::Wasm),
             "docker" => Some(BackendKind::Docker),
+            "native" => Some(BackendKind::Native),
             _ => None,
         }
     }
@@ -102,7 +106,11 @@ impl BackendKind {
     /// another is refused at load rather than silently widened.
     pub fn supports_network(self, n: &NetworkMode) -> bool {
         match self {
-            BackendKind::Wasm | BackendKind::Host => matches!(n, NetworkMode::None),
+            // Native: a network namespace with only `lo` (egress needs the
+            // proxy of the egress issue).
+            BackendKind::Wasm | BackendKind::Host | BackendKind::Native => {
+                matches!(n, NetworkMode::None)
+            }
             BackendKind::Docker => matches!(n, NetworkMode::None | NetworkMode::Open),
         }
     }
@@ -150,6 +158,31 @@ pub struct NetworkPolicy {
     pub allow_hosts: Vec<String>,
 }
 
+/// How the native backend shows the host: what it exposes beyond the
+/// system directories, and which environment variables it passes.
+#[derive(Debug, Clone)]
+pub struct NativeSettings {
+    pub workspace: MountAccess,
+    /// Host directories visible read-only (toolchains under a home
+    /// directory, which is otherwise hidden). `~/` is toolgate's `$HOME`.
+    pub expose: Vec<String>,
+    /// Names of environment variables passed through (their values are
+    /// toolgate's own); every other variable is dropped.
+    pub env: Vec<String>,
+}
+
+impl Default for NativeSettings {
+    fn default() -> NativeSettings {
+        NativeSettings {
+            workspace: MountAccess::ReadOnly,
+            expose: vec![],
+            env: ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DockerSettings {
     pub image: String,
@@ -167,6 +200,7 @@ pub struct Settings {
     /// How the workspace is mounted in wasm guests.
     pub wasm_workspace: MountAccess,
     pub docker: DockerSettings,
+    pub native: NativeSettings,
 }
 
 impl Settings {
@@ -187,7 +221,7 @@ impl Settings {
         if b.sh == BackendKind::Wasm || b.run_command == BackendKind::Wasm {
             return Err((
                 "backends",
-                "the wasm backend runs python and javascript only; sh and run_command need docker"
+                "the wasm backend runs python and javascript only; sh and run_command need docker or native"
                     .into(),
             ));
         }

@@ -7,6 +7,8 @@
 pub mod docker;
 pub mod hostfs;
 pub mod images;
+#[cfg(target_os = "linux")]
+pub mod native;
 pub mod pool;
 pub mod stage;
 pub mod wasm;

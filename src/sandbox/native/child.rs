@@ -1,0 +1,459 @@
+//! What runs between `fork` and `exec` in the native sandbox.
+//!
+//! Three processes: the spawned child *C* joins the call's cgroups, drops
+//! to the sandbox uid, unshares user/mount/pid/net/ipc/uts/cgroup
+//! namespaces and maps its own uid; it forks *G*, pid 1 of the new pid
+//! namespace, which builds the filesystem view, pivots into it, brings up
+//! `lo`, applies rlimits, Landlock, capability drop and seccomp, and forks
+//! *T*, the tool, which returns to `std` to `exec`. G reaps and exits with
+//! T's status; C with G's. When G dies the kernel kills the whole
+//! namespace, so killing C (G has `PDEATHSIG`) kills every process of the
+//! call.
+//!
+//! Everything is prepared in the parent (paths as C strings, the seccomp
+//! programs); the child only makes syscalls, except Landlock's ruleset,
+//! built with the `landlock` crate after the view exists (its rules need
+//! the new mounts' inodes). That allocates, which glibc's `fork` makes
+//! safe (it resets the allocator's locks in the child); toolgate targets
+//! linux-gnu for this backend.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+/// One step of building the view under the new root (paths absolute on
+/// the host, already prefixed with the new root).
+#[derive(Debug)]
+pub enum Step {
+    /// `mkdir`, tolerating an existing directory (parents come first).
+    Dir { path: CString, mode: u32 },
+    /// A size-capped tmpfs.
+    Tmpfs { target: CString, options: CString },
+    /// A bind mount of `source` (a host path, or a relay) with the flags
+    /// in `attrs` set recursively.
+    Bind {
+        source: CString,
+        target: CString,
+        attrs: u64,
+    },
+    /// A device node of the host bound onto an empty file.
+    Device { source: CString, target: CString },
+    Symlink { target: CString, link: CString },
+    /// A fresh procfs for the new pid namespace.
+    Proc { target: CString },
+}
+
+/// Everything the child needs, made before `fork`.
+pub struct Spec {
+    pub cgroup_procs: Vec<OwnedFd>,
+    /// `(host directory, relay)`: when toolgate is root, C binds each
+    /// directory the sandbox user could not walk to (a stage in a private
+    /// directory, a toolchain under /root) onto a relay it can reach,
+    /// before it drops to that user; G binds the relays into the view.
+    pub relays: Vec<(CString, CString)>,
+    pub drop_to: Option<(u32, u32)>,
+    pub uid_map: Vec<u8>,
+    pub gid_map: Vec<u8>,
+    pub root: CString,
+    pub steps: Vec<Step>,
+    pub cwd: CString,
+    pub landlock_read: Vec<PathBuf>,
+    pub landlock_write: Vec<PathBuf>,
+    pub seccomp: std::sync::Arc<Vec<seccompiler::BpfProgram>>,
+    /// `(resource, soft, hard)`.
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    /// toolgate's own argv and environment areas `(start, end)`: G is a
+    /// copy of toolgate and the tool can read `/proc/1/cmdline`, so G
+    /// blanks them (its environment holds the host's secrets).
+    pub wipe: Vec<(usize, usize)>,
+    /// Write end of the setup-error pipe: a failed step writes
+    /// `[step, errno(4 bytes LE), view step]` here before exiting.
+    pub err_fd: OwnedFd,
+}
+
+/// Setup steps, by number in the error record.
+pub const STEPS: &[&str] = &[
+    "join the call's cgroups",
+    "drop to the sandbox user",
+    "unshare namespaces (are unprivileged user namespaces enabled?)",
+    "write the uid/gid maps",
+    "fork the namespace's init",
+    "make mounts private",
+    "bind the host root",
+    "make the host root read-only",
+    "build the filesystem view",
+    "pivot into the view",
+    "enter the working directory",
+    "set the hostname",
+    "bring up lo",
+    "set rlimits",
+    "apply Landlock",
+    "drop capabilities",
+    "apply seccomp",
+    "fork the tool",
+    "bind the workspace and exposed directories to their relays",
+];
+
+const S_CGROUP: u8 = 0;
+const S_SETUID: u8 = 1;
+const S_UNSHARE: u8 = 2;
+const S_MAPS: u8 = 3;
+const S_FORK_INIT: u8 = 4;
+const S_PRIVATE: u8 = 5;
+const S_RBIND: u8 = 6;
+const S_READONLY: u8 = 7;
+const S_VIEW: u8 = 8;
+const S_PIVOT: u8 = 9;
+const S_CWD: u8 = 10;
+const S_HOSTNAME: u8 = 11;
+const S_LO: u8 = 12;
+const S_RLIMIT: u8 = 13;
+const S_LANDLOCK: u8 = 14;
+const S_CAPS: u8 = 15;
+const S_SECCOMP: u8 = 16;
+const S_FORK_TOOL: u8 = 17;
+const S_RELAY: u8 = 18;
+
+/// Exit status of C or G when setup failed (the error pipe says why).
+pub const SETUP_FAILED: i32 = 126;
+
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Records a failed step and exits; never returns.
+fn fail(fd: RawFd, step: u8, err: i32) -> ! {
+    fail_at(fd, step, 0, err)
+}
+
+/// Like `fail`, naming which view step (`sub`) failed.
+fn fail_at(fd: RawFd, step: u8, sub: u8, err: i32) -> ! {
+    let e = err.to_le_bytes();
+    let rec = [step, e[0], e[1], e[2], e[3], sub];
+    unsafe {
+        libc::write(fd, rec.as_ptr().cast(), rec.len());
+        libc::_exit(SETUP_FAILED)
+    }
+}
+
+fn check(fd: RawFd, step: u8, rc: libc::c_long) {
+    if rc < 0 {
+        fail(fd, step, errno());
+    }
+}
+
+fn write_file(path: &[u8], data: &[u8]) -> libc::c_long {
+    unsafe {
+        let f = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if f < 0 {
+            return -1;
+        }
+        let n = libc::write(f, data.as_ptr().cast(), data.len());
+        libc::close(f);
+        if n < 0 { -1 } else { 0 }
+    }
+}
+
+fn mount(src: *const libc::c_char, target: *const libc::c_char, fstype: *const libc::c_char, flags: libc::c_ulong, data: *const libc::c_char) -> libc::c_long {
+    unsafe { libc::mount(src, target, fstype, flags, data.cast()) as libc::c_long }
+}
+
+fn setattr(target: &CString, set: u64, recursive: bool) -> libc::c_long {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
+    unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    }
+}
+
+/// Waits for `pid`, reaping any other child meanwhile, and returns an
+/// exit code that carries a signal death as `128 + signal`.
+fn reap_until(pid: libc::pid_t) -> i32 {
+    loop {
+        let mut status = 0;
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return SETUP_FAILED;
+        }
+        if r == pid {
+            if libc::WIFEXITED(status) {
+                return libc::WEXITSTATUS(status);
+            }
+            if libc::WIFSIGNALED(status) {
+                return 128 + libc::WTERMSIG(status);
+            }
+        }
+    }
+}
+
+fn close_all_from(first: u32) {
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, 0);
+    }
+}
+
+/// Runs in C. Returns only in T, the tool, which `std` then execs.
+pub fn run(spec: &Spec) -> io::Result<()> {
+    let efd = spec.err_fd.as_raw_fd();
+    // Join the call's groups first: every process made later is counted.
+    for f in &spec.cgroup_procs {
+        check(efd, S_CGROUP, unsafe { libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) } as libc::c_long);
+    }
+    if !spec.relays.is_empty() {
+        let none = std::ptr::null::<libc::c_char>();
+        check(efd, S_RELAY, unsafe { libc::unshare(libc::CLONE_NEWNS) } as libc::c_long);
+        check(efd, S_RELAY, mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, none));
+        for (host, relay) in &spec.relays {
+            check(efd, S_RELAY, mount(host.as_ptr(), relay.as_ptr(), none, libc::MS_BIND | libc::MS_REC, none));
+        }
+    }
+    if let Some((uid, gid)) = spec.drop_to {
+        unsafe {
+            check(efd, S_SETUID, libc::setgroups(0, std::ptr::null()) as libc::c_long);
+            check(efd, S_SETUID, libc::setresgid(gid, gid, gid) as libc::c_long);
+            check(efd, S_SETUID, libc::setresuid(uid, uid, uid) as libc::c_long);
+            // A changed uid makes the process undumpable, which makes its
+            // /proc files root's: the uid map below could not be written.
+            check(efd, S_SETUID, libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) as libc::c_long);
+        }
+    }
+    let ns = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWCGROUP;
+    check(efd, S_UNSHARE, unsafe { libc::unshare(ns) } as libc::c_long);
+    check(efd, S_MAPS, write_file(b"/proc/self/setgroups\0", b"deny"));
+    check(efd, S_MAPS, write_file(b"/proc/self/uid_map\0", &spec.uid_map));
+    check(efd, S_MAPS, write_file(b"/proc/self/gid_map\0", &spec.gid_map));
+
+    let g = unsafe { libc::fork() };
+    check(efd, S_FORK_INIT, g as libc::c_long);
+    if g > 0 {
+        // C: nothing to hold open (std's exec-status pipe must close when
+        // T execs, not when the call ends); wait and pass G's status on.
+        close_all_from(0);
+        let code = reap_until(g);
+        unsafe { libc::_exit(code) }
+    }
+    // G, pid 1 of the new namespace. It dies with C.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
+    build_view(spec, efd);
+    confine(spec, efd);
+    // G keeps a copy of toolgate's memory: make /proc/1/{environ,mem,…}
+    // unreadable to the tool, and blank what /proc/1/cmdline still shows.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        for &(start, end) in &spec.wipe {
+            if end > start {
+                std::ptr::write_bytes(start as *mut u8, 0, end - start);
+            }
+        }
+    }
+    let t = unsafe { libc::fork() };
+    check(efd, S_FORK_TOOL, t as libc::c_long);
+    if t > 0 {
+        close_all_from(0);
+        let code = reap_until(t);
+        unsafe { libc::_exit(code) }
+    }
+    // T: the tool. std execs it after this returns.
+    Ok(())
+}
+
+fn build_view(spec: &Spec, efd: RawFd) {
+    let none = std::ptr::null::<libc::c_char>();
+    let root = spec.root.as_ptr();
+    unsafe {
+        libc::umask(0o022);
+    }
+    check(efd, S_PRIVATE, mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, none));
+    check(efd, S_RBIND, mount(c"/".as_ptr(), root, none, libc::MS_BIND | libc::MS_REC, none));
+    check(
+        efd,
+        S_READONLY,
+        setattr(&spec.root, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true),
+    );
+    for (i, step) in spec.steps.iter().enumerate() {
+        let rc = match step {
+            Step::Dir { path, mode } => unsafe {
+                let r = libc::mkdir(path.as_ptr(), *mode);
+                if r < 0 && errno() != libc::EEXIST {
+                    -1
+                } else {
+                    libc::chmod(path.as_ptr(), *mode);
+                    0
+                }
+            },
+            Step::Tmpfs { target, options } => mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                options.as_ptr(),
+            ),
+            Step::Bind {
+                source,
+                target,
+                attrs,
+            } => {
+                let r = mount(source.as_ptr(), target.as_ptr(), none, libc::MS_BIND | libc::MS_REC, none);
+                if r < 0 { r } else { setattr(target, *attrs, true) }
+            }
+            Step::Device { source, target } => unsafe {
+                let f = libc::open(target.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                if f >= 0 {
+                    libc::close(f);
+                    mount(source.as_ptr(), target.as_ptr(), none, libc::MS_BIND, none)
+                } else {
+                    -1
+                }
+            },
+            Step::Symlink { target, link } => unsafe {
+                libc::symlink(target.as_ptr(), link.as_ptr()) as libc::c_long
+            },
+            Step::Proc { target } => mount(
+                c"proc".as_ptr(),
+                target.as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                none,
+            ),
+        };
+        if rc < 0 {
+            fail_at(efd, S_VIEW, i.min(255) as u8, errno());
+        }
+    }
+    // pivot_root(".", ".") stacks the old root under the new one; the
+    // detach then drops it (pivot_root(2), "NOTES").
+    unsafe {
+        check(efd, S_PIVOT, libc::chdir(root) as libc::c_long);
+        check(efd, S_PIVOT, libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()));
+        check(efd, S_PIVOT, libc::umount2(c".".as_ptr(), libc::MNT_DETACH) as libc::c_long);
+        check(efd, S_PIVOT, libc::chdir(c"/".as_ptr()) as libc::c_long);
+        check(efd, S_CWD, libc::chdir(spec.cwd.as_ptr()) as libc::c_long);
+        let name = b"toolgate";
+        check(efd, S_HOSTNAME, libc::sethostname(name.as_ptr().cast(), name.len()) as libc::c_long);
+    }
+    lo_up(efd);
+}
+
+/// `struct ifreq` with the flags member (the only one used).
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Brings up the namespace's loopback (its only interface; no route
+/// leaves it).
+fn lo_up(efd: RawFd) {
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        check(efd, S_LO, s as libc::c_long);
+        let mut req = IfReqFlags {
+            name: [0; 16],
+            flags: 0,
+            _pad: [0; 22],
+        };
+        req.name[..2].copy_from_slice(b"lo");
+        check(efd, S_LO, libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) as libc::c_long);
+        req.flags |= libc::IFF_UP as libc::c_short;
+        check(efd, S_LO, libc::ioctl(s, libc::SIOCSIFFLAGS, &req) as libc::c_long);
+        libc::close(s);
+    }
+}
+
+fn confine(spec: &Spec, efd: RawFd) {
+    for &(res, soft, hard) in &spec.rlimits {
+        let lim = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        check(efd, S_RLIMIT, unsafe { libc::setrlimit(res, &lim) } as libc::c_long);
+    }
+    if let Err(e) = landlock(spec) {
+        fail(efd, S_LANDLOCK, e);
+    }
+    // No capability survives: clear the bounding and ambient sets (exec as
+    // a non-zero uid clears the rest) and forbid regaining any.
+    unsafe {
+        for cap in 0..=63 {
+            let r = libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            if r < 0 && errno() == libc::EINVAL {
+                break;
+            }
+            check(efd, S_CAPS, r as libc::c_long);
+        }
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        check(efd, S_CAPS, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long);
+    }
+    for prog in spec.seccomp.iter() {
+        if seccompiler::apply_filter(prog).is_err() {
+            fail(efd, S_SECCOMP, errno());
+        }
+    }
+}
+
+/// Landlock: read (and execute) only beneath `landlock_read`, write only
+/// beneath `landlock_write`; signals and abstract sockets scoped to the
+/// sandbox. Best effort on kernels with an older ABI (the doctor says
+/// which); an error is an errno for the setup record.
+fn landlock(spec: &Spec) -> Result<(), i32> {
+    use landlock::{
+        ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, path_beneath_rules,
+    };
+    let abi = ABI::V6;
+    let e = |_| libc::EPERM;
+    let read = AccessFs::from_read(abi);
+    let all = AccessFs::from_all(abi);
+    let status = Ruleset::default()
+        .handle_access(all)
+        .map_err(e)?
+        .scope(Scope::AbstractUnixSocket | Scope::Signal)
+        .map_err(e)?
+        .create()
+        .map_err(e)?
+        .add_rules(path_beneath_rules(&spec.landlock_read, read))
+        .map_err(e)?
+        .add_rules(path_beneath_rules(&spec.landlock_write, all))
+        .map_err(e)?
+        .restrict_self()
+        .map_err(e)?;
+    let _ = status;
+    Ok(())
+}
