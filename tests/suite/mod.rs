@@ -9,6 +9,8 @@ mod doctor;
 mod gate;
 mod mcp;
 mod mutate;
+mod native;
+mod native_escape;
 mod observability;
 mod policy;
 mod redaction;

@@ -1,0 +1,341 @@
+//! The native backend: the host's toolchains work through the whole
+//! pipeline, only the workspace changes, and every limit binds and is
+//! named. Escape attempts are in `native_escape.rs`.
+//!
+//! Skips with a printed reason where the kernel or cgroups do not allow
+//! the backend, unless `TOOLGATE_REQUIRE_NATIVE=1` (set by `.ci/run`).
+
+use super::common::rt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use toolgate::gate::AllowAll;
+use toolgate::plan::MountAccess;
+use toolgate::sandbox::native::{NativeBackend, NativeConfig};
+use toolgate::sandbox::{Backend, Job, Program, RawOutput};
+use toolgate::{BackendKind, Executor, LimitHit, Outcome, Plan, Policy, Status, ToolCall};
+
+/// The backend, or `None` (skip) where this host cannot run it.
+pub fn native() -> Option<NativeBackend> {
+    let b = NativeBackend::new(NativeConfig::default());
+    let f = b.features();
+    let why = match (&f.base, &f.cgroups) {
+        (Err(e), _) | (_, Err(e)) => e.clone(),
+        _ => return Some(b),
+    };
+    if std::env::var_os("TOOLGATE_REQUIRE_NATIVE").is_some_and(|v| v == "1") {
+        panic!("TOOLGATE_REQUIRE_NATIVE=1 but the native backend cannot run here: {why}");
+    }
+    eprintln!("SKIPPED: the native backend cannot run here ({why})");
+    None
+}
+
+/// A workspace the sandbox's unprivileged uid may use when the backend
+/// is given it directly (the executor stages it instead).
+pub fn open_workspace() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    d
+}
+
+pub fn policy(f: impl FnOnce(&mut toolgate::policy::Settings)) -> Policy {
+    Policy::builtin_default()
+        .with(|s| {
+            s.backends.run_command = BackendKind::Native;
+            s.backends.sh = BackendKind::Native;
+            s.limits.wall_time = Duration::from_secs(20);
+            s.limits.cpu_time = Duration::from_secs(10);
+            f(s);
+        })
+        .unwrap()
+}
+
+/// Runs `sh` straight on the backend (no policy in front: the sandbox
+/// alone must hold).
+pub fn sh_on(b: &NativeBackend, ws: &Path, p: &Policy, access: MountAccess, sh: &str) -> RawOutput {
+    let call = cmd(sh);
+    let mut plan = Plan::prepare(p, &call, ws, false);
+    plan.mounts[0].access = access;
+    let job = Job {
+        program: Program::Command(toolgate::call::Command::Shell(sh.into())),
+        stdin: None,
+        cwd: None,
+    };
+    rt().block_on(b.execute(&plan, &job)).unwrap()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn cmd(c: &str) -> ToolCall {
+    ToolCall::parse(&serde_json::json!({"tool": "run_command", "args": {"command": c}}).to_string())
+        .unwrap()
+}
+
+fn executor(ws: &Path, p: Policy) -> Executor {
+    Executor::builder(p)
+        .workspace(ws)
+        .wasm(None)
+        .approver(Arc::new(AllowAll))
+        .build()
+        .unwrap()
+}
+
+fn run(e: &Executor, c: &str) -> Outcome {
+    let o = rt().block_on(e.run(&cmd(c))).unwrap();
+    assert_eq!(o.backend, Some(BackendKind::Native), "{c}: {o:?}");
+    o
+}
+
+fn ok(e: &Executor, c: &str) -> Outcome {
+    let o = run(e, c);
+    assert_eq!(
+        (o.status, o.exit_code),
+        (Status::Completed, Some(0)),
+        "{c}: stdout {} stderr {} error {:?}",
+        o.stdout,
+        o.stderr,
+        o.error
+    );
+    o
+}
+
+/// Names and modification times of a directory's entries.
+fn listing(d: &Path) -> Vec<(String, Option<std::time::SystemTime>)> {
+    let mut v: Vec<_> = std::fs::read_dir(d)
+        .map(|r| {
+            r.flatten()
+                .map(|e| {
+                    let m = e.metadata().ok().and_then(|m| m.modified().ok());
+                    (e.file_name().to_string_lossy().into_owned(), m)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn host(args: &[&str], dir: &Path) {
+    #[allow(clippy::disallowed_methods)]
+    let s = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(s.status.success(), "{args:?}: {}", text(&s.stderr));
+}
+
+/// The interpreter with pytest, if the host has one.
+fn pytest_python() -> Option<&'static str> {
+    ["python3", "/usr/bin/python3"].into_iter().find(|py| {
+        #[allow(clippy::disallowed_methods)]
+        std::process::Command::new(py)
+            .args(["-c", "import pytest"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+#[test]
+fn host_toolchains_work_and_only_the_workspace_changes() {
+    if native().is_none() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let ws = d.path();
+    host(&["git", "init", "-q"], ws);
+    host(&["git", "config", "user.email", "agent@example.com"], ws);
+    host(&["git", "config", "user.name", "agent"], ws);
+    std::fs::write(ws.join("notes.txt"), "first\n").unwrap();
+    std::fs::write(ws.join("Makefile"), "all:\n\techo built > made.txt\n").unwrap();
+    std::fs::create_dir_all(ws.join("crate1/src")).unwrap();
+    std::fs::write(
+        ws.join("crate1/Cargo.toml"),
+        "[package]\nname = \"crate1\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(ws.join("crate1/src/main.rs"), "fn main() { println!(\"hi from crate1\"); }\n").unwrap();
+    std::fs::write(ws.join("test_math.py"), "def test_add():\n    assert 1 + 1 == 2\n").unwrap();
+    host(&["git", "add", "-A"], ws);
+    host(&["git", "commit", "-qm", "init"], ws);
+
+    let home = std::path::PathBuf::from(std::env::var_os("HOME").unwrap());
+    let home_before = listing(&home);
+    let tmp_before = listing(Path::new("/var/tmp"));
+    let e = executor(ws, policy(|_| {}));
+
+    assert_eq!(ok(&e, "git status --short").stdout, "");
+    std::fs::write(ws.join("notes.txt"), "first\nsecond\n").unwrap();
+    assert!(ok(&e, "git diff").stdout.contains("+second"));
+    let v = ok(&e, "cargo --version");
+    assert!(v.stdout.starts_with("cargo "), "{}", v.stdout);
+    let b = ok(&e, "cd crate1 && cargo build --offline --quiet && ./target/debug/crate1");
+    assert_eq!(b.stdout, "hi from crate1\n");
+    assert!(ws.join("crate1/target/debug/crate1").exists(), "the build came back to the workspace");
+    ok(&e, "make");
+    assert_eq!(std::fs::read_to_string(ws.join("made.txt")).unwrap(), "built\n");
+    match pytest_python() {
+        Some(py) => {
+            let t = ok(&e, &format!("{py} -m pytest -q -p no:cacheprovider test_math.py"));
+            assert!(t.stdout.contains("1 passed"), "{}", t.stdout);
+        }
+        None => eprintln!("SKIPPED (part): no python3 with pytest on this host"),
+    }
+    ok(&e, "git add -A && git commit -qm second");
+    // The commit reached the host repository (through the stage, judged).
+    #[allow(clippy::disallowed_methods)]
+    let log = std::process::Command::new("git")
+        .args(["log", "--format=%s"])
+        .current_dir(ws)
+        .output()
+        .unwrap();
+    assert_eq!(text(&log.stdout), "second\ninit\n");
+    rt().block_on(e.close());
+    // Nothing outside the workspace changed: the home directory the tools
+    // wrote caches to inside was the sandbox's own.
+    assert_eq!(listing(&home), home_before, "the host's home changed");
+    assert_eq!(listing(Path::new("/var/tmp")), tmp_before, "/var/tmp changed");
+}
+
+#[test]
+fn a_denied_write_by_a_command_does_not_reach_the_workspace() {
+    if native().is_none() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let ws = d.path();
+    std::fs::create_dir_all(ws.join(".git/hooks")).unwrap();
+    std::fs::write(ws.join(".env"), "API_KEY=host-only-value\n").unwrap();
+    let e = executor(ws, policy(|_| {}));
+    // `sh ./x.sh` is a workspace script: allowed; what it does is judged.
+    std::fs::write(
+        ws.join("x.sh"),
+        "cat .env 2>&1; echo evil > .git/hooks/pre-commit; echo ok > fine.txt\n",
+    )
+    .unwrap();
+    let o = run(&e, "sh ./x.sh");
+    assert!(!o.stdout.contains("host-only-value"), "{}", o.stdout);
+    assert!(!ws.join(".git/hooks/pre-commit").exists());
+    assert_eq!(std::fs::read_to_string(ws.join("fine.txt")).unwrap(), "ok\n");
+    let hook = o.changes.iter().find(|c| c.path == ".git/hooks/pre-commit").unwrap();
+    assert!(!hook.applied);
+}
+
+fn limited(f: impl FnOnce(&mut toolgate::policy::Settings)) -> Policy {
+    policy(f)
+}
+
+#[test]
+fn limits_bind_and_are_named() {
+    let Some(b) = native() else { return };
+    let _heavy = super::common::heavy();
+    let ws = open_workspace();
+    let w = ws.path();
+
+    let p = limited(|s| s.limits.wall_time = Duration::from_secs(1));
+    let o = sh_on(&b, w, &p, MountAccess::ReadOnly, "sleep 30");
+    assert_eq!(o.limits_hit, vec![LimitHit::TimeoutWall]);
+    assert!(o.exit_code.is_none() && o.duration < Duration::from_secs(5));
+
+    let p = limited(|s| s.limits.cpu_time = Duration::from_secs(1));
+    let o = sh_on(&b, w, &p, MountAccess::ReadOnly, "while :; do :; done");
+    assert_eq!(o.limits_hit, vec![LimitHit::TimeoutCpu], "{o:?}");
+    // Two busy processes share one budget: the group's clock binds them.
+    let o = sh_on(&b, w, &p, MountAccess::ReadOnly, "(while :; do :; done) & (while :; do :; done) & wait");
+    assert_eq!(o.limits_hit, vec![LimitHit::TimeoutCpu], "{o:?}");
+    assert!(o.cpu_time.unwrap() < Duration::from_millis(1800), "{:?}", o.cpu_time);
+
+    let p = limited(|s| s.limits.memory_bytes = 64 << 20);
+    let o = sh_on(
+        &b,
+        w,
+        &p,
+        MountAccess::ReadOnly,
+        "python3 -c 'x = bytearray(300 << 20); x[::4096] = b\"y\" * len(x[::4096]); print(\"allocated\")'",
+    );
+    assert_eq!(o.limits_hit, vec![LimitHit::Memory], "{o:?}");
+    assert!(!text(&o.stdout).contains("allocated"));
+
+    let p = limited(|s| s.limits.pids = 16);
+    let o = sh_on(
+        &b,
+        w,
+        &p,
+        MountAccess::ReadOnly,
+        "n=0; for i in $(seq 60); do sleep 3 & n=$((n+1)); done 2>/dev/null; echo started",
+    );
+    assert!(o.limits_hit.contains(&LimitHit::Pids), "{o:?}");
+
+    let p = limited(|s| s.limits.output_bytes = 4096);
+    let o = sh_on(&b, w, &p, MountAccess::ReadOnly, "yes | head -c 1000000");
+    assert_eq!(o.stdout.len(), 4096);
+    assert!(o.stdout_truncated && o.limits_hit == vec![LimitHit::OutputTruncated]);
+
+    let p = limited(|s| s.limits.file_size = 1 << 20);
+    let o = sh_on(
+        &b,
+        w,
+        &p,
+        MountAccess::ReadWrite,
+        "dd if=/dev/zero of=big bs=1M count=8 2>&1; echo rc=$?; wc -c < big",
+    );
+    let t = text(&o.stdout);
+    // dd dies of SIGXFSZ (or sees EFBIG); the file stops at the limit.
+    let stopped = t.contains("File too large") || t.contains("File size limit exceeded");
+    assert!(stopped && t.trim_end().ends_with("\n1048576"), "{t}");
+}
+
+#[test]
+fn only_lo_no_route_and_no_host_environment() {
+    let Some(b) = native() else { return };
+    let ws = open_workspace();
+    let p = policy(|_| {});
+    let o = sh_on(
+        &b,
+        ws.path(),
+        &p,
+        MountAccess::ReadOnly,
+        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; echo routes=$(tail -n +2 /proc/net/route | wc -l); echo routes6=$(grep -vc ' lo$' /proc/net/ipv6_route); env",
+    );
+    let t = text(&o.stdout);
+    let mut lines = t.lines();
+    assert_eq!(lines.next(), Some("lo"), "{t}");
+    assert_eq!(lines.next(), Some("routes=0"), "{t}");
+    assert_eq!(lines.next(), Some("routes6=0"), "{t}");
+    let inside: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once('=')).collect();
+    let allowed = ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "RUSTUP_TOOLCHAIN", "HOME", "TMPDIR", "PWD", "SHLVL", "_", "OLDPWD"];
+    for (k, _) in &inside {
+        assert!(allowed.contains(k), "{k} reached the sandbox");
+    }
+    // No value of any other host variable is visible inside (but for
+    // those an allowed one contains, such as a directory on PATH).
+    let passed: Vec<String> = allowed.iter().filter_map(|k| std::env::var(k).ok()).collect();
+    for (k, v) in std::env::vars() {
+        if v.len() >= 6 && !allowed.contains(&k.as_str()) && !passed.iter().any(|p| p.contains(&v)) {
+            assert!(!t.contains(&v), "the value of {k} reached the sandbox");
+        }
+    }
+}
+
+#[test]
+fn where_it_cannot_run_calls_are_refused_not_degraded() {
+    let d = tempfile::tempdir().unwrap();
+    let e = Executor::builder(policy(|_| {}))
+        .workspace(d.path())
+        .wasm(None)
+        .native(None)
+        .approver(Arc::new(AllowAll))
+        .build()
+        .unwrap();
+    let err = rt().block_on(e.run(&cmd("echo hi"))).unwrap_err();
+    assert!(err.to_string().contains("native"), "{err}");
+    // A network mode the backend cannot enforce is refused at load.
+    let e = Policy::builtin_default().with(|s| {
+        s.backends.run_command = BackendKind::Native;
+        s.network.run_command = toolgate::NetworkMode::Open;
+    });
+    assert!(e.unwrap_err().to_string().contains("native"));
+}
