@@ -18,8 +18,9 @@ pub fn doctor(
         names
             .iter()
             .map(|b| {
-                BackendKind::parse(b)
-                    .ok_or_else(|| Error::Usage(format!("unknown backend `{b}` (wasm, docker, native)")))
+                BackendKind::parse(b).ok_or_else(|| {
+                    Error::Usage(format!("unknown backend `{b}` (wasm, docker, native)"))
+                })
             })
             .collect()
     };

@@ -133,6 +133,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     f.stage()?;
     f.wasm(&rt, ws.path(), n, Duration::from_millis(a.pool_gap_ms))?;
     f.docker(&rt, ws.path(), n)?;
+    f.sandboxed_native(&rt, n)?;
     f.native(n)?;
     f.print(a.json)?;
     Ok(toolgate::exit::OK)
@@ -350,7 +351,10 @@ impl Figures {
             Ok(b) => {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(ws, std::fs::Permissions::from_mode(0o777))?;
-                let exec = Executor::builder(Policy::builtin_default())
+                let policy = Policy::builtin_default().with(|s| {
+                    s.backends.run_command = toolgate::BackendKind::Docker;
+                })?;
+                let exec = Executor::builder(policy)
                     .workspace(ws)
                     .wasm(None)
                     .docker(Arc::new(b))
@@ -383,6 +387,46 @@ impl Figures {
                 self.rows.push(plain);
             }
         }
+        Ok(())
+    }
+
+    /// The native sandbox: `echo hi` through the whole pipeline (policy,
+    /// stage, namespaces, Landlock, seccomp, cgroups, judging), against a
+    /// bare spawn of the same program.
+    fn sandboxed_native(&mut self, rt: &tokio::runtime::Runtime, n: usize) -> anyhow::Result<()> {
+        let ws = tempfile::tempdir()?;
+        std::fs::write(ws.path().join("README.md"), "# bench\n")?;
+        let exec = Executor::builder(Policy::builtin_default())
+            .workspace(ws.path())
+            .wasm(None)
+            .build()?;
+        let call = ToolCall::parse(r#"{"tool":"run_command","args":{"command":"echo hi"}}"#)?;
+        match rt.block_on(time_calls(&exec, &call, n, Duration::ZERO)) {
+            Err(e) => eprintln!("native figures skipped: {e}"),
+            Ok(v) => {
+                let sandboxed = row("native run_command `echo hi` (Executor)", v);
+                let mut v = Vec::new();
+                for _ in 0..n {
+                    let t = Instant::now();
+                    #[allow(clippy::disallowed_methods)] // the bare-spawn reference
+                    let ok = std::process::Command::new("/bin/echo")
+                        .arg("hi")
+                        .output()?
+                        .status
+                        .success();
+                    v.push(t.elapsed());
+                    anyhow::ensure!(ok, "echo failed");
+                }
+                let bare = row("bare spawn /bin/echo hi (reference)", v);
+                self.extra.insert(
+                    "native_overhead_ms_vs_bare_spawn".into(),
+                    (((sandboxed.p50_ms - bare.p50_ms) * 100.0).round() / 100.0).into(),
+                );
+                self.rows.push(sandboxed);
+                self.rows.push(bare);
+            }
+        }
+        rt.block_on(exec.close());
         Ok(())
     }
 

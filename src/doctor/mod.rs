@@ -149,10 +149,20 @@ fn native_rows() -> Vec<Row> {
             Status::Enforced,
             "unprivileged user namespaces available; seccomp filter compiled".into(),
         ),
-        Err(e) => row("namespaces", "user, mount, pid, net, ipc, uts, cgroup", Status::Unavailable, e.clone()),
+        Err(e) => row(
+            "namespaces",
+            "user, mount, pid, net, ipc, uts, cgroup",
+            Status::Unavailable,
+            e.clone(),
+        ),
     }];
     rows.push(match &f.cgroups {
-        Ok(h) => row("cgroups", "per-call memory and pids groups", Status::Enforced, h.describe()),
+        Ok(h) => row(
+            "cgroups",
+            "per-call memory and pids groups",
+            Status::Enforced,
+            h.describe(),
+        ),
         Err(e) => row(
             "cgroups",
             "per-call memory and pids groups",
@@ -200,7 +210,10 @@ pub async fn connect(only: &[BackendKind]) -> Vec<Candidate> {
     #[cfg(target_os = "linux")]
     if wanted(BackendKind::Native) {
         let native = crate::sandbox::native::NativeBackend::new(Default::default());
-        out.push((BackendKind::Native, Ok(Arc::new(native) as Arc<dyn Backend>)));
+        out.push((
+            BackendKind::Native,
+            Ok(Arc::new(native) as Arc<dyn Backend>),
+        ));
     }
     if wanted(BackendKind::Docker) {
         let docker = crate::sandbox::docker::DockerBackend::connect(Default::default())

@@ -495,13 +495,32 @@ print('written=' + (','.join(hits) or '-'))
         })
         .collect();
     let (status, ev) = if !on_host.is_empty() {
-        (Status::Failed, format!("reached the host: {}", on_host.join(",")))
+        (
+            Status::Failed,
+            format!("reached the host: {}", on_host.join(",")),
+        )
     } else if t == "written=-" {
         (Status::Enforced, t)
+    } else if let Some(hits) = t.strip_prefix("written=")
+        && p.kind == BackendKind::Native
+        && hits
+            .split(',')
+            .all(|h| h.starts_with("/root/") || h.starts_with("/home/"))
+    {
+        // Home directories are the sandbox's own empty tmpfs there; a
+        // write into a system directory is a failure even if it did not
+        // show on the host.
+        (
+            Status::Enforced,
+            format!("{t} (the sandbox's private home; nothing on the host)"),
+        )
     } else if t.starts_with("written=") {
-        (Status::Enforced, format!("{t} (the sandbox's private home or tmpfs; nothing on the host)"))
+        (Status::Failed, t)
     } else {
-        (Status::Failed, format!("the probe did not report ({})", how(&o)))
+        (
+            Status::Failed,
+            format!("the probe did not report ({})", how(&o)),
+        )
     };
     Ok(Finding::new(
         promised,

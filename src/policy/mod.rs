@@ -26,8 +26,7 @@ pub use paths::{FsView, ViewRule};
 use serde::Serialize;
 pub use settings::{
     BackendChoice, BackendKind, DockerSettings, Limits, MountAccess, NativeSettings, NetworkMode,
-    NetworkPolicy,
-    Settings,
+    NetworkPolicy, Settings,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -532,8 +531,8 @@ impl Policy {
         for (i, p) in expose.iter().enumerate() {
             // Absolute or under `~/`, never `..`: the list names what the
             // sandbox may read, so it must say it plainly.
-            let plain = (p.starts_with('/') || p.starts_with("~/"))
-                && !p.split('/').any(|c| c == "..");
+            let plain =
+                (p.starts_with('/') || p.starts_with("~/")) && !p.split('/').any(|c| c == "..");
             if !plain {
                 return Err(cx.err(
                     0..0,

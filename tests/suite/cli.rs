@@ -194,8 +194,11 @@ fn an_unreachable_docker_engine_is_a_clear_error() {
             .args(args);
         c.output().unwrap()
     };
+    // `strict` runs commands in docker (the default runs them natively).
     let o = run(&[
         "run",
+        "--policy",
+        "strict",
         "--call",
         r#"{"tool":"run_command","args":{"command":"ls"}}"#,
     ]);
@@ -208,6 +211,8 @@ fn an_unreachable_docker_engine_is_a_clear_error() {
     );
     let o = run(&[
         "run",
+        "--policy",
+        "strict",
         "--json",
         "--call",
         r#"{"tool":"run_command","args":{"command":"ls"}}"#,

@@ -82,6 +82,9 @@ fn policy(f: impl FnOnce(&mut Settings)) -> Policy {
             p.limits.cpu_time = Duration::from_secs(5);
             p.limits.pids = 32;
             p.backends.python = toolgate::BackendKind::Docker;
+            // The shipped default runs commands natively; these are docker's.
+            p.backends.run_command = toolgate::BackendKind::Docker;
+            p.backends.sh = toolgate::BackendKind::Docker;
             f(p);
         })
         .unwrap()

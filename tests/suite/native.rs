@@ -157,8 +157,16 @@ fn host_toolchains_work_and_only_the_workspace_changes() {
         "[package]\nname = \"crate1\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
     )
     .unwrap();
-    std::fs::write(ws.join("crate1/src/main.rs"), "fn main() { println!(\"hi from crate1\"); }\n").unwrap();
-    std::fs::write(ws.join("test_math.py"), "def test_add():\n    assert 1 + 1 == 2\n").unwrap();
+    std::fs::write(
+        ws.join("crate1/src/main.rs"),
+        "fn main() { println!(\"hi from crate1\"); }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ws.join("test_math.py"),
+        "def test_add():\n    assert 1 + 1 == 2\n",
+    )
+    .unwrap();
     host(&["git", "add", "-A"], ws);
     host(&["git", "commit", "-qm", "init"], ws);
 
@@ -172,14 +180,26 @@ fn host_toolchains_work_and_only_the_workspace_changes() {
     assert!(ok(&e, "git diff").stdout.contains("+second"));
     let v = ok(&e, "cargo --version");
     assert!(v.stdout.starts_with("cargo "), "{}", v.stdout);
-    let b = ok(&e, "cd crate1 && cargo build --offline --quiet && ./target/debug/crate1");
+    let b = ok(
+        &e,
+        "cd crate1 && cargo build --offline --quiet && ./target/debug/crate1",
+    );
     assert_eq!(b.stdout, "hi from crate1\n");
-    assert!(ws.join("crate1/target/debug/crate1").exists(), "the build came back to the workspace");
+    assert!(
+        ws.join("crate1/target/debug/crate1").exists(),
+        "the build came back to the workspace"
+    );
     ok(&e, "make");
-    assert_eq!(std::fs::read_to_string(ws.join("made.txt")).unwrap(), "built\n");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("made.txt")).unwrap(),
+        "built\n"
+    );
     match pytest_python() {
         Some(py) => {
-            let t = ok(&e, &format!("{py} -m pytest -q -p no:cacheprovider test_math.py"));
+            let t = ok(
+                &e,
+                &format!("{py} -m pytest -q -p no:cacheprovider test_math.py"),
+            );
             assert!(t.stdout.contains("1 passed"), "{}", t.stdout);
         }
         None => eprintln!("SKIPPED (part): no python3 with pytest on this host"),
@@ -197,7 +217,11 @@ fn host_toolchains_work_and_only_the_workspace_changes() {
     // Nothing outside the workspace changed: the home directory the tools
     // wrote caches to inside was the sandbox's own.
     assert_eq!(listing(&home), home_before, "the host's home changed");
-    assert_eq!(listing(Path::new("/var/tmp")), tmp_before, "/var/tmp changed");
+    assert_eq!(
+        listing(Path::new("/var/tmp")),
+        tmp_before,
+        "/var/tmp changed"
+    );
 }
 
 #[test]
@@ -219,8 +243,15 @@ fn a_denied_write_by_a_command_does_not_reach_the_workspace() {
     let o = run(&e, "sh ./x.sh");
     assert!(!o.stdout.contains("host-only-value"), "{}", o.stdout);
     assert!(!ws.join(".git/hooks/pre-commit").exists());
-    assert_eq!(std::fs::read_to_string(ws.join("fine.txt")).unwrap(), "ok\n");
-    let hook = o.changes.iter().find(|c| c.path == ".git/hooks/pre-commit").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(ws.join("fine.txt")).unwrap(),
+        "ok\n"
+    );
+    let hook = o
+        .changes
+        .iter()
+        .find(|c| c.path == ".git/hooks/pre-commit")
+        .unwrap();
     assert!(!hook.applied);
 }
 
@@ -244,9 +275,19 @@ fn limits_bind_and_are_named() {
     let o = sh_on(&b, w, &p, MountAccess::ReadOnly, "while :; do :; done");
     assert_eq!(o.limits_hit, vec![LimitHit::TimeoutCpu], "{o:?}");
     // Two busy processes share one budget: the group's clock binds them.
-    let o = sh_on(&b, w, &p, MountAccess::ReadOnly, "(while :; do :; done) & (while :; do :; done) & wait");
+    let o = sh_on(
+        &b,
+        w,
+        &p,
+        MountAccess::ReadOnly,
+        "(while :; do :; done) & (while :; do :; done) & wait",
+    );
     assert_eq!(o.limits_hit, vec![LimitHit::TimeoutCpu], "{o:?}");
-    assert!(o.cpu_time.unwrap() < Duration::from_millis(1800), "{:?}", o.cpu_time);
+    assert!(
+        o.cpu_time.unwrap() < Duration::from_millis(1800),
+        "{:?}",
+        o.cpu_time
+    );
 
     let p = limited(|s| s.limits.memory_bytes = 64 << 20);
     let o = sh_on(
@@ -306,15 +347,33 @@ fn only_lo_no_route_and_no_host_environment() {
     assert_eq!(lines.next(), Some("routes=0"), "{t}");
     assert_eq!(lines.next(), Some("routes6=0"), "{t}");
     let inside: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once('=')).collect();
-    let allowed = ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "RUSTUP_TOOLCHAIN", "HOME", "TMPDIR", "PWD", "SHLVL", "_", "OLDPWD"];
+    let allowed = [
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TERM",
+        "TZ",
+        "RUSTUP_TOOLCHAIN",
+        "HOME",
+        "TMPDIR",
+        "PWD",
+        "SHLVL",
+        "_",
+        "OLDPWD",
+    ];
     for (k, _) in &inside {
         assert!(allowed.contains(k), "{k} reached the sandbox");
     }
     // No value of any other host variable is visible inside (but for
     // those an allowed one contains, such as a directory on PATH).
-    let passed: Vec<String> = allowed.iter().filter_map(|k| std::env::var(k).ok()).collect();
+    let passed: Vec<String> = allowed
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .collect();
     for (k, v) in std::env::vars() {
-        if v.len() >= 6 && !allowed.contains(&k.as_str()) && !passed.iter().any(|p| p.contains(&v)) {
+        if v.len() >= 6 && !allowed.contains(&k.as_str()) && !passed.iter().any(|p| p.contains(&v))
+        {
             assert!(!t.contains(&v), "the value of {k} reached the sandbox");
         }
     }

@@ -11,7 +11,13 @@ fn probe(code: &str) -> Option<String> {
     let ws = open_workspace();
     std::fs::write(ws.path().join("probe.py"), code).unwrap();
     let p = policy(|_| {});
-    let o = sh_on(&b, ws.path(), &p, MountAccess::ReadWrite, "python3 probe.py 2>&1");
+    let o = sh_on(
+        &b,
+        ws.path(),
+        &p,
+        MountAccess::ReadWrite,
+        "python3 probe.py 2>&1",
+    );
     assert_eq!(o.exit_code, Some(0), "probe failed: {}", text(&o.stdout));
     Some(text(&o.stdout))
 }
@@ -84,13 +90,19 @@ attempt('docker socket', lambda: socket.socket(socket.AF_UNIX).connect('/run/doc
     }
     let Some(out) = out else { return };
     // Unreadable by file mode to the unprivileged uid (or Landlock).
-    assert!(["EACCES", "ENOENT"].contains(&line(&out, "shadow")), "{out}");
+    assert!(
+        ["EACCES", "ENOENT"].contains(&line(&out, "shadow")),
+        "{out}"
+    );
     assert!(!out.contains("other user's notes"), "{out}");
     // /home is an empty tmpfs outside Landlock's read set.
     assert_eq!(line(&out, "list home"), "EACCES", "{out}");
     assert!(line(&out, "other home").starts_with('E'), "{out}");
     // /run is masked: no host socket is reachable.
-    assert!(["EACCES", "ENOENT"].contains(&line(&out, "docker socket")), "{out}");
+    assert!(
+        ["EACCES", "ENOENT"].contains(&line(&out, "docker socket")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -167,5 +179,8 @@ attempt('connect', lambda: s.connect(('127.0.0.1', {port})))
     let Some(out) = probe(&code) else { return };
     // The sandbox's own `lo` has nothing on that port.
     assert_eq!(line(&out, "connect"), "ECONNREFUSED", "{out}");
-    assert!(l.accept().is_err(), "a connection reached the host's listener");
+    assert!(
+        l.accept().is_err(),
+        "a connection reached the host's listener"
+    );
 }

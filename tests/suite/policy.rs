@@ -263,7 +263,7 @@ fn verdict_json_snapshots() {
         ),
     ] {
         let dry = exec.check(&ToolCall::parse(call).unwrap()).unwrap();
-        insta::assert_json_snapshot!(name, dry, {".plan.mounts[].host" => "[workspace]"});
+        insta::assert_json_snapshot!(name, dry, {".plan.mounts[].host" => "[workspace]", ".plan.mounts[].guest" => "[path]"});
     }
 }
 

@@ -50,7 +50,8 @@ impl Hierarchy {
         if root.join("cgroup.controllers").exists() {
             let own = own_group("").unwrap_or_default();
             let dir = root.join(own);
-            let ctrls = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+            let ctrls =
+                std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
             let has = |c: &str| ctrls.split_whitespace().any(|x| x == c);
             if !writable_dir(&dir) {
                 return Err(format!(
@@ -76,7 +77,10 @@ impl Hierarchy {
                 pids,
                 cpuacct: v1("cpuacct"),
             }),
-            _ => Err("cgroup v1: no writable memory and pids groups (run as root or delegate them)".into()),
+            _ => Err(
+                "cgroup v1: no writable memory and pids groups (run as root or delegate them)"
+                    .into(),
+            ),
         }
     }
 
@@ -178,7 +182,10 @@ impl CallGroup {
     pub fn cpu_used(&self) -> Option<Duration> {
         let d = self.cpu.as_ref()?;
         if self.v2 {
-            Some(Duration::from_micros(counter(&d.join("cpu.stat"), "usage_usec ")))
+            Some(Duration::from_micros(counter(
+                &d.join("cpu.stat"),
+                "usage_usec ",
+            )))
         } else {
             let t = std::fs::read_to_string(d.join("cpuacct.usage")).ok()?;
             t.trim().parse().ok().map(Duration::from_nanos)
@@ -197,12 +204,20 @@ impl CallGroup {
 
     /// Whether a fork was refused at the pids limit.
     pub fn pids_refused(&self) -> bool {
-        let d = if self.v2 { &self.dirs[0] } else { &self.dirs[1] };
+        let d = if self.v2 {
+            &self.dirs[0]
+        } else {
+            &self.dirs[1]
+        };
         counter(&d.join("pids.events"), "max ") > 0
     }
 
     fn procs(&self) -> Vec<i32> {
-        let d = if self.v2 { &self.dirs[0] } else { &self.dirs[1] };
+        let d = if self.v2 {
+            &self.dirs[0]
+        } else {
+            &self.dirs[1]
+        };
         std::fs::read_to_string(d.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()

@@ -28,9 +28,15 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub enum Step {
     /// `mkdir`, tolerating an existing directory (parents come first).
-    Dir { path: CString, mode: u32 },
+    Dir {
+        path: CString,
+        mode: u32,
+    },
     /// A size-capped tmpfs.
-    Tmpfs { target: CString, options: CString },
+    Tmpfs {
+        target: CString,
+        options: CString,
+    },
     /// A bind mount of `source` (a host path, or a relay) with the flags
     /// in `attrs` set recursively.
     Bind {
@@ -39,10 +45,18 @@ pub enum Step {
         attrs: u64,
     },
     /// A device node of the host bound onto an empty file.
-    Device { source: CString, target: CString },
-    Symlink { target: CString, link: CString },
+    Device {
+        source: CString,
+        target: CString,
+    },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
     /// A fresh procfs for the new pid namespace.
-    Proc { target: CString },
+    Proc {
+        target: CString,
+    },
 }
 
 /// Everything the child needs, made before `fork`.
@@ -132,7 +146,9 @@ struct MountAttr {
 }
 
 fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// Records a failed step and exits; never returns.
@@ -168,7 +184,13 @@ fn write_file(path: &[u8], data: &[u8]) -> libc::c_long {
     }
 }
 
-fn mount(src: *const libc::c_char, target: *const libc::c_char, fstype: *const libc::c_char, flags: libc::c_ulong, data: *const libc::c_char) -> libc::c_long {
+fn mount(
+    src: *const libc::c_char,
+    target: *const libc::c_char,
+    fstype: *const libc::c_char,
+    flags: libc::c_ulong,
+    data: *const libc::c_char,
+) -> libc::c_long {
     unsafe { libc::mount(src, target, fstype, flags, data.cast()) as libc::c_long }
 }
 
@@ -226,24 +248,65 @@ pub fn run(spec: &Spec) -> io::Result<()> {
     let efd = spec.err_fd.as_raw_fd();
     // Join the call's groups first: every process made later is counted.
     for f in &spec.cgroup_procs {
-        check(efd, S_CGROUP, unsafe { libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) } as libc::c_long);
+        check(
+            efd,
+            S_CGROUP,
+            unsafe { libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) } as libc::c_long,
+        );
     }
     if !spec.relays.is_empty() {
         let none = std::ptr::null::<libc::c_char>();
-        check(efd, S_RELAY, unsafe { libc::unshare(libc::CLONE_NEWNS) } as libc::c_long);
-        check(efd, S_RELAY, mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, none));
+        check(efd, S_RELAY, unsafe { libc::unshare(libc::CLONE_NEWNS) }
+            as libc::c_long);
+        check(
+            efd,
+            S_RELAY,
+            mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                none,
+            ),
+        );
         for (host, relay) in &spec.relays {
-            check(efd, S_RELAY, mount(host.as_ptr(), relay.as_ptr(), none, libc::MS_BIND | libc::MS_REC, none));
+            check(
+                efd,
+                S_RELAY,
+                mount(
+                    host.as_ptr(),
+                    relay.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REC,
+                    none,
+                ),
+            );
         }
     }
     if let Some((uid, gid)) = spec.drop_to {
         unsafe {
-            check(efd, S_SETUID, libc::setgroups(0, std::ptr::null()) as libc::c_long);
-            check(efd, S_SETUID, libc::setresgid(gid, gid, gid) as libc::c_long);
-            check(efd, S_SETUID, libc::setresuid(uid, uid, uid) as libc::c_long);
+            check(
+                efd,
+                S_SETUID,
+                libc::setgroups(0, std::ptr::null()) as libc::c_long,
+            );
+            check(
+                efd,
+                S_SETUID,
+                libc::setresgid(gid, gid, gid) as libc::c_long,
+            );
+            check(
+                efd,
+                S_SETUID,
+                libc::setresuid(uid, uid, uid) as libc::c_long,
+            );
             // A changed uid makes the process undumpable, which makes its
             // /proc files root's: the uid map below could not be written.
-            check(efd, S_SETUID, libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) as libc::c_long);
+            check(
+                efd,
+                S_SETUID,
+                libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) as libc::c_long,
+            );
         }
     }
     let ns = libc::CLONE_NEWUSER
@@ -255,8 +318,16 @@ pub fn run(spec: &Spec) -> io::Result<()> {
         | libc::CLONE_NEWCGROUP;
     check(efd, S_UNSHARE, unsafe { libc::unshare(ns) } as libc::c_long);
     check(efd, S_MAPS, write_file(b"/proc/self/setgroups\0", b"deny"));
-    check(efd, S_MAPS, write_file(b"/proc/self/uid_map\0", &spec.uid_map));
-    check(efd, S_MAPS, write_file(b"/proc/self/gid_map\0", &spec.gid_map));
+    check(
+        efd,
+        S_MAPS,
+        write_file(b"/proc/self/uid_map\0", &spec.uid_map),
+    );
+    check(
+        efd,
+        S_MAPS,
+        write_file(b"/proc/self/gid_map\0", &spec.gid_map),
+    );
 
     let g = unsafe { libc::fork() };
     check(efd, S_FORK_INIT, g as libc::c_long);
@@ -300,12 +371,36 @@ fn build_view(spec: &Spec, efd: RawFd) {
     unsafe {
         libc::umask(0o022);
     }
-    check(efd, S_PRIVATE, mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, none));
-    check(efd, S_RBIND, mount(c"/".as_ptr(), root, none, libc::MS_BIND | libc::MS_REC, none));
+    check(
+        efd,
+        S_PRIVATE,
+        mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            none,
+        ),
+    );
+    check(
+        efd,
+        S_RBIND,
+        mount(
+            c"/".as_ptr(),
+            root,
+            none,
+            libc::MS_BIND | libc::MS_REC,
+            none,
+        ),
+    );
     check(
         efd,
         S_READONLY,
-        setattr(&spec.root, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true),
+        setattr(
+            &spec.root,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            true,
+        ),
     );
     for (i, step) in spec.steps.iter().enumerate() {
         let rc = match step {
@@ -330,11 +425,25 @@ fn build_view(spec: &Spec, efd: RawFd) {
                 target,
                 attrs,
             } => {
-                let r = mount(source.as_ptr(), target.as_ptr(), none, libc::MS_BIND | libc::MS_REC, none);
-                if r < 0 { r } else { setattr(target, *attrs, true) }
+                let r = mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REC,
+                    none,
+                );
+                if r < 0 {
+                    r
+                } else {
+                    setattr(target, *attrs, true)
+                }
             }
             Step::Device { source, target } => unsafe {
-                let f = libc::open(target.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                let f = libc::open(
+                    target.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
                 if f >= 0 {
                     libc::close(f);
                     mount(source.as_ptr(), target.as_ptr(), none, libc::MS_BIND, none)
@@ -361,12 +470,24 @@ fn build_view(spec: &Spec, efd: RawFd) {
     // detach then drops it (pivot_root(2), "NOTES").
     unsafe {
         check(efd, S_PIVOT, libc::chdir(root) as libc::c_long);
-        check(efd, S_PIVOT, libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()));
-        check(efd, S_PIVOT, libc::umount2(c".".as_ptr(), libc::MNT_DETACH) as libc::c_long);
+        check(
+            efd,
+            S_PIVOT,
+            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()),
+        );
+        check(
+            efd,
+            S_PIVOT,
+            libc::umount2(c".".as_ptr(), libc::MNT_DETACH) as libc::c_long,
+        );
         check(efd, S_PIVOT, libc::chdir(c"/".as_ptr()) as libc::c_long);
         check(efd, S_CWD, libc::chdir(spec.cwd.as_ptr()) as libc::c_long);
         let name = b"toolgate";
-        check(efd, S_HOSTNAME, libc::sethostname(name.as_ptr().cast(), name.len()) as libc::c_long);
+        check(
+            efd,
+            S_HOSTNAME,
+            libc::sethostname(name.as_ptr().cast(), name.len()) as libc::c_long,
+        );
     }
     lo_up(efd);
 }
@@ -391,9 +512,17 @@ fn lo_up(efd: RawFd) {
             _pad: [0; 22],
         };
         req.name[..2].copy_from_slice(b"lo");
-        check(efd, S_LO, libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) as libc::c_long);
+        check(
+            efd,
+            S_LO,
+            libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) as libc::c_long,
+        );
         req.flags |= libc::IFF_UP as libc::c_short;
-        check(efd, S_LO, libc::ioctl(s, libc::SIOCSIFFLAGS, &req) as libc::c_long);
+        check(
+            efd,
+            S_LO,
+            libc::ioctl(s, libc::SIOCSIFFLAGS, &req) as libc::c_long,
+        );
         libc::close(s);
     }
 }
@@ -404,7 +533,8 @@ fn confine(spec: &Spec, efd: RawFd) {
             rlim_cur: soft,
             rlim_max: hard,
         };
-        check(efd, S_RLIMIT, unsafe { libc::setrlimit(res, &lim) } as libc::c_long);
+        check(efd, S_RLIMIT, unsafe { libc::setrlimit(res, &lim) }
+            as libc::c_long);
     }
     if let Err(e) = landlock(spec) {
         fail(efd, S_LANDLOCK, e);
@@ -419,8 +549,18 @@ fn confine(spec: &Spec, efd: RawFd) {
             }
             check(efd, S_CAPS, r as libc::c_long);
         }
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-        check(efd, S_CAPS, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long);
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        check(
+            efd,
+            S_CAPS,
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long,
+        );
     }
     for prog in spec.seccomp.iter() {
         if seccompiler::apply_filter(prog).is_err() {

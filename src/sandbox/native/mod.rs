@@ -41,13 +41,15 @@ pub const SANDBOX_ID: u32 = 65534;
 
 /// Directories replaced by an empty tmpfs: other users' files, runtime
 /// sockets (a Docker socket is root on the host), shared temp space.
-const MASKED: &[&str] = &["/home", "/root", "/run", "/tmp", "/var/tmp", "/mnt", "/media", "/srv"];
+const MASKED: &[&str] = &[
+    "/home", "/root", "/run", "/tmp", "/var/tmp", "/mnt", "/media", "/srv",
+];
 
 /// System directories the tool may read and execute (Landlock); what is
 /// not here, the workspace, `$HOME`, temp dirs or exposed is unreadable.
 const SYSTEM_READ: &[&str] = &[
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/var",
-    "/nix", "/snap", "/proc", "/sys",
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/var", "/nix",
+    "/snap", "/proc", "/sys",
 ];
 
 /// Device nodes of the host in the sandbox's `/dev`.
@@ -81,12 +83,19 @@ impl Features {
 }
 
 fn userns_enabled() -> Result<(), String> {
-    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
     if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
         return Err("user namespaces are disabled (user.max_user_namespaces = 0)".into());
     }
     if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
-        return Err("unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0)".into());
+        return Err(
+            "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0)"
+                .into(),
+        );
     }
     if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
         return Err("AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1)".into());
@@ -144,9 +153,10 @@ impl NativeBackend {
         };
         self.features.base.clone().map_err(unavailable)?;
         self.seccomp.as_ref().map_err(|e| unavailable(e.clone()))?;
-        self.features.cgroups.as_ref().map_err(|e| {
-            unavailable(format!("memory and pids limits cannot be enforced: {e}"))
-        })
+        self.features
+            .cgroups
+            .as_ref()
+            .map_err(|e| unavailable(format!("memory and pids limits cannot be enforced: {e}")))
     }
 
     fn argv(job: &Job) -> Result<Vec<String>, SandboxError> {
@@ -162,7 +172,11 @@ impl NativeBackend {
                     Language::Python => "python3",
                     Language::Javascript => "node",
                 };
-                let flag = if *language == Language::Javascript { "-e" } else { "-c" };
+                let flag = if *language == Language::Javascript {
+                    "-e"
+                } else {
+                    "-c"
+                };
                 vec![interp.into(), flag.into(), code.clone()]
             }
         })
@@ -229,7 +243,8 @@ impl NativeBackend {
         let mut steps = Vec::new();
         let mut masked: Vec<PathBuf> = Vec::new();
         let tmp_opts = |mode: &str| {
-            CString::new(format!("mode={mode},size={}", plan.limits.memory_bytes)).unwrap_or_default()
+            CString::new(format!("mode={mode},size={}", plan.limits.memory_bytes))
+                .unwrap_or_default()
         };
         for m in MASKED {
             if real_dir(m) {
@@ -345,7 +360,12 @@ impl NativeBackend {
             target: cstr(&under(Path::new("/proc")))?,
         });
 
-        read.extend(SYSTEM_READ.iter().filter(|p| Path::new(p).exists()).map(PathBuf::from));
+        read.extend(
+            SYSTEM_READ
+                .iter()
+                .filter(|p| Path::new(p).exists())
+                .map(PathBuf::from),
+        );
         read.extend(["/dev", "/tmp"].map(PathBuf::from));
         write.extend(["/dev", "/tmp"].map(PathBuf::from));
         if real_dir("/var/tmp") {
@@ -367,11 +387,16 @@ impl NativeBackend {
             }
         };
         let (uid, gid) = self.user.unwrap_or_else(|| {
-            (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
         });
         let cpu = plan.limits.cpu_time.as_secs_f64().ceil().max(1.0) as u64;
         let spec = Spec {
-            cgroup_procs: group.procs_files().map_err(internal("open the call's cgroups"))?,
+            cgroup_procs: group
+                .procs_files()
+                .map_err(internal("open the call's cgroups"))?,
             relays,
             drop_to: self.user,
             uid_map: format!("{uid} {uid} 1\n").into_bytes(),
@@ -381,13 +406,17 @@ impl NativeBackend {
             cwd: cstr(&cwd)?,
             landlock_read: read,
             landlock_write: write,
-            seccomp: self
-                .seccomp
-                .clone()
-                .map_err(|e| SandboxError::Internal { op: "seccomp", detail: e })?,
+            seccomp: self.seccomp.clone().map_err(|e| SandboxError::Internal {
+                op: "seccomp",
+                detail: e,
+            })?,
             rlimits: vec![
                 (libc::RLIMIT_CPU, cpu, cpu + 1),
-                (libc::RLIMIT_FSIZE, plan.limits.file_size, plan.limits.file_size),
+                (
+                    libc::RLIMIT_FSIZE,
+                    plan.limits.file_size,
+                    plan.limits.file_size,
+                ),
                 (libc::RLIMIT_NOFILE, 1024, 1024),
                 (libc::RLIMIT_CORE, 0, 0),
             ],
@@ -492,14 +521,23 @@ impl Backend for NativeBackend {
             ));
         }
         let argv = Self::argv(job)?;
-        let name = format!("toolgate-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let name = format!(
+            "toolgate-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
         let limits = &plan.limits;
         // Our two waiting processes (C and G) are in the group too.
-        let group = cgroup::CallGroup::create(hierarchy, &name, limits.memory_bytes, u64::from(limits.pids) + 2)
-            .map_err(|e| SandboxError::Internal {
-                op: "make the call's cgroup",
-                detail: e.to_string(),
-            })?;
+        let group = cgroup::CallGroup::create(
+            hierarchy,
+            &name,
+            limits.memory_bytes,
+            u64::from(limits.pids) + 2,
+        )
+        .map_err(|e| SandboxError::Internal {
+            op: "make the call's cgroup",
+            detail: e.to_string(),
+        })?;
         let group = Reap(Some(Arc::new(group)));
         let root = super::stage::sandbox_dir(BackendKind::Native, self.user)?;
         let (err_read, err_write) = error_pipe()?;
@@ -572,9 +610,7 @@ impl Backend for NativeBackend {
         }
         // The namespace died with its init; anything left is killed here.
         let g = group.arc();
-        tokio::task::spawn_blocking(move || g.kill_all())
-            .await
-            .ok();
+        tokio::task::spawn_blocking(move || g.kill_all()).await.ok();
         let mut out = RawOutput {
             duration: started.elapsed(),
             cpu_time: group.get().cpu_used(),
@@ -583,7 +619,11 @@ impl Backend for NativeBackend {
         let code = status.and_then(|s| s.code());
         if let Some((step, errno, sub)) = setup_error(err_read) {
             let what = child::STEPS.get(step).copied().unwrap_or("setup");
-            let at = views.get(sub).filter(|_| step == 8).map(|v| format!(" ({v})")).unwrap_or_default();
+            let at = views
+                .get(sub)
+                .filter(|_| step == 8)
+                .map(|v| format!(" ({v})"))
+                .unwrap_or_default();
             let detail = format!("{what}{at}: {}", std::io::Error::from_raw_os_error(errno));
             return Err(if step == 2 {
                 SandboxError::Unavailable {

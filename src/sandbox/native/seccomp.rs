@@ -50,55 +50,153 @@ macro_rules! deny {
 }
 
 macro_rules! paste_nr {
-    (mount) => { libc::SYS_mount };
-    (umount2) => { libc::SYS_umount2 };
-    (pivot_root) => { libc::SYS_pivot_root };
-    (chroot) => { libc::SYS_chroot };
-    (fsopen) => { libc::SYS_fsopen };
-    (fsconfig) => { libc::SYS_fsconfig };
-    (fsmount) => { libc::SYS_fsmount };
-    (fspick) => { libc::SYS_fspick };
-    (move_mount) => { libc::SYS_move_mount };
-    (open_tree) => { libc::SYS_open_tree };
-    (mount_setattr) => { libc::SYS_mount_setattr };
-    (unshare) => { libc::SYS_unshare };
-    (setns) => { libc::SYS_setns };
-    (ptrace) => { libc::SYS_ptrace };
-    (process_vm_readv) => { libc::SYS_process_vm_readv };
-    (process_vm_writev) => { libc::SYS_process_vm_writev };
-    (pidfd_getfd) => { libc::SYS_pidfd_getfd };
-    (kcmp) => { libc::SYS_kcmp };
-    (kexec_load) => { libc::SYS_kexec_load };
-    (kexec_file_load) => { libc::SYS_kexec_file_load };
-    (reboot) => { libc::SYS_reboot };
-    (init_module) => { libc::SYS_init_module };
-    (finit_module) => { libc::SYS_finit_module };
-    (delete_module) => { libc::SYS_delete_module };
-    (bpf) => { libc::SYS_bpf };
-    (perf_event_open) => { libc::SYS_perf_event_open };
-    (userfaultfd) => { libc::SYS_userfaultfd };
-    (keyctl) => { libc::SYS_keyctl };
-    (add_key) => { libc::SYS_add_key };
-    (request_key) => { libc::SYS_request_key };
-    (open_by_handle_at) => { libc::SYS_open_by_handle_at };
-    (name_to_handle_at) => { libc::SYS_name_to_handle_at };
-    (swapon) => { libc::SYS_swapon };
-    (swapoff) => { libc::SYS_swapoff };
-    (acct) => { libc::SYS_acct };
-    (quotactl) => { libc::SYS_quotactl };
-    (syslog) => { libc::SYS_syslog };
-    (settimeofday) => { libc::SYS_settimeofday };
-    (clock_settime) => { libc::SYS_clock_settime };
-    (clock_adjtime) => { libc::SYS_clock_adjtime };
-    (adjtimex) => { libc::SYS_adjtimex };
-    (sethostname) => { libc::SYS_sethostname };
-    (setdomainname) => { libc::SYS_setdomainname };
-    (vhangup) => { libc::SYS_vhangup };
-    (io_uring_setup) => { libc::SYS_io_uring_setup };
-    (io_uring_enter) => { libc::SYS_io_uring_enter };
-    (io_uring_register) => { libc::SYS_io_uring_register };
-    (fanotify_init) => { libc::SYS_fanotify_init };
-    (personality) => { libc::SYS_personality };
+    (mount) => {
+        libc::SYS_mount
+    };
+    (umount2) => {
+        libc::SYS_umount2
+    };
+    (pivot_root) => {
+        libc::SYS_pivot_root
+    };
+    (chroot) => {
+        libc::SYS_chroot
+    };
+    (fsopen) => {
+        libc::SYS_fsopen
+    };
+    (fsconfig) => {
+        libc::SYS_fsconfig
+    };
+    (fsmount) => {
+        libc::SYS_fsmount
+    };
+    (fspick) => {
+        libc::SYS_fspick
+    };
+    (move_mount) => {
+        libc::SYS_move_mount
+    };
+    (open_tree) => {
+        libc::SYS_open_tree
+    };
+    (mount_setattr) => {
+        libc::SYS_mount_setattr
+    };
+    (unshare) => {
+        libc::SYS_unshare
+    };
+    (setns) => {
+        libc::SYS_setns
+    };
+    (ptrace) => {
+        libc::SYS_ptrace
+    };
+    (process_vm_readv) => {
+        libc::SYS_process_vm_readv
+    };
+    (process_vm_writev) => {
+        libc::SYS_process_vm_writev
+    };
+    (pidfd_getfd) => {
+        libc::SYS_pidfd_getfd
+    };
+    (kcmp) => {
+        libc::SYS_kcmp
+    };
+    (kexec_load) => {
+        libc::SYS_kexec_load
+    };
+    (kexec_file_load) => {
+        libc::SYS_kexec_file_load
+    };
+    (reboot) => {
+        libc::SYS_reboot
+    };
+    (init_module) => {
+        libc::SYS_init_module
+    };
+    (finit_module) => {
+        libc::SYS_finit_module
+    };
+    (delete_module) => {
+        libc::SYS_delete_module
+    };
+    (bpf) => {
+        libc::SYS_bpf
+    };
+    (perf_event_open) => {
+        libc::SYS_perf_event_open
+    };
+    (userfaultfd) => {
+        libc::SYS_userfaultfd
+    };
+    (keyctl) => {
+        libc::SYS_keyctl
+    };
+    (add_key) => {
+        libc::SYS_add_key
+    };
+    (request_key) => {
+        libc::SYS_request_key
+    };
+    (open_by_handle_at) => {
+        libc::SYS_open_by_handle_at
+    };
+    (name_to_handle_at) => {
+        libc::SYS_name_to_handle_at
+    };
+    (swapon) => {
+        libc::SYS_swapon
+    };
+    (swapoff) => {
+        libc::SYS_swapoff
+    };
+    (acct) => {
+        libc::SYS_acct
+    };
+    (quotactl) => {
+        libc::SYS_quotactl
+    };
+    (syslog) => {
+        libc::SYS_syslog
+    };
+    (settimeofday) => {
+        libc::SYS_settimeofday
+    };
+    (clock_settime) => {
+        libc::SYS_clock_settime
+    };
+    (clock_adjtime) => {
+        libc::SYS_clock_adjtime
+    };
+    (adjtimex) => {
+        libc::SYS_adjtimex
+    };
+    (sethostname) => {
+        libc::SYS_sethostname
+    };
+    (setdomainname) => {
+        libc::SYS_setdomainname
+    };
+    (vhangup) => {
+        libc::SYS_vhangup
+    };
+    (io_uring_setup) => {
+        libc::SYS_io_uring_setup
+    };
+    (io_uring_enter) => {
+        libc::SYS_io_uring_enter
+    };
+    (io_uring_register) => {
+        libc::SYS_io_uring_register
+    };
+    (fanotify_init) => {
+        libc::SYS_fanotify_init
+    };
+    (personality) => {
+        libc::SYS_personality
+    };
 }
 
 /// The table. Denied calls fail with `EPERM` (a tool sees an ordinary
@@ -117,7 +215,10 @@ pub fn table() -> Vec<Entry> {
         deny!(move_mount, "new mount API: moves mounts"),
         deny!(open_tree, "new mount API: clones mount trees"),
         deny!(mount_setattr, "could clear read-only flags of the view"),
-        deny!(unshare, "new namespaces (a user namespace gives capabilities back)"),
+        deny!(
+            unshare,
+            "new namespaces (a user namespace gives capabilities back)"
+        ),
         deny!(setns, "joining other namespaces leaves the sandbox"),
         deny!(ptrace, "tracing reads and rewrites other processes"),
         deny!(process_vm_readv, "reads another process's memory"),
@@ -131,12 +232,21 @@ pub fn table() -> Vec<Entry> {
         deny!(finit_module, "loads kernel code"),
         deny!(delete_module, "unloads kernel code"),
         deny!(bpf, "eBPF programs are a large kernel attack surface"),
-        deny!(perf_event_open, "side channels and a history of kernel bugs"),
+        deny!(
+            perf_event_open,
+            "side channels and a history of kernel bugs"
+        ),
         deny!(userfaultfd, "used to widen kernel race windows in exploits"),
         deny!(keyctl, "the kernel keyring may hold other users' secrets"),
         deny!(add_key, "the kernel keyring may hold other users' secrets"),
-        deny!(request_key, "the kernel keyring may hold other users' secrets"),
-        deny!(open_by_handle_at, "opens files by handle, bypassing the path view"),
+        deny!(
+            request_key,
+            "the kernel keyring may hold other users' secrets"
+        ),
+        deny!(
+            open_by_handle_at,
+            "opens files by handle, bypassing the path view"
+        ),
         deny!(name_to_handle_at, "pairs with open_by_handle_at"),
         deny!(swapon, "host administration"),
         deny!(swapoff, "host administration"),
@@ -150,9 +260,18 @@ pub fn table() -> Vec<Entry> {
         deny!(sethostname, "the sandbox's name is set before the filter"),
         deny!(setdomainname, "the sandbox's name is set before the filter"),
         deny!(vhangup, "terminal control of the host"),
-        deny!(io_uring_setup, "io_uring operations are not seen by this filter"),
-        deny!(io_uring_enter, "io_uring operations are not seen by this filter"),
-        deny!(io_uring_register, "io_uring operations are not seen by this filter"),
+        deny!(
+            io_uring_setup,
+            "io_uring operations are not seen by this filter"
+        ),
+        deny!(
+            io_uring_enter,
+            "io_uring operations are not seen by this filter"
+        ),
+        deny!(
+            io_uring_register,
+            "io_uring operations are not seen by this filter"
+        ),
         deny!(fanotify_init, "watches file access across the system"),
         Entry {
             name: "personality",
@@ -273,16 +392,16 @@ pub fn compile() -> Result<Vec<BpfProgram>, String> {
         let rule = match e.when {
             Match::Always => None,
             Match::Masked { arg, mask, value } => Some(vec![
-                SeccompRule::new(vec![cond(arg, SeccompCmpOp::MaskedEq(mask), value).map_err(err)?])
-                    .map_err(err)?,
+                SeccompRule::new(vec![
+                    cond(arg, SeccompCmpOp::MaskedEq(mask), value).map_err(err)?,
+                ])
+                .map_err(err)?,
             ]),
             // Any of the bits: one rule per bit (rules of an entry are OR-ed).
             Match::AnyBit { arg, mask } => (0..64)
                 .map(|b| 1u64 << b)
                 .filter(|bit| mask & bit != 0)
-                .map(|bit| {
-                    SeccompRule::new(vec![cond(arg, SeccompCmpOp::MaskedEq(bit), bit)?])
-                })
+                .map(|bit| SeccompRule::new(vec![cond(arg, SeccompCmpOp::MaskedEq(bit), bit)?]))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some)
                 .map_err(err)?,
