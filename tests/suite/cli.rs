@@ -199,6 +199,8 @@ fn an_unreachable_docker_engine_is_a_clear_error() {
         "run",
         "--policy",
         "strict",
+        "--approve",
+        "allow",
         "--call",
         r#"{"tool":"run_command","args":{"command":"ls"}}"#,
     ]);
@@ -213,6 +215,8 @@ fn an_unreachable_docker_engine_is_a_clear_error() {
         "run",
         "--policy",
         "strict",
+        "--approve",
+        "allow",
         "--json",
         "--call",
         r#"{"tool":"run_command","args":{"command":"ls"}}"#,

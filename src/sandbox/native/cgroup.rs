@@ -84,6 +84,50 @@ impl Hierarchy {
         }
     }
 
+    /// Removes the groups of toolgate processes that are gone (killed
+    /// mid-call), killing what still runs in them. Returns how many.
+    pub fn reap_orphans(&self) -> usize {
+        let bases: Vec<&PathBuf> = match self {
+            Hierarchy::V2(d) => vec![d],
+            Hierarchy::V1 {
+                memory,
+                pids,
+                cpuacct,
+            } => [Some(memory), Some(pids), cpuacct.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect(),
+        };
+        let mut n = 0;
+        for base in bases {
+            let Ok(entries) = std::fs::read_dir(base) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(pid) = name
+                    .strip_prefix("toolgate-")
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|p| p.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                if Path::new(&format!("/proc/{pid}")).exists() {
+                    continue;
+                }
+                // Each v1 group lists the processes; drop removes the group.
+                kill_all_in(&e.path());
+                drop(CallGroup {
+                    dirs: vec![e.path()],
+                    v2: false,
+                    cpu: None,
+                });
+                n += 1;
+            }
+        }
+        n
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Hierarchy::V2(d) => format!("cgroup v2 under {}", d.display()),
@@ -212,39 +256,40 @@ impl CallGroup {
         counter(&d.join("pids.events"), "max ") > 0
     }
 
-    fn procs(&self) -> Vec<i32> {
-        let d = if self.v2 {
-            &self.dirs[0]
-        } else {
-            &self.dirs[1]
-        };
-        std::fs::read_to_string(d.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    }
-
     /// Kills every process of the call and waits (bounded) until none is
-    /// left. New forks are refused meanwhile by the pids limit's count,
-    /// and a killed pid namespace init takes the namespace with it.
+    /// left. A killed pid namespace init takes its namespace with it.
     pub fn kill_all(&self) {
         if self.v2 && write(&self.dirs[0].join("cgroup.kill"), "1").is_ok() {
             return;
         }
-        for _ in 0..50 {
-            let pids = self.procs();
-            if pids.is_empty() {
-                return;
-            }
-            for p in pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(p),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        // v1: the pids group (the memory group lists the same processes).
+        let d = self
+            .dirs
+            .get(1)
+            .filter(|_| !self.v2)
+            .unwrap_or(&self.dirs[0]);
+        kill_all_in(d);
+    }
+}
+
+/// SIGKILLs the processes of group `d` until none is left (bounded).
+fn kill_all_in(d: &Path) {
+    for _ in 0..50 {
+        let pids: Vec<i32> = std::fs::read_to_string(d.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if pids.is_empty() {
+            return;
         }
+        for p in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -246,6 +246,11 @@ fn close_all_from(first: u32) {
 /// Runs in C. Returns only in T, the tool, which `std` then execs.
 pub fn run(spec: &Spec) -> io::Result<()> {
     let efd = spec.err_fd.as_raw_fd();
+    // If toolgate dies (its spawning thread, strictly: a tokio worker that
+    // lives as long as the runtime), the sandbox dies with it.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
     // Join the call's groups first: every process made later is counted.
     for f in &spec.cgroup_procs {
         check(

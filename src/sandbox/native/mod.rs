@@ -134,8 +134,12 @@ pub struct NativeBackend {
 impl NativeBackend {
     pub fn new(cfg: NativeConfig) -> NativeBackend {
         let root = nix::unistd::geteuid().is_root();
+        let features = Features::probe();
+        if let Ok(h) = &features.cgroups {
+            h.reap_orphans();
+        }
         NativeBackend {
-            features: Features::probe(),
+            features,
             seccomp: seccomp::compile().map(Arc::new),
             user: root.then(|| cfg.sandbox_user.unwrap_or((SANDBOX_ID, SANDBOX_ID))),
         }
