@@ -676,7 +676,11 @@ pub fn base_dir(backend: crate::plan::BackendKind) -> PathBuf {
         use nix::unistd::{AccessFlags, access};
         shm.is_dir() && access(shm, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
     };
-    if backend == crate::plan::BackendKind::Docker && usable() {
+    // Docker and native: a tmpfs, whose pages a sandbox writes are charged
+    // to that sandbox's memory cgroup (its writes are bounded by
+    // `limits.memory`); wasm guests have no cgroup, so theirs stay on disk.
+    use crate::plan::BackendKind::{Docker, Native};
+    if matches!(backend, Docker | Native) && usable() {
         shm.to_path_buf()
     } else {
         std::env::temp_dir()
@@ -688,6 +692,7 @@ fn base_dirs() -> Vec<PathBuf> {
     let mut v = vec![
         base_dir(crate::plan::BackendKind::Wasm),
         base_dir(crate::plan::BackendKind::Docker),
+        base_dir(crate::plan::BackendKind::Native),
     ];
     v.dedup();
     v

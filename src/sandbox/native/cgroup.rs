@@ -208,15 +208,19 @@ impl CallGroup {
         Ok(g)
     }
 
-    /// `cgroup.procs` of every group, opened for the child to join them
-    /// (it writes `0`, meaning itself, before it drops privileges).
+    /// The files through which the child joins every group (it writes
+    /// `0`, meaning itself, before it drops privileges). On v1 that is
+    /// `tasks`: the child is single-threaded, and moving one thread skips
+    /// the global threadgroup lock whose write side waits for an RCU grace
+    /// period (~10 ms here) — `cgroup.procs` would pay it per group.
     pub fn procs_files(&self) -> std::io::Result<Vec<OwnedFd>> {
+        let file = if self.v2 { "cgroup.procs" } else { "tasks" };
         self.dirs
             .iter()
             .map(|d| {
                 std::fs::OpenOptions::new()
                     .write(true)
-                    .open(d.join("cgroup.procs"))
+                    .open(d.join(file))
                     .map(OwnedFd::from)
             })
             .collect()
