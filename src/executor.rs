@@ -854,7 +854,7 @@ impl Executor {
                 None => {
                     return Err(SandboxError::Unavailable {
                         backend: "docker",
-                        detail: "no docker backend is attached to this executor (python and javascript run on wasm; run_command and sh need docker)".into(),
+                        detail: "no docker backend is attached to this executor (python and javascript run on wasm; run_command and sh need docker or native)".into(),
                     }
                     .into());
                 }

@@ -192,7 +192,7 @@ pub async fn run_once(o: Options, call: &ToolCall) -> Result<Outcome, Error> {
 /// An executor that can only dry-run: no backend is built, nothing can start.
 pub fn for_check(o: Options) -> Result<Executor, Error> {
     let ws = o.workspace_dir()?;
-    o.builder(ws).wasm(None).build()
+    o.builder(ws).wasm(None).native(None).build()
 }
 
 /// Whether any tool or language of the policy runs on docker.

@@ -42,6 +42,7 @@ fn probe(
     let shipped = Policy::load(name).unwrap();
     let writable = match kind {
         BackendKind::Docker => shipped.settings().docker.workspace,
+        BackendKind::Native => shipped.settings().native.workspace,
         _ => shipped.settings().wasm_workspace,
     } == MountAccess::ReadWrite;
     let policy = shipped
@@ -140,6 +141,18 @@ fn path_rules_bind_inside_docker_for_every_shipped_policy() {
         assert_confined(name, "docker/python", &scene, &o, writable);
     }
     rt.block_on(d.shutdown());
+}
+
+#[test]
+fn path_rules_bind_inside_native_for_every_shipped_policy() {
+    if super::native::native().is_none() {
+        return;
+    }
+    let rt = rt();
+    for name in POLICIES {
+        let (scene, o, writable) = probe(&rt, name, BackendKind::Native, Language::Python, None);
+        assert_confined(name, "native/python", &scene, &o, writable);
+    }
 }
 
 fn call(json: serde_json::Value) -> toolgate::ToolCall {
