@@ -17,7 +17,7 @@
 //! | units | [`units`] | sizes and durations as people write them |
 //! | plan | [`plan`] | the per-call profile a backend enforces: backend, limits, network, mounts |
 //! | gate | [`gate`] | pending confirmations, approvers (terminal, callback, HTTP), expiry that denies |
-//! | sandboxes | [`sandbox`] | one [`Backend`](sandbox::Backend) trait: host file tools (cap-std), [`wasm`](sandbox::wasm) (Wasmtime + WASI), [`docker`](sandbox::docker) (bollard); warm pools |
+//! | sandboxes | [`sandbox`] | one [`Backend`](sandbox::Backend) trait: host file tools (cap-std), [`wasm`](sandbox::wasm) (Wasmtime + WASI), [`docker`](sandbox::docker) (bollard), `native` (namespaces, Landlock, seccomp; Linux); warm pools |
 //! | output filter | [`filter`] | secret rules, host secrets, URL allowlist; pure |
 //! | audit | [`audit`] | hash-chained, fsynced JSON lines; `verify` |
 //! | pipeline | [`Executor`] | decide → confirm → prepare → execute → filter → audit |

@@ -21,7 +21,7 @@
 
 use super::pool::{Capped, Lease, Slot, WarmPool};
 use super::{Backend, Job, Program, RawOutput, SandboxError};
-use crate::call::{Command, Language};
+use crate::call::Language;
 use crate::outcome::LimitHit;
 use crate::plan::{BackendKind, MountAccess, NetworkMode, Plan};
 use bollard::Docker;
@@ -500,11 +500,7 @@ impl DockerBackend {
 
     fn argv(job: &Job) -> Result<Vec<String>, SandboxError> {
         Ok(match &job.program {
-            Program::Command(Command::Shell(s)) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
-            Program::Command(Command::Argv(v)) if !v.is_empty() => v.clone(),
-            Program::Command(Command::Argv(_)) => {
-                return Err(SandboxError::Unsupported("empty argv".into()));
-            }
+            Program::Command(c) => super::command_argv(c)?,
             Program::Code {
                 language: Language::Sh,
                 code,

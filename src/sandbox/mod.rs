@@ -58,6 +58,15 @@ pub struct Job {
     pub cwd: Option<String>,
 }
 
+/// The argv of a command: a shell line runs under `/bin/sh -c`.
+pub(crate) fn command_argv(c: &Command) -> Result<Vec<String>, SandboxError> {
+    match c {
+        Command::Shell(s) => Ok(vec!["/bin/sh".into(), "-c".into(), s.clone()]),
+        Command::Argv(v) if !v.is_empty() => Ok(v.clone()),
+        Command::Argv(_) => Err(SandboxError::Unsupported("empty argv".into())),
+    }
+}
+
 /// What came back from a sandbox, before filtering.
 #[derive(Debug, Clone, Default)]
 pub struct RawOutput {

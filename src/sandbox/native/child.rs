@@ -237,6 +237,19 @@ fn reap_until(pid: libc::pid_t) -> i32 {
     }
 }
 
+/// Forks. The parent (C or G) holds nothing open — std's exec-status
+/// pipe must close when the tool execs, not when the call ends — waits
+/// for the child and exits with its status; only the child returns.
+fn fork_or_wait(efd: RawFd, step: u8) {
+    let pid = unsafe { libc::fork() };
+    check(efd, step, pid as libc::c_long);
+    if pid > 0 {
+        close_all_from(0);
+        let code = reap_until(pid);
+        unsafe { libc::_exit(code) }
+    }
+}
+
 fn close_all_from(first: u32) {
     unsafe {
         libc::syscall(libc::SYS_close_range, first, u32::MAX, 0);
@@ -334,15 +347,7 @@ pub fn run(spec: &Spec) -> io::Result<()> {
         write_file(b"/proc/self/gid_map\0", &spec.gid_map),
     );
 
-    let g = unsafe { libc::fork() };
-    check(efd, S_FORK_INIT, g as libc::c_long);
-    if g > 0 {
-        // C: nothing to hold open (std's exec-status pipe must close when
-        // T execs, not when the call ends); wait and pass G's status on.
-        close_all_from(0);
-        let code = reap_until(g);
-        unsafe { libc::_exit(code) }
-    }
+    fork_or_wait(efd, S_FORK_INIT);
     // G, pid 1 of the new namespace. It dies with C.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
@@ -359,13 +364,7 @@ pub fn run(spec: &Spec) -> io::Result<()> {
             }
         }
     }
-    let t = unsafe { libc::fork() };
-    check(efd, S_FORK_TOOL, t as libc::c_long);
-    if t > 0 {
-        close_all_from(0);
-        let code = reap_until(t);
-        unsafe { libc::_exit(code) }
-    }
+    fork_or_wait(efd, S_FORK_TOOL);
     // T: the tool. std execs it after this returns.
     Ok(())
 }

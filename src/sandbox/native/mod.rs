@@ -23,7 +23,7 @@ pub mod seccomp;
 
 use super::pool::Capped;
 use super::{Backend, Job, Program, RawOutput, SandboxError};
-use crate::call::{Command, Language};
+use crate::call::Language;
 use crate::outcome::LimitHit;
 use crate::plan::{BackendKind, MountAccess, NetworkMode, Plan};
 pub use cgroup::Hierarchy;
@@ -160,16 +160,16 @@ impl NativeBackend {
         self.features
             .cgroups
             .as_ref()
-            .map_err(|e| unavailable(format!("memory and pids limits cannot be enforced: {e}")))
+            .map_err(|e| {
+                unavailable(format!(
+                    "memory and pids limits cannot be enforced: {e}; route run_command and sh to docker in the policy to run them in a container"
+                ))
+            })
     }
 
     fn argv(job: &Job) -> Result<Vec<String>, SandboxError> {
         Ok(match &job.program {
-            Program::Command(Command::Shell(s)) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
-            Program::Command(Command::Argv(v)) if !v.is_empty() => v.clone(),
-            Program::Command(Command::Argv(_)) => {
-                return Err(SandboxError::Unsupported("empty argv".into()));
-            }
+            Program::Command(c) => super::command_argv(c)?,
             Program::Code { language, code } => {
                 let interp = match language {
                     Language::Sh => "/bin/sh",
@@ -202,12 +202,13 @@ impl NativeBackend {
         env
     }
 
-    /// Builds the child's spec: the view's steps, Landlock's paths, rlimits.
+    /// Builds the child's spec in the private directory `dir` (the view's
+    /// root and the relays): the view's steps, Landlock's paths, rlimits.
     fn spec(
         &self,
         plan: &Plan,
         job: &Job,
-        root: &Path,
+        dir: &Path,
         group: &cgroup::CallGroup,
         err_fd: OwnedFd,
     ) -> Result<(Spec, PathBuf), SandboxError> {
@@ -232,7 +233,7 @@ impl NativeBackend {
             .filter(|h| h.is_absolute() && h != Path::new("/"))
             .unwrap_or_else(|| PathBuf::from("/home/sandbox"));
         // The view is built in `root/root`; relays sit beside it.
-        let new_root = root.join("root");
+        let new_root = dir.join("root");
         std::fs::create_dir(&new_root).map_err(internal("make the view's root"))?;
         if let Some((u, g)) = self.user {
             std::os::unix::fs::chown(&new_root, Some(u), Some(g))
@@ -288,7 +289,6 @@ impl NativeBackend {
         let mut relays: Vec<(CString, CString)> = Vec::new();
         let mut read = vec![];
         let mut write = vec![];
-        let root_dir = root.join("root");
         let user = self.user;
         let mut bind = |host: &Path,
                         guest: &Path,
@@ -300,7 +300,7 @@ impl NativeBackend {
             }
             dirs_to(guest, steps)?;
             let source = if user.is_some() {
-                let relay = root.join(format!("m{}", relays.len()));
+                let relay = dir.join(format!("m{}", relays.len()));
                 std::fs::create_dir(&relay).map_err(internal("make a relay"))?;
                 relays.push((cstr(host)?, cstr(&relay)?));
                 relay
@@ -405,7 +405,7 @@ impl NativeBackend {
             drop_to: self.user,
             uid_map: format!("{uid} {uid} 1\n").into_bytes(),
             gid_map: format!("{gid} {gid} 1\n").into_bytes(),
-            root: cstr(&root_dir)?,
+            root: cstr(&new_root)?,
             steps,
             cwd: cstr(&cwd)?,
             landlock_read: read,

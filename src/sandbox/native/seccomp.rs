@@ -199,6 +199,20 @@ macro_rules! paste_nr {
     };
 }
 
+/// An entry denying calls whose 32-bit argument `arg` equals `value`.
+const fn arg_is(name: &'static str, nr: i64, arg: u8, value: u64, why: &'static str) -> Entry {
+    Entry {
+        name,
+        nr,
+        when: Match::Masked {
+            arg,
+            mask: 0xffff_ffff,
+            value,
+        },
+        why,
+    }
+}
+
 /// The table. Denied calls fail with `EPERM` (a tool sees an ordinary
 /// permission error, not a crash); `clone3` fails with `ENOSYS` so that
 /// libc falls back to `clone`, whose flags the filter can read.
@@ -273,19 +287,14 @@ pub fn table() -> Vec<Entry> {
             "io_uring operations are not seen by this filter"
         ),
         deny!(fanotify_init, "watches file access across the system"),
-        Entry {
-            name: "personality",
-            nr: libc::SYS_personality,
-            // Only PER_LINUX (0) and the query (0xffffffff) are ordinary;
-            // other personalities (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE)
-            // weaken exploit mitigations.
-            when: Match::Masked {
-                arg: 0,
-                mask: 0xffff_ffff,
-                value: 0x0040_0000,
-            },
-            why: "ADDR_NO_RANDOMIZE turns off address randomisation",
-        },
+        // `setarch -R`: PER_LINUX | ADDR_NO_RANDOMIZE.
+        arg_is(
+            "personality",
+            libc::SYS_personality,
+            0,
+            0x0040_0000,
+            "ADDR_NO_RANDOMIZE turns off address randomisation",
+        ),
         Entry {
             name: "clone",
             nr: libc::SYS_clone,
@@ -295,26 +304,20 @@ pub fn table() -> Vec<Entry> {
             },
             why: "new namespaces (a user namespace gives capabilities back)",
         },
-        Entry {
-            name: "socket",
-            nr: libc::SYS_socket,
-            when: Match::Masked {
-                arg: 0,
-                mask: 0xffff_ffff,
-                value: libc::AF_NETLINK as u64,
-            },
-            why: "netlink reconfigures interfaces, routes and firewall rules",
-        },
-        Entry {
-            name: "socket",
-            nr: libc::SYS_socket,
-            when: Match::Masked {
-                arg: 0,
-                mask: 0xffff_ffff,
-                value: libc::AF_PACKET as u64,
-            },
-            why: "packet sockets read and forge raw frames",
-        },
+        arg_is(
+            "socket",
+            libc::SYS_socket,
+            0,
+            libc::AF_NETLINK as u64,
+            "netlink reconfigures interfaces, routes and firewall rules",
+        ),
+        arg_is(
+            "socket",
+            libc::SYS_socket,
+            0,
+            libc::AF_PACKET as u64,
+            "packet sockets read and forge raw frames",
+        ),
         Entry {
             name: "socket",
             nr: libc::SYS_socket,
@@ -325,26 +328,20 @@ pub fn table() -> Vec<Entry> {
             },
             why: "raw sockets forge packets",
         },
-        Entry {
-            name: "ioctl",
-            nr: libc::SYS_ioctl,
-            when: Match::Masked {
-                arg: 1,
-                mask: 0xffff_ffff,
-                value: libc::TIOCSTI,
-            },
-            why: "TIOCSTI types into a terminal the sandbox shares",
-        },
-        Entry {
-            name: "ioctl",
-            nr: libc::SYS_ioctl,
-            when: Match::Masked {
-                arg: 1,
-                mask: 0xffff_ffff,
-                value: libc::TIOCLINUX,
-            },
-            why: "TIOCLINUX reads and writes the console",
-        },
+        arg_is(
+            "ioctl",
+            libc::SYS_ioctl,
+            1,
+            libc::TIOCSTI,
+            "TIOCSTI types into a terminal the sandbox shares",
+        ),
+        arg_is(
+            "ioctl",
+            libc::SYS_ioctl,
+            1,
+            libc::TIOCLINUX,
+            "TIOCLINUX reads and writes the console",
+        ),
     ];
     // Absent on aarch64.
     #[cfg(target_arch = "x86_64")]
