@@ -99,3 +99,26 @@ fn doctor_refuses_an_unknown_backend() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
 }
+
+#[test]
+fn doctor_proves_the_native_limits_bind() {
+    if super::native::native().is_none() {
+        return;
+    }
+    let (out, v) = doctor("native");
+    assert_eq!(out.status.code(), Some(0), "{} {v}", stderr(&out));
+    // Every probe and the backend's own layers (namespaces, cgroups,
+    // Landlock) are enforced.
+    assert_all_bind("native", &v, &[]);
+    let r = rows(&v);
+    for layer in ["namespaces", "cgroups", "landlock"] {
+        assert!(r.iter().any(|x| x.0 == layer), "no {layer} row: {r:?}");
+    }
+    let net = r.iter().find(|x| x.0 == "network").unwrap();
+    assert!(net.2.contains("ifaces=lo "), "{}", net.2);
+    assert!(
+        !serde_json::to_string(&v)
+            .unwrap()
+            .contains("canary-5f1e9c2a7b")
+    );
+}

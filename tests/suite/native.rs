@@ -380,6 +380,36 @@ fn only_lo_no_route_and_no_host_environment() {
 }
 
 #[test]
+fn a_missing_program_exits_127_like_a_shell() {
+    if native().is_none() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let e = executor(d.path(), policy(|_| {}));
+    let call =
+        ToolCall::parse(r#"{"tool":"run_command","args":{"command":["./no-such-program","x"]}}"#)
+            .unwrap();
+    let o = rt().block_on(e.run(&call)).unwrap();
+    assert_eq!(
+        (o.status, o.exit_code),
+        (Status::Completed, Some(127)),
+        "{o:?}"
+    );
+    assert!(
+        o.stderr.contains("no-such-program: not found"),
+        "{}",
+        o.stderr
+    );
+    // A program found on PATH runs with its arguments.
+    let call = ToolCall::parse(
+        r#"{"tool":"run_command","args":{"command":["printf","%s-%s","a b","c"]}}"#,
+    )
+    .unwrap();
+    let o = rt().block_on(e.run(&call)).unwrap();
+    assert_eq!(o.stdout, "a b-c");
+}
+
+#[test]
 fn where_it_cannot_run_calls_are_refused_not_degraded() {
     let d = tempfile::tempdir().unwrap();
     let e = Executor::builder(policy(|_| {}))

@@ -4,8 +4,8 @@
 //! to the sandbox uid, unshares user/mount/pid/net/ipc/uts/cgroup
 //! namespaces and maps its own uid; it forks *G*, pid 1 of the new pid
 //! namespace, which builds the filesystem view, pivots into it, brings up
-//! `lo`, applies rlimits, Landlock, capability drop and seccomp, and forks
-//! *T*, the tool, which returns to `std` to `exec`. G reaps and exits with
+//! `lo`, applies rlimits, Landlock, capability drop and seccomp, and starts
+//! *T*, which execs the tool (vfork-style: no copy of toolgate's memory). G reaps and exits with
 //! T's status; C with G's. When G dies the kernel kills the whole
 //! namespace, so killing C (G has `PDEATHSIG`) kills every process of the
 //! call.
@@ -85,6 +85,13 @@ pub struct Spec {
     /// Write end of the setup-error pipe: a failed step writes
     /// `[step, errno(4 bytes LE), view step]` here before exiting.
     pub err_fd: OwnedFd,
+    /// The tool: paths to try in order (the PATH search, done by the
+    /// parent since the view shows the host's paths), argv, environment,
+    /// and the message for when none can be executed.
+    pub candidates: Vec<CString>,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub not_found: Vec<u8>,
 }
 
 /// Setup steps, by number in the error record.
@@ -256,7 +263,8 @@ fn close_all_from(first: u32) {
     }
 }
 
-/// Runs in C. Returns only in T, the tool, which `std` then execs.
+/// Runs in C; never returns (T execs the tool itself, so `std`'s own
+/// exec after this closure is never reached).
 pub fn run(spec: &Spec) -> io::Result<()> {
     let efd = spec.err_fd.as_raw_fd();
     // If toolgate dies (its spawning thread, strictly: a tokio worker that
@@ -364,9 +372,68 @@ pub fn run(spec: &Spec) -> io::Result<()> {
             }
         }
     }
-    fork_or_wait(efd, S_FORK_TOOL);
-    // T: the tool. std execs it after this returns.
-    Ok(())
+    spawn_tool(spec, efd)
+}
+
+/// What T needs to exec, as pointers into `Spec` (built in G).
+struct Exec {
+    candidates: Vec<*const libc::c_char>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    not_found: *const u8,
+    not_found_len: usize,
+}
+
+/// T: tries each candidate path, then reports and exits like a shell
+/// (127 not found, 126 found but not executable). Runs on its own stack
+/// in G's memory (`CLONE_VM | CLONE_VFORK`): only syscalls.
+extern "C" fn exec_tool(arg: *mut libc::c_void) -> libc::c_int {
+    let x = unsafe { &*(arg as *const Exec) };
+    let mut code = 127;
+    for &path in &x.candidates {
+        unsafe { libc::execve(path, x.argv.as_ptr(), x.envp.as_ptr()) };
+        if errno() != libc::ENOENT && errno() != libc::ENOTDIR {
+            code = 126;
+        }
+    }
+    unsafe {
+        libc::write(2, x.not_found.cast(), x.not_found_len);
+        libc::_exit(code)
+    }
+}
+
+/// G starts the tool with `CLONE_VM | CLONE_VFORK` (no copy of
+/// toolgate's memory; G waits until T has exec'd), then reaps it and
+/// exits with its status. Never returns.
+fn spawn_tool(spec: &Spec, efd: RawFd) -> ! {
+    let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|c| c.as_ptr())
+            .chain([std::ptr::null()])
+            .collect()
+    };
+    let x = Exec {
+        candidates: spec.candidates.iter().map(|c| c.as_ptr()).collect(),
+        argv: ptrs(&spec.argv),
+        envp: ptrs(&spec.envp),
+        not_found: spec.not_found.as_ptr(),
+        not_found_len: spec.not_found.len(),
+    };
+    let mut stack = vec![0u8; 64 << 10];
+    // The stack grows down; keep the top 16-byte aligned.
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    let pid = unsafe {
+        libc::clone(
+            exec_tool,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &x as *const Exec as *mut libc::c_void,
+        )
+    };
+    check(efd, S_FORK_TOOL, pid as libc::c_long);
+    close_all_from(0);
+    let code = reap_until(pid);
+    unsafe { libc::_exit(code) }
 }
 
 fn build_view(spec: &Spec, efd: RawFd) {

@@ -202,6 +202,24 @@ impl NativeBackend {
         env
     }
 
+    /// Where T looks for `prog`, in order: itself if it names a path, else
+    /// each directory of the sandbox's `PATH` (the view shows host paths
+    /// where they are, so the list is made here).
+    fn candidates(prog: &str, env: &[(String, String)]) -> Vec<String> {
+        if prog.contains('/') {
+            return vec![prog.to_string()];
+        }
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or("", |(_, v)| v.as_str());
+        path.split(':')
+            .filter(|d| d.starts_with('/'))
+            .take(64)
+            .map(|d| format!("{}/{prog}", d.trim_end_matches('/')))
+            .collect()
+    }
+
     /// Builds the child's spec in the private directory `dir` (the view's
     /// root and the relays): the view's steps, Landlock's paths, rlimits.
     fn spec(
@@ -211,7 +229,8 @@ impl NativeBackend {
         dir: &Path,
         group: &cgroup::CallGroup,
         err_fd: OwnedFd,
-    ) -> Result<(Spec, PathBuf), SandboxError> {
+        argv: &[String],
+    ) -> Result<Spec, SandboxError> {
         let internal = |op: &'static str| {
             move |e: std::io::Error| SandboxError::Internal {
                 op,
@@ -397,7 +416,7 @@ impl NativeBackend {
             )
         });
         let cpu = plan.limits.cpu_time.as_secs_f64().ceil().max(1.0) as u64;
-        let spec = Spec {
+        let mut spec = Spec {
             cgroup_procs: group
                 .procs_files()
                 .map_err(internal("open the call's cgroups"))?,
@@ -426,8 +445,31 @@ impl NativeBackend {
             ],
             wipe: own_areas(),
             err_fd,
+            candidates: vec![],
+            argv: vec![],
+            envp: vec![],
+            not_found: format!(
+                "toolgate: {}: not found (or not executable) in the sandbox\n",
+                argv[0]
+            )
+            .into_bytes(),
         };
-        Ok((spec, home))
+        let env = Self::env(plan, &home);
+        let nul = |s: &str| {
+            CString::new(s).map_err(|_| {
+                SandboxError::Unsupported("a NUL byte in the command or environment".into())
+            })
+        };
+        spec.argv = argv.iter().map(|a| nul(a)).collect::<Result<_, _>>()?;
+        spec.envp = env
+            .iter()
+            .map(|(k, v)| nul(&format!("{k}={v}")))
+            .collect::<Result<_, _>>()?;
+        spec.candidates = Self::candidates(&argv[0], &env)
+            .iter()
+            .map(|c| nul(c))
+            .collect::<Result<_, _>>()?;
+        Ok(spec)
     }
 }
 
@@ -545,13 +587,14 @@ impl Backend for NativeBackend {
         let group = Reap(Some(Arc::new(group)));
         let root = super::stage::sandbox_dir(BackendKind::Native, self.user)?;
         let (err_read, err_write) = error_pipe()?;
-        let (spec, home) = self.spec(plan, job, root.path(), group.get(), err_write)?;
+        let spec = self.spec(plan, job, root.path(), group.get(), err_write, &argv)?;
         let views: Vec<String> = spec.steps.iter().map(|s| format!("{s:?}")).collect();
 
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env_clear()
-            .envs(Self::env(plan, &home))
+        // std forks C and sets up its stdio; C never returns to std (T
+        // execs the tool from the spec), so the program named here is
+        // never run.
+        let mut cmd = tokio::process::Command::new("/bin/false");
+        cmd.env_clear()
             .stdin(if job.stdin.is_some() {
                 std::process::Stdio::piped()
             } else {
