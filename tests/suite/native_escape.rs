@@ -184,3 +184,32 @@ attempt('connect', lambda: s.connect(('127.0.0.1', {port})))
         "a connection reached the host's listener"
     );
 }
+
+#[test]
+fn only_stdio_reaches_the_tool_not_inherited_descriptors() {
+    let Some(b) = native() else { return };
+    // A descriptor toolgate's process holds without O_CLOEXEC, as an
+    // embedding program might (duplicated well above stdio).
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "inherited-secret").unwrap();
+    let file = std::fs::File::open(secret.path()).unwrap();
+    let fd = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_DUPFD(100)).unwrap();
+    let ws = open_workspace();
+    let p = policy(|_| {});
+    let o = sh_on(
+        &b,
+        ws.path(),
+        &p,
+        MountAccess::ReadOnly,
+        &format!("ls /proc/self/fd; cat /proc/self/fd/{fd} 2>&1; true"),
+    );
+    nix::unistd::close(fd).unwrap();
+    let t = text(&o.stdout);
+    assert!(!t.contains("inherited-secret"), "{t}");
+    // 0, 1, 2 and the directory `ls` reads.
+    let fds: Vec<&str> = t
+        .lines()
+        .filter(|l| l.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(fds, ["0", "1", "2", "3"], "{t}");
+}

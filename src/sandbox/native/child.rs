@@ -419,6 +419,17 @@ fn spawn_tool(spec: &Spec, efd: RawFd) -> ! {
         not_found: spec.not_found.as_ptr(),
         not_found_len: spec.not_found.len(),
     };
+    // Only stdin, stdout and stderr reach the tool: every other descriptor
+    // (toolgate's, or an embedding program's without O_CLOEXEC) closes at
+    // its exec. G keeps them until it exits (the error pipe among them).
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
     let mut stack = vec![0u8; 64 << 10];
     // The stack grows down; keep the top 16-byte aligned.
     let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
