@@ -428,3 +428,32 @@ fn where_it_cannot_run_calls_are_refused_not_degraded() {
     });
     assert!(e.unwrap_err().to_string().contains("native"));
 }
+
+#[test]
+fn a_home_that_does_not_exist_becomes_a_private_one() {
+    if native().is_none() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let out = super::common::bin()
+        .current_dir(d.path())
+        .env("HOME", "/nonexistent-toolgate-home")
+        .args([
+            "exec",
+            "--backend",
+            "native",
+            "--lang",
+            "sh",
+            "--approve",
+            "allow",
+        ])
+        .arg("echo $HOME; echo cached > $HOME/x && cat $HOME/x")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "/tmp/home\ncached\n",
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -296,7 +296,15 @@ impl NativeBackend {
             }
             Ok(())
         };
-        let home_masked = masked.iter().any(|m| home.starts_with(m));
+        // A $HOME that is neither under a masked directory nor an existing
+        // one (unset, or a path that does not exist) becomes /tmp/home.
+        let under_mask = |p: &Path| masked.iter().any(|m| p.starts_with(m));
+        let home = if under_mask(&home) || real_dir(&home.display().to_string()) {
+            home
+        } else {
+            PathBuf::from("/tmp/home")
+        };
+        let home_masked = under_mask(&home);
         if home_masked {
             dirs_to(&home, &mut steps)?;
         } else if real_dir(&home.display().to_string()) {
