@@ -457,3 +457,45 @@ fn a_home_that_does_not_exist_becomes_a_private_one() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn writes_to_tmp_and_the_workspace_count_against_memory() {
+    let Some(b) = native() else { return };
+    let _heavy = super::common::heavy();
+    let p = policy(|s| {
+        s.limits.memory_bytes = 64 << 20;
+        s.limits.file_size = 1 << 30;
+        s.limits.wall_time = Duration::from_secs(30);
+    });
+    // The private /tmp is a tmpfs capped at the memory limit, its pages
+    // charged to the call: the write stops at the cap or is OOM-killed.
+    let ws = open_workspace();
+    let o = sh_on(
+        &b,
+        ws.path(),
+        &p,
+        MountAccess::ReadOnly,
+        "head -c 200M /dev/zero > /tmp/big; echo rc=$?; wc -c < /tmp/big",
+    );
+    let t = text(&o.stdout);
+    let kept: u64 = t
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        o.limits_hit.contains(&LimitHit::Memory) || (t.contains("rc=1") && kept <= 64 << 20),
+        "{t} {o:?}"
+    );
+    // Through the executor the workspace is a stage in /dev/shm, charged
+    // to the call's cgroup: 200 MiB written there is an OOM kill.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("fill.sh"),
+        "head -c 200M /dev/zero > big.bin\n",
+    )
+    .unwrap();
+    let e = executor(d.path(), p);
+    let o = run(&e, "sh ./fill.sh");
+    assert!(o.limits_hit.contains(&LimitHit::Memory), "{o:?}");
+}
