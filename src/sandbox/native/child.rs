@@ -257,6 +257,23 @@ fn fork_or_wait(efd: RawFd, step: u8) {
     }
 }
 
+/// Stops mount events propagating between this namespace and the one it
+/// was copied from (the host's, or the relay namespace).
+fn make_private(efd: RawFd, step: u8) {
+    let none = std::ptr::null::<libc::c_char>();
+    check(
+        efd,
+        step,
+        mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            none,
+        ),
+    );
+}
+
 fn close_all_from(first: u32) {
     unsafe {
         libc::syscall(libc::SYS_close_range, first, u32::MAX, 0);
@@ -284,17 +301,7 @@ pub fn run(spec: &Spec) -> io::Result<()> {
         let none = std::ptr::null::<libc::c_char>();
         check(efd, S_RELAY, unsafe { libc::unshare(libc::CLONE_NEWNS) }
             as libc::c_long);
-        check(
-            efd,
-            S_RELAY,
-            mount(
-                none,
-                c"/".as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                none,
-            ),
-        );
+        make_private(efd, S_RELAY);
         for (host, relay) in &spec.relays {
             check(
                 efd,
@@ -453,17 +460,7 @@ fn build_view(spec: &Spec, efd: RawFd) {
     unsafe {
         libc::umask(0o022);
     }
-    check(
-        efd,
-        S_PRIVATE,
-        mount(
-            none,
-            c"/".as_ptr(),
-            none,
-            libc::MS_REC | libc::MS_PRIVATE,
-            none,
-        ),
-    );
+    make_private(efd, S_PRIVATE);
     check(
         efd,
         S_RBIND,

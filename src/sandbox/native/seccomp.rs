@@ -38,165 +38,14 @@ const NS_FLAGS: u64 = (libc::CLONE_NEWUSER
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP) as u64;
 
-macro_rules! deny {
-    ($name:ident, $why:expr) => {
-        Entry {
-            name: stringify!($name),
-            nr: paste_nr!($name),
-            when: Match::Always,
-            why: $why,
-        }
-    };
-}
-
-macro_rules! paste_nr {
-    (mount) => {
-        libc::SYS_mount
-    };
-    (umount2) => {
-        libc::SYS_umount2
-    };
-    (pivot_root) => {
-        libc::SYS_pivot_root
-    };
-    (chroot) => {
-        libc::SYS_chroot
-    };
-    (fsopen) => {
-        libc::SYS_fsopen
-    };
-    (fsconfig) => {
-        libc::SYS_fsconfig
-    };
-    (fsmount) => {
-        libc::SYS_fsmount
-    };
-    (fspick) => {
-        libc::SYS_fspick
-    };
-    (move_mount) => {
-        libc::SYS_move_mount
-    };
-    (open_tree) => {
-        libc::SYS_open_tree
-    };
-    (mount_setattr) => {
-        libc::SYS_mount_setattr
-    };
-    (unshare) => {
-        libc::SYS_unshare
-    };
-    (setns) => {
-        libc::SYS_setns
-    };
-    (ptrace) => {
-        libc::SYS_ptrace
-    };
-    (process_vm_readv) => {
-        libc::SYS_process_vm_readv
-    };
-    (process_vm_writev) => {
-        libc::SYS_process_vm_writev
-    };
-    (pidfd_getfd) => {
-        libc::SYS_pidfd_getfd
-    };
-    (kcmp) => {
-        libc::SYS_kcmp
-    };
-    (kexec_load) => {
-        libc::SYS_kexec_load
-    };
-    (kexec_file_load) => {
-        libc::SYS_kexec_file_load
-    };
-    (reboot) => {
-        libc::SYS_reboot
-    };
-    (init_module) => {
-        libc::SYS_init_module
-    };
-    (finit_module) => {
-        libc::SYS_finit_module
-    };
-    (delete_module) => {
-        libc::SYS_delete_module
-    };
-    (bpf) => {
-        libc::SYS_bpf
-    };
-    (perf_event_open) => {
-        libc::SYS_perf_event_open
-    };
-    (userfaultfd) => {
-        libc::SYS_userfaultfd
-    };
-    (keyctl) => {
-        libc::SYS_keyctl
-    };
-    (add_key) => {
-        libc::SYS_add_key
-    };
-    (request_key) => {
-        libc::SYS_request_key
-    };
-    (open_by_handle_at) => {
-        libc::SYS_open_by_handle_at
-    };
-    (name_to_handle_at) => {
-        libc::SYS_name_to_handle_at
-    };
-    (swapon) => {
-        libc::SYS_swapon
-    };
-    (swapoff) => {
-        libc::SYS_swapoff
-    };
-    (acct) => {
-        libc::SYS_acct
-    };
-    (quotactl) => {
-        libc::SYS_quotactl
-    };
-    (syslog) => {
-        libc::SYS_syslog
-    };
-    (settimeofday) => {
-        libc::SYS_settimeofday
-    };
-    (clock_settime) => {
-        libc::SYS_clock_settime
-    };
-    (clock_adjtime) => {
-        libc::SYS_clock_adjtime
-    };
-    (adjtimex) => {
-        libc::SYS_adjtimex
-    };
-    (sethostname) => {
-        libc::SYS_sethostname
-    };
-    (setdomainname) => {
-        libc::SYS_setdomainname
-    };
-    (vhangup) => {
-        libc::SYS_vhangup
-    };
-    (io_uring_setup) => {
-        libc::SYS_io_uring_setup
-    };
-    (io_uring_enter) => {
-        libc::SYS_io_uring_enter
-    };
-    (io_uring_register) => {
-        libc::SYS_io_uring_register
-    };
-    (fanotify_init) => {
-        libc::SYS_fanotify_init
-    };
-    (personality) => {
-        libc::SYS_personality
-    };
+/// An entry denying every call of `nr`.
+const fn deny(name: &'static str, nr: i64, why: &'static str) -> Entry {
+    Entry {
+        name,
+        nr,
+        when: Match::Always,
+        why,
+    }
 }
 
 /// An entry denying calls whose 32-bit argument `arg` equals `value`.
@@ -218,75 +67,206 @@ const fn arg_is(name: &'static str, nr: i64, arg: u8, value: u64, why: &'static 
 /// libc falls back to `clone`, whose flags the filter can read.
 pub fn table() -> Vec<Entry> {
     let mut t = vec![
-        deny!(mount, "mounts would rearrange the sandbox's own view"),
-        deny!(umount2, "unmounting would uncover what the view masks"),
-        deny!(pivot_root, "changes the root the view was built on"),
-        deny!(chroot, "a second root is a classic escape step"),
-        deny!(fsopen, "new mount API: same as mount"),
-        deny!(fsconfig, "new mount API: same as mount"),
-        deny!(fsmount, "new mount API: same as mount"),
-        deny!(fspick, "new mount API: reconfigures existing mounts"),
-        deny!(move_mount, "new mount API: moves mounts"),
-        deny!(open_tree, "new mount API: clones mount trees"),
-        deny!(mount_setattr, "could clear read-only flags of the view"),
-        deny!(
-            unshare,
-            "new namespaces (a user namespace gives capabilities back)"
+        deny(
+            "mount",
+            libc::SYS_mount,
+            "mounts would rearrange the sandbox's own view",
         ),
-        deny!(setns, "joining other namespaces leaves the sandbox"),
-        deny!(ptrace, "tracing reads and rewrites other processes"),
-        deny!(process_vm_readv, "reads another process's memory"),
-        deny!(process_vm_writev, "writes another process's memory"),
-        deny!(pidfd_getfd, "steals file descriptors from other processes"),
-        deny!(kcmp, "probes other processes' kernel objects"),
-        deny!(kexec_load, "replaces the running kernel"),
-        deny!(kexec_file_load, "replaces the running kernel"),
-        deny!(reboot, "a tool never reboots the host"),
-        deny!(init_module, "loads kernel code"),
-        deny!(finit_module, "loads kernel code"),
-        deny!(delete_module, "unloads kernel code"),
-        deny!(bpf, "eBPF programs are a large kernel attack surface"),
-        deny!(
-            perf_event_open,
-            "side channels and a history of kernel bugs"
+        deny(
+            "umount2",
+            libc::SYS_umount2,
+            "unmounting would uncover what the view masks",
         ),
-        deny!(userfaultfd, "used to widen kernel race windows in exploits"),
-        deny!(keyctl, "the kernel keyring may hold other users' secrets"),
-        deny!(add_key, "the kernel keyring may hold other users' secrets"),
-        deny!(
-            request_key,
-            "the kernel keyring may hold other users' secrets"
+        deny(
+            "pivot_root",
+            libc::SYS_pivot_root,
+            "changes the root the view was built on",
         ),
-        deny!(
-            open_by_handle_at,
-            "opens files by handle, bypassing the path view"
+        deny(
+            "chroot",
+            libc::SYS_chroot,
+            "a second root is a classic escape step",
         ),
-        deny!(name_to_handle_at, "pairs with open_by_handle_at"),
-        deny!(swapon, "host administration"),
-        deny!(swapoff, "host administration"),
-        deny!(acct, "host administration"),
-        deny!(quotactl, "host administration"),
-        deny!(syslog, "the kernel log leaks addresses and host activity"),
-        deny!(settimeofday, "the host clock is not the sandbox's"),
-        deny!(clock_settime, "the host clock is not the sandbox's"),
-        deny!(clock_adjtime, "the host clock is not the sandbox's"),
-        deny!(adjtimex, "the host clock is not the sandbox's"),
-        deny!(sethostname, "the sandbox's name is set before the filter"),
-        deny!(setdomainname, "the sandbox's name is set before the filter"),
-        deny!(vhangup, "terminal control of the host"),
-        deny!(
-            io_uring_setup,
-            "io_uring operations are not seen by this filter"
+        deny("fsopen", libc::SYS_fsopen, "new mount API: same as mount"),
+        deny(
+            "fsconfig",
+            libc::SYS_fsconfig,
+            "new mount API: same as mount",
         ),
-        deny!(
-            io_uring_enter,
-            "io_uring operations are not seen by this filter"
+        deny("fsmount", libc::SYS_fsmount, "new mount API: same as mount"),
+        deny(
+            "fspick",
+            libc::SYS_fspick,
+            "new mount API: reconfigures existing mounts",
         ),
-        deny!(
-            io_uring_register,
-            "io_uring operations are not seen by this filter"
+        deny(
+            "move_mount",
+            libc::SYS_move_mount,
+            "new mount API: moves mounts",
         ),
-        deny!(fanotify_init, "watches file access across the system"),
+        deny(
+            "open_tree",
+            libc::SYS_open_tree,
+            "new mount API: clones mount trees",
+        ),
+        deny(
+            "mount_setattr",
+            libc::SYS_mount_setattr,
+            "could clear read-only flags of the view",
+        ),
+        deny(
+            "unshare",
+            libc::SYS_unshare,
+            "new namespaces (a user namespace gives capabilities back)",
+        ),
+        deny(
+            "setns",
+            libc::SYS_setns,
+            "joining other namespaces leaves the sandbox",
+        ),
+        deny(
+            "ptrace",
+            libc::SYS_ptrace,
+            "tracing reads and rewrites other processes",
+        ),
+        deny(
+            "process_vm_readv",
+            libc::SYS_process_vm_readv,
+            "reads another process's memory",
+        ),
+        deny(
+            "process_vm_writev",
+            libc::SYS_process_vm_writev,
+            "writes another process's memory",
+        ),
+        deny(
+            "pidfd_getfd",
+            libc::SYS_pidfd_getfd,
+            "steals file descriptors from other processes",
+        ),
+        deny(
+            "kcmp",
+            libc::SYS_kcmp,
+            "probes other processes' kernel objects",
+        ),
+        deny(
+            "kexec_load",
+            libc::SYS_kexec_load,
+            "replaces the running kernel",
+        ),
+        deny(
+            "kexec_file_load",
+            libc::SYS_kexec_file_load,
+            "replaces the running kernel",
+        ),
+        deny("reboot", libc::SYS_reboot, "a tool never reboots the host"),
+        deny("init_module", libc::SYS_init_module, "loads kernel code"),
+        deny("finit_module", libc::SYS_finit_module, "loads kernel code"),
+        deny(
+            "delete_module",
+            libc::SYS_delete_module,
+            "unloads kernel code",
+        ),
+        deny(
+            "bpf",
+            libc::SYS_bpf,
+            "eBPF programs are a large kernel attack surface",
+        ),
+        deny(
+            "perf_event_open",
+            libc::SYS_perf_event_open,
+            "side channels and a history of kernel bugs",
+        ),
+        deny(
+            "userfaultfd",
+            libc::SYS_userfaultfd,
+            "used to widen kernel race windows in exploits",
+        ),
+        deny(
+            "keyctl",
+            libc::SYS_keyctl,
+            "the kernel keyring may hold other users' secrets",
+        ),
+        deny(
+            "add_key",
+            libc::SYS_add_key,
+            "the kernel keyring may hold other users' secrets",
+        ),
+        deny(
+            "request_key",
+            libc::SYS_request_key,
+            "the kernel keyring may hold other users' secrets",
+        ),
+        deny(
+            "open_by_handle_at",
+            libc::SYS_open_by_handle_at,
+            "opens files by handle, bypassing the path view",
+        ),
+        deny(
+            "name_to_handle_at",
+            libc::SYS_name_to_handle_at,
+            "pairs with open_by_handle_at",
+        ),
+        deny("swapon", libc::SYS_swapon, "host administration"),
+        deny("swapoff", libc::SYS_swapoff, "host administration"),
+        deny("acct", libc::SYS_acct, "host administration"),
+        deny("quotactl", libc::SYS_quotactl, "host administration"),
+        deny(
+            "syslog",
+            libc::SYS_syslog,
+            "the kernel log leaks addresses and host activity",
+        ),
+        deny(
+            "settimeofday",
+            libc::SYS_settimeofday,
+            "the host clock is not the sandbox's",
+        ),
+        deny(
+            "clock_settime",
+            libc::SYS_clock_settime,
+            "the host clock is not the sandbox's",
+        ),
+        deny(
+            "clock_adjtime",
+            libc::SYS_clock_adjtime,
+            "the host clock is not the sandbox's",
+        ),
+        deny(
+            "adjtimex",
+            libc::SYS_adjtimex,
+            "the host clock is not the sandbox's",
+        ),
+        deny(
+            "sethostname",
+            libc::SYS_sethostname,
+            "the sandbox's name is set before the filter",
+        ),
+        deny(
+            "setdomainname",
+            libc::SYS_setdomainname,
+            "the sandbox's name is set before the filter",
+        ),
+        deny("vhangup", libc::SYS_vhangup, "terminal control of the host"),
+        deny(
+            "io_uring_setup",
+            libc::SYS_io_uring_setup,
+            "io_uring operations are not seen by this filter",
+        ),
+        deny(
+            "io_uring_enter",
+            libc::SYS_io_uring_enter,
+            "io_uring operations are not seen by this filter",
+        ),
+        deny(
+            "io_uring_register",
+            libc::SYS_io_uring_register,
+            "io_uring operations are not seen by this filter",
+        ),
+        deny(
+            "fanotify_init",
+            libc::SYS_fanotify_init,
+            "watches file access across the system",
+        ),
         // `setarch -R`: PER_LINUX | ADDR_NO_RANDOMIZE.
         arg_is(
             "personality",
