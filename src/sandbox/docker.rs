@@ -527,11 +527,9 @@ impl DockerBackend {
             format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/{v2}"),
             format!("/sys/fs/cgroup/docker/{id}/{v2}"),
         ];
-        paths.iter().find_map(|p| {
-            let text = std::fs::read_to_string(p).ok()?;
-            text.lines()
-                .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
-        })
+        paths
+            .iter()
+            .find_map(|p| super::cgroup_counter(std::path::Path::new(p), key))
     }
 
     async fn run_in(&self, id: &str, job: &Job, plan: &Plan) -> Result<RawOutput, SandboxError> {

@@ -67,6 +67,14 @@ pub(crate) fn command_argv(c: &Command) -> Result<Vec<String>, SandboxError> {
     }
 }
 
+/// The value of `key` in a cgroup `key value` file (`memory.events`,
+/// `pids.events`, `memory.oom_control`, `cpu.stat`), if readable.
+pub(crate) fn cgroup_counter(path: &std::path::Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+}
+
 /// What came back from a sandbox, before filtering.
 #[derive(Debug, Clone, Default)]
 pub struct RawOutput {

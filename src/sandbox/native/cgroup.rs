@@ -150,13 +150,7 @@ fn write(p: &Path, v: &str) -> std::io::Result<()> {
 
 /// `key value` counters (`memory.events`, `pids.events`, `oom_control`).
 fn counter(p: &Path, key: &str) -> u64 {
-    std::fs::read_to_string(p)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
-        })
-        .unwrap_or(0)
+    crate::sandbox::cgroup_counter(p, key).unwrap_or(0)
 }
 
 impl CallGroup {

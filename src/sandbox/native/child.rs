@@ -119,13 +119,13 @@ pub const STEPS: &[&str] = &[
 
 const S_CGROUP: u8 = 0;
 const S_SETUID: u8 = 1;
-const S_UNSHARE: u8 = 2;
+pub const S_UNSHARE: u8 = 2;
 const S_MAPS: u8 = 3;
 const S_FORK_INIT: u8 = 4;
 const S_PRIVATE: u8 = 5;
 const S_RBIND: u8 = 6;
 const S_READONLY: u8 = 7;
-const S_VIEW: u8 = 8;
+pub const S_VIEW: u8 = 8;
 const S_PIVOT: u8 = 9;
 const S_CWD: u8 = 10;
 const S_HOSTNAME: u8 = 11;

@@ -129,6 +129,8 @@ pub struct NativeBackend {
     features: Features,
     seccomp: Result<Arc<Vec<seccompiler::BpfProgram>>, String>,
     user: Option<(u32, u32)>,
+    /// toolgate's argv and environment areas, read once (they do not move).
+    areas: Vec<(usize, usize)>,
 }
 
 impl NativeBackend {
@@ -142,6 +144,7 @@ impl NativeBackend {
             features,
             seccomp: seccomp::compile().map(Arc::new),
             user: root.then(|| cfg.sandbox_user.unwrap_or((SANDBOX_ID, SANDBOX_ID))),
+            areas: own_areas(),
         }
     }
 
@@ -451,7 +454,7 @@ impl NativeBackend {
                 (libc::RLIMIT_NOFILE, 1024, 1024),
                 (libc::RLIMIT_CORE, 0, 0),
             ],
-            wipe: own_areas(),
+            wipe: self.areas.clone(),
             err_fd,
             candidates: vec![],
             argv: vec![],
@@ -676,11 +679,11 @@ impl Backend for NativeBackend {
             let what = child::STEPS.get(step).copied().unwrap_or("setup");
             let at = views
                 .get(sub)
-                .filter(|_| step == 8)
+                .filter(|_| step == usize::from(child::S_VIEW))
                 .map(|v| format!(" ({v})"))
                 .unwrap_or_default();
             let detail = format!("{what}{at}: {}", std::io::Error::from_raw_os_error(errno));
-            return Err(if step == 2 {
+            return Err(if step == usize::from(child::S_UNSHARE) {
                 SandboxError::Unavailable {
                     backend: "native",
                     detail,
