@@ -327,6 +327,10 @@ fn limits_bind_and_are_named() {
     // dd dies of SIGXFSZ (or sees EFBIG); the file stops at the limit.
     let stopped = t.contains("File too large") || t.contains("File size limit exceeded");
     assert!(stopped && t.trim_end().ends_with("\n1048576"), "{t}");
+
+    // Open files are capped and no core file is written.
+    let o = sh_on(&b, w, &p, MountAccess::ReadOnly, "ulimit -n; ulimit -c");
+    assert_eq!(text(&o.stdout), "1024\n0\n");
 }
 
 #[test]
