@@ -243,6 +243,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<i32> {
         requests_per_minute: a.rate_per_minute,
         requests_per_hour: a.rate_per_hour,
         drain: Duration::from_secs(a.drain),
+        max_wait: Duration::from_secs(a.max_wait),
     };
     let (tokens, cfg) = settings.resolve()?;
     let mut opts = options(&a.common, policy, ApproveMode::Deny);

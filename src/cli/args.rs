@@ -137,6 +137,10 @@ pub struct ServeArgs {
     /// Seconds shutdown waits for calls in flight.
     #[arg(long, default_value_t = 30)]
     pub drain: u64,
+    /// Longest `?wait=` a call request may ask for, in seconds (≤ 3600);
+    /// the OpenAPI document states it.
+    #[arg(long, default_value_t = 3600)]
+    pub max_wait: u64,
     /// Log lines on stderr: `human` or `json` (level from RUST_LOG, default info).
     #[arg(long, value_enum, default_value = "human")]
     pub log_format: LogFormat,

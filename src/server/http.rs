@@ -8,13 +8,13 @@
 //! human (a principal allowed to approve) answers it by id.
 
 use super::auth::{Principal, Tokens};
+use super::request::{self, RequestError};
 use crate::audit::AuditLog;
 use crate::budget::{Budgets, Limiter};
 use crate::gate::Scope;
 use crate::{Decision, Error, Executor, ToolCall};
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -54,6 +54,9 @@ pub struct Config {
     pub drain: Duration,
     /// Finished calls kept for `GET /v1/calls/{id}`.
     pub keep_calls: usize,
+    /// Longest `?wait` a call request may ask for (a request holds a
+    /// connection that long).
+    pub max_wait: Duration,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             },
             drain: Duration::from_secs(30),
             keep_calls: 10_000,
+            max_wait: request::MAX_WAIT,
         }
     }
 }
@@ -87,6 +91,8 @@ pub struct Settings {
     pub requests_per_minute: u32,
     pub requests_per_hour: u32,
     pub drain: Duration,
+    /// Longest `?wait`, at most [`request::MAX_WAIT`].
+    pub max_wait: Duration,
 }
 
 impl Settings {
@@ -117,6 +123,12 @@ impl Settings {
             }
         };
         let max_body = crate::units::parse_size(&self.max_body).map_err(usage)?;
+        if self.max_wait > request::MAX_WAIT {
+            return Err(usage(format!(
+                "--max-wait is at most {} seconds",
+                request::MAX_WAIT.as_secs()
+            )));
+        }
         let cfg = Config {
             max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
             max_concurrent: self.max_concurrent.max(1),
@@ -126,6 +138,7 @@ impl Settings {
                 ..Default::default()
             },
             drain: self.drain,
+            max_wait: self.max_wait,
             ..Default::default()
         };
         Ok((tokens, cfg))
@@ -378,14 +391,6 @@ fn tag(mut r: Response, p: &Principal) -> Response {
     r
 }
 
-#[derive(Deserialize)]
-struct CallParams {
-    #[serde(default)]
-    dry_run: bool,
-    /// Seconds to wait for a call that needs confirmation.
-    wait: Option<f64>,
-}
-
 /// Status, body and `Retry-After` of an error.
 fn error_state(exec: &Executor, e: &Error) -> CallState {
     // Error text may quote input; it is redacted like every output.
@@ -411,25 +416,30 @@ fn error_response(exec: &Executor, e: &Error) -> Response {
 async fn post_call(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
-    q: Result<Query<CallParams>, QueryRejection>,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(r) => return tag(bad_query(r), &p),
-    };
-    tag(post_call_inner(app, &p, q, body).await, &p)
+    tag(post_call_inner(app, &p, query, body).await, &p)
 }
 
-/// A query string the handler cannot read: 400 with the JSON error shape.
-fn bad_query(r: QueryRejection) -> Response {
-    error(StatusCode::BAD_REQUEST, "invalid_query", &r.body_text())
+/// A request that cannot be read: 400 with the JSON error shape; the
+/// message is redacted (it may quote input).
+fn bad_request(exec: &Executor, e: RequestError) -> Response {
+    let kind = match e {
+        RequestError::Query(_) => "invalid_query",
+        RequestError::NotUtf8 => "invalid_call",
+        RequestError::Call(e) => return error_response(exec, &Error::from(e)),
+    };
+    let mut msg = e.to_string();
+    exec.redactor()
+        .redact_secrets_into(&mut msg, &mut Default::default());
+    error(StatusCode::BAD_REQUEST, kind, &msg)
 }
 
 async fn post_call_inner(
     app: Arc<App>,
     p: &Principal,
-    q: CallParams,
+    query: Option<String>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -438,20 +448,11 @@ async fn post_call_inner(
             return error(r.status(), "bad_body", &r.body_text());
         }
     };
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return error(StatusCode::BAD_REQUEST, "invalid_call", "body is not UTF-8");
+    let q = match request::call_request(query.as_deref(), &body, app.cfg.max_wait) {
+        Ok(q) => q,
+        Err(e) => return bad_request(&app.exec, e),
     };
-    if q.wait.is_some_and(|w| !(0.0..=3600.0).contains(&w)) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            "wait is a number of seconds, 0 to 3600",
-        );
-    }
-    let call = match ToolCall::parse(text) {
-        Ok(c) => c,
-        Err(e) => return error_response(&app.exec, &Error::from(e)),
-    };
+    let call = q.call;
     if !p.may_call(call.tool.name()) {
         return error(StatusCode::FORBIDDEN, "forbidden", "forbidden");
     }
@@ -548,7 +549,7 @@ async fn still_pending(
     app: &App,
     id: &str,
     rx: &mut watch::Receiver<CallState>,
-    wait: Option<f64>,
+    wait: Option<Duration>,
 ) -> Option<Response> {
     let gate_id = async {
         loop {
@@ -602,17 +603,11 @@ async fn confirmation_or_done(
 async fn pending_after(
     id: &str,
     rx: &mut watch::Receiver<CallState>,
-    wait: Option<f64>,
+    wait: Option<Duration>,
     conf: Option<String>,
 ) -> Option<Response> {
-    // Non-finite waits are refused before the call is taken (a NaN here
-    // would panic the conversion).
-    let wait = wait
-        .filter(|w| w.is_finite())
-        .unwrap_or(0.0)
-        .clamp(0.0, 3600.0);
     let finished = tokio::time::timeout(
-        Duration::from_secs_f64(wait),
+        wait.unwrap_or_default(),
         rx.wait_for(|s| matches!(s, CallState::Done { .. })),
     )
     .await;
@@ -762,28 +757,17 @@ async fn tools(Extension(p): Extension<Principal>) -> Response {
     tag(Json(mine).into_response(), &p)
 }
 
-#[derive(Deserialize)]
-struct AuditParams {
-    // u64: the query decoder has no u128 (every value was a 400).
-    since_ms: Option<u64>,
-    tool: Option<String>,
-    decision: Option<String>,
-    principal: Option<String>,
-    kind: Option<String>,
-    limit: Option<usize>,
-}
-
 async fn audit_query(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
-    q: Result<Query<AuditParams>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     if !p.approve {
         return tag(error(StatusCode::FORBIDDEN, "forbidden", "forbidden"), &p);
     }
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(r) => return tag(bad_query(r), &p),
+    let q = match request::audit_request(query.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return tag(bad_request(&app.exec, e), &p),
     };
     let Some(log) = &app.audit else {
         return tag(
@@ -795,14 +779,7 @@ async fn audit_query(
             &p,
         );
     };
-    let query = crate::audit::Query {
-        since_ms: q.since_ms.map(u128::from),
-        tool: q.tool,
-        decision: q.decision,
-        principal: q.principal,
-        kind: q.kind,
-    };
-    let limit = q.limit.unwrap_or(100).min(1000);
+    let (query, limit) = (q.query, q.limit);
     let r = match crate::audit::read_entries(log.path()) {
         Ok(entries) => {
             let hits: Vec<Value> = entries.into_iter().filter(|e| query.matches(e)).collect();
@@ -829,8 +806,11 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-async fn openapi(Extension(p): Extension<Principal>) -> Response {
-    tag(Json(super::openapi::document()).into_response(), &p)
+async fn openapi(State(app): State<Arc<App>>, Extension(p): Extension<Principal>) -> Response {
+    tag(
+        Json(super::openapi::document_for(&app.cfg)).into_response(),
+        &p,
+    )
 }
 
 /// Listens on `addr` and serves until `shutdown` resolves; then rejects

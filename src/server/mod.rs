@@ -8,3 +8,4 @@ pub mod auth;
 pub mod http;
 pub mod mcp;
 pub mod openapi;
+pub mod request;

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
+    /// The operation's id (links name operations by it).
+    pub id: &'static str,
     pub summary: &'static str,
     /// Needs a bearer token.
     pub auth: bool,
@@ -31,6 +33,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "post",
         path: "/v1/calls",
+        id: "postCall",
         summary: "Run a tool call (toolgate, OpenAI or Anthropic shape). `?dry_run=true` only checks it. A call that needs confirmation answers 202 with its confirmation id at once, or after `?wait=SECONDS`.",
         auth: true,
         approver: false,
@@ -39,7 +42,7 @@ pub const ROUTES: &[Route] = &[
             (202, "pending: {id, status: pending, confirmation_id}"),
             (
                 400,
-                "malformed call, unknown tool, bad or oversize arguments",
+                "malformed call, unknown tool, bad or oversize arguments; a query parameter that is unknown or out of range",
             ),
             (403, "forbidden: this principal may not use the tool"),
             (409, "a call with this id exists"),
@@ -63,6 +66,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/v1/calls/{id}",
+        id: "getCall",
         summary: "A finished call's Outcome, or {status: running | pending, confirmation_id}.",
         auth: true,
         approver: false,
@@ -73,6 +77,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/v1/confirmations",
+        id: "listConfirmations",
         summary: "Pending confirmations, oldest first, with redacted arguments, reasons and expiry.",
         auth: true,
         approver: true,
@@ -83,11 +88,13 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "post",
         path: "/v1/confirmations/{id}",
+        id: "answerConfirmation",
         summary: "Answer a confirmation: {\"approve\": true|false, \"note\": \"…\", \"scope\": \"once\"|\"session\"}.",
         auth: true,
         approver: true,
         responses: &[
             (200, "answered"),
+            (400, "the body is not an answer"),
             (403, "forbidden"),
             (404, "no such confirmation"),
             (409, "already answered"),
@@ -99,6 +106,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/v1/tools",
+        id: "listTools",
         summary: "Tool definitions with JSON Schemas (the tools this principal may call).",
         auth: true,
         approver: false,
@@ -109,14 +117,19 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/v1/audit",
+        id: "queryAudit",
         summary: "Audit entries: ?since_ms, tool, decision, principal, kind (call|request), limit (≤ 1000, newest).",
         auth: true,
         approver: true,
-        responses: &[(200, "audit entries"), (403, "forbidden")],
+        responses: &[
+            (200, "audit entries"),
+            (400, "a query parameter that is unknown or out of range"),
+            (403, "forbidden"),
+        ],
         query: &[
             (
                 "since_ms",
-                r#"{"type": "integer", "minimum": 0}"#,
+                r#"{"type": "integer", "minimum": 0, "maximum": 18446744073709551615}"#,
                 "entries at or after this Unix time in milliseconds",
             ),
             ("tool", r#"{"type": "string"}"#, "tool name"),
@@ -133,8 +146,8 @@ pub const ROUTES: &[Route] = &[
             ),
             (
                 "limit",
-                r#"{"type": "integer", "minimum": 0}"#,
-                "at most this many entries, newest (≤ 1000; default 100)",
+                r#"{"type": "integer", "minimum": 0, "maximum": 1000}"#,
+                "at most this many entries, newest (default 100)",
             ),
         ],
         ok: "AuditEntries",
@@ -142,6 +155,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/metrics",
+        id: "metrics",
         summary: "Prometheus text: calls by tool, decision, status and backend; limits hit; pending confirmations; warm sandboxes; latency histograms per pipeline stage.",
         auth: true,
         approver: false,
@@ -152,6 +166,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/openapi.json",
+        id: "openapi",
         summary: "This document.",
         auth: true,
         approver: false,
@@ -162,6 +177,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/healthz",
+        id: "health",
         summary: "Liveness; needs no token.",
         auth: false,
         approver: false,
@@ -171,11 +187,25 @@ pub const ROUTES: &[Route] = &[
     },
 ];
 
-/// The document.
+/// The document of a service with the default settings.
 pub fn document() -> Value {
+    document_for(&super::http::Config::default())
+}
+
+/// The document of a service with these settings (the bounds it enforces
+/// are the bounds it declares).
+pub fn document_for(cfg: &super::http::Config) -> Value {
     let mut paths = serde_json::Map::new();
     for r in ROUTES {
         paths.entry(r.path.to_string()).or_insert_with(|| json!({}))[r.method] = operation(r);
+    }
+    if let Some(params) = paths
+        .get_mut("/v1/calls")
+        .and_then(|p| p["post"]["parameters"].as_array_mut())
+    {
+        for p in params.iter_mut().filter(|p| p["name"] == "wait") {
+            p["schema"]["maximum"] = json!(cfg.max_wait.as_secs_f64());
+        }
     }
     json!({
         "openapi": "3.1.0",
@@ -206,6 +236,16 @@ fn operation(r: &Route) -> Value {
             json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}})
         };
         let mut resp = json!({"description": what, "content": content});
+        if *code == 202 {
+            // Where a pending call goes next. (No link from 200: a dry run's
+            // id names nothing that can be fetched.)
+            resp["links"] = json!({
+                "GetCall": {"operationId": "getCall",
+                            "parameters": {"id": "$response.body#/id"}},
+                "AnswerConfirmation": {"operationId": "answerConfirmation",
+                                       "parameters": {"id": "$response.body#/confirmation_id"}},
+            });
+        }
         if *code == 429 {
             resp["headers"] =
                 json!({"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}});
@@ -213,6 +253,7 @@ fn operation(r: &Route) -> Value {
         responses.insert(code.to_string(), resp);
     }
     let mut op = json!({
+        "operationId": r.id,
         "summary": r.summary,
         "responses": responses,
         "security": if r.auth { json!([{"bearer": []}]) } else { json!([]) },
@@ -256,13 +297,27 @@ fn schemas() -> Value {
         .into_iter()
         .flatten()
         .map(|t| {
+            // `args` may be left out (or null) when the tool needs none.
+            let needs_args = t["schema"]["required"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty());
+            let (required, args) = if needs_args {
+                (json!(["tool", "args"]), t["schema"].clone())
+            } else {
+                (
+                    json!(["tool"]),
+                    json!({"anyOf": [t["schema"], {"type": "null"}]}),
+                )
+            };
             json!({
                 "type": "object",
-                "required": ["tool", "args"],
+                "required": required,
+                "additionalProperties": false,
                 "properties": {
-                    "id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+                    "id": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.:-]{1,128}$",
+                           "description": "echoed in the Outcome; null or absent: one is assigned"},
                     "tool": {"const": t["name"]},
-                    "args": t["schema"],
+                    "args": args,
                 }
             })
         })

@@ -1178,6 +1178,62 @@ fn a_non_finite_wait_is_refused_before_the_call_is_taken() {
     });
 }
 
+/// A misspelt query parameter is refused, not ignored (`dryrun=true`
+/// ignored would run the call for real), and the service's `max_wait` is
+/// both enforced and declared in its OpenAPI document.
+#[test]
+fn unknown_parameters_are_refused_and_max_wait_is_what_the_document_says() {
+    rt().block_on(async {
+        let s = svc(
+            Config {
+                max_wait: Duration::from_secs(2),
+                ..Config::default()
+            },
+            Budgets::default(),
+        );
+        let write = json!({"tool": "run_code", "args": {"language": "python",
+            "code": "open('ran.txt', 'w').write('x')"}});
+        for q in ["dryrun=true", "wait=3", "dry_run=true&timeout=1"] {
+            let (st, _, v) = send(
+                &s.app,
+                "POST",
+                &format!("/v1/calls?{q}"),
+                Some(AGENT),
+                Some(write.clone()),
+            )
+            .await;
+            assert_eq!(
+                (st, v["error"]["kind"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("invalid_query")),
+                "{q}: {v}"
+            );
+        }
+        assert!(
+            !s._dirs.0.path().join("ran.txt").exists(),
+            "a refused request ran"
+        );
+        let (st, _, doc) = send(&s.app, "GET", "/openapi.json", Some(AGENT), None).await;
+        assert_eq!(st, StatusCode::OK);
+        let wait = doc["paths"]["/v1/calls"]["post"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "wait")
+            .unwrap()
+            .clone();
+        assert_eq!(wait["schema"]["maximum"], json!(2.0), "{wait}");
+        let (st, _, _) = send(
+            &s.app,
+            "POST",
+            "/v1/calls?wait=2&dry_run=true",
+            Some(AGENT),
+            Some(write),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK);
+    });
+}
+
 /// An allowed call whose changes to the workspace ask answers 202 with the
 /// confirmation, holds no slot while it waits (one slot, and another call
 /// runs meanwhile), and applies the change only once an approver says yes.
