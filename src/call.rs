@@ -117,10 +117,18 @@ pub struct InputFile {
 pub struct ReadFile {
     pub path: String,
     /// Byte offset to start at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
     pub offset: Option<u64>,
     /// Maximum bytes to return; the policy's output cap still applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
     pub limit: Option<u64>,
 }
 
@@ -140,6 +148,25 @@ pub struct WriteFile {
 pub struct ListDir {
     #[serde(default = "dot")]
     pub path: String,
+}
+
+/// An optional count: JSON Schema's `integer` includes `3.0`, and so does
+/// this (serde's `u64` alone refuses it).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    // `u64::MAX as f64` is 2^64, one past the largest u64.
+                    .filter(|f| f.fract() == 0.0 && (0.0..u64::MAX as f64).contains(f))
+                    .map(|f| f as u64)
+            })
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("expected a whole number ≥ 0, got {n}"))),
+    }
 }
 
 fn dot() -> String {
@@ -193,14 +220,49 @@ impl Tool {
         } else {
             args
         };
-        Ok(match name {
+        let tool = match name {
             "run_command" => Tool::RunCommand(typed("run_command", args)?),
             "run_code" => Tool::RunCode(typed("run_code", args)?),
             "read_file" => Tool::ReadFile(typed("read_file", args)?),
             "write_file" => Tool::WriteFile(typed("write_file", args)?),
             "list_dir" => Tool::ListDir(typed("list_dir", args)?),
             other => return Err(CallError::UnknownTool(truncate_for_msg(other))),
-        })
+        };
+        tool.check_bounds()?;
+        Ok(tool)
+    }
+
+    /// The bounds the tool schemas ([`crate::tools`]) state that serde's
+    /// types do not: a call the published schema calls invalid is refused.
+    fn check_bounds(&self) -> Result<(), CallError> {
+        let bad = |detail: &str| {
+            Err(CallError::Args {
+                tool: self.name(),
+                detail: detail.into(),
+            })
+        };
+        let timeout = match self {
+            Tool::RunCommand(a) => {
+                match &a.command {
+                    Command::Shell(s) if s.is_empty() => return bad("command is empty"),
+                    Command::Argv(v) if v.is_empty() => return bad("command is an empty list"),
+                    _ => {}
+                }
+                a.timeout
+            }
+            Tool::RunCode(a) => a.timeout,
+            Tool::ReadFile(a) => {
+                if a.limit == Some(0) {
+                    return bad("limit is at least 1");
+                }
+                None
+            }
+            Tool::WriteFile(_) | Tool::ListDir(_) => None,
+        };
+        if timeout.is_some_and(|t| t.is_nan() || t <= 0.0) {
+            return bad("timeout is a number of seconds above 0");
+        }
+        Ok(())
     }
 
     /// Every string argument, with its argument name, for input inspection.
@@ -564,5 +626,43 @@ mod tests {
             ToolCall::parse(r#"{"id":"a b","tool":"list_dir"}"#),
             Err(CallError::Shape(_))
         ));
+    }
+
+    /// The arguments are judged by the bounds the published tool schemas
+    /// state (the HTTP service's fuzzing holds the two together): what the
+    /// schema calls invalid is refused, what it allows is accepted.
+    #[test]
+    fn arguments_keep_the_bounds_their_schemas_state() {
+        let refused = [
+            r#"{"tool":"run_command","args":{"command":""}}"#,
+            r#"{"tool":"run_command","args":{"command":[]}}"#,
+            r#"{"tool":"run_command","args":{"command":"ls","timeout":0}}"#,
+            r#"{"tool":"run_code","args":{"language":"python","code":"","timeout":-1}}"#,
+            r#"{"tool":"read_file","args":{"path":"a","limit":0}}"#,
+            r#"{"tool":"read_file","args":{"path":"a","offset":1.5}}"#,
+            r#"{"tool":"read_file","args":{"path":"a","offset":-1}}"#,
+            r#"{"tool":"read_file","args":{"path":"a","offset":18446744073709551616}}"#,
+            r#"{"tool":"write_file","args":{"path":"a","content":"x","append":null}}"#,
+        ];
+        for c in refused {
+            assert!(
+                matches!(ToolCall::parse(c), Err(CallError::Args { .. })),
+                "{c} accepted"
+            );
+        }
+        let accepted = [
+            r#"{"tool":"read_file","args":{"path":"a","offset":3.0,"limit":null}}"#,
+            r#"{"tool":"read_file","args":{"path":"a","offset":18446744073709551615}}"#,
+            r#"{"tool":"run_command","args":{"command":"ls","cwd":null,"timeout":null}}"#,
+            r#"{"tool":"run_code","args":{"language":"python","code":"1","stdin":null,"timeout":0.5}}"#,
+            r#"{"id":null,"tool":"list_dir","args":null}"#,
+        ];
+        for c in accepted {
+            assert!(ToolCall::parse(c).is_ok(), "{c}: {:?}", ToolCall::parse(c));
+        }
+        let Tool::ReadFile(r) = ToolCall::parse(accepted[0]).unwrap().tool else {
+            panic!("not read_file")
+        };
+        assert_eq!(r.offset, Some(3));
     }
 }

@@ -19,8 +19,8 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
                             {"type": "array", "items": {"type": "string"}, "minItems": 1}
                         ]
                     },
-                    "cwd": {"type": "string", "description": "Working directory relative to the workspace."},
-                    "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Seconds; the policy's limit still applies."}
+                    "cwd": {"type": ["string", "null"], "description": "Working directory relative to the workspace."},
+                    "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0, "description": "Seconds; the policy's limit still applies."}
                 },
                 "required": ["command"],
                 "additionalProperties": false
@@ -34,7 +34,7 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
                 "properties": {
                     "language": {"type": "string", "enum": ["python", "javascript", "sh"]},
                     "code": {"type": "string", "description": "The program text."},
-                    "stdin": {"type": "string", "description": "Standard input for the program."},
+                    "stdin": {"type": ["string", "null"], "description": "Standard input for the program."},
                     "files": {
                         "type": "array",
                         "description": "Files written into the workspace before the program runs.",
@@ -45,7 +45,7 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
                             "additionalProperties": false
                         }
                     },
-                    "timeout": {"type": "number", "exclusiveMinimum": 0}
+                    "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0, "description": "Seconds; the policy's limit still applies."}
                 },
                 "required": ["language", "code"],
                 "additionalProperties": false
@@ -58,8 +58,8 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
                 "type": "object",
                 "properties": {
                     "path": {"type": "string", "description": "Path relative to the workspace."},
-                    "offset": {"type": "integer", "minimum": 0},
-                    "limit": {"type": "integer", "minimum": 1, "description": "Maximum bytes to return."}
+                    "offset": {"type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX, "description": "Byte offset to start at."},
+                    "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": u64::MAX, "description": "Maximum bytes to return."}
                 },
                 "required": ["path"],
                 "additionalProperties": false
