@@ -293,8 +293,13 @@ impl AuditLog {
             st.last_hash = h;
             st.seq = s;
         }
+        // Only a forged tail can hold the largest seq; never wrap past it.
+        let seq = st.seq.checked_add(1).ok_or_else(|| AuditError::Corrupt {
+            path: self.path.display().to_string(),
+            detail: "seq at its maximum".into(),
+        })?;
         let mut body = Map::new();
-        body.insert("seq".into(), Value::from(st.seq + 1));
+        body.insert("seq".into(), Value::from(seq));
         body.insert("ts_ms".into(), Value::from(crate::units::now_ms() as u64));
         body.insert("prev".into(), Value::from(st.last_hash.clone()));
         for (k, v) in fields {
@@ -315,7 +320,7 @@ impl AuditLog {
         st.file.sync_data().map_err(io)?;
         drop(lock);
         st.len += line.len() as u64;
-        st.seq += 1;
+        st.seq = seq;
         st.last_hash = hash.clone();
         Ok(hash)
     }
@@ -411,22 +416,44 @@ impl std::fmt::Display for Failure {
 
 /// Verifies files in order as one chain.
 pub fn verify(files: &[PathBuf], key: Option<&[u8]>) -> Result<Verified, Failure> {
+    let mut contents = Vec::with_capacity(files.len());
+    for path in files {
+        let name = path.display().to_string();
+        match std::fs::read(path) {
+            Ok(bytes) => contents.push((name, bytes)),
+            Err(e) => {
+                return Err(Failure {
+                    file: name,
+                    line: 0,
+                    problem: "unreadable",
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+    verify_contents(&contents, key)
+}
+
+/// Verifies the contents of files (name, bytes), in order, as one chain:
+/// [`verify`] without the reading (the fuzz target `audit_read` runs it).
+pub fn verify_contents(
+    files: &[(String, Vec<u8>)],
+    key: Option<&[u8]>,
+) -> Result<Verified, Failure> {
     let mut last_hash = genesis();
     let mut last_seq = 0u64;
     let mut entries = 0u64;
     let mut continues_from = None;
-    for (fi, path) in files.iter().enumerate() {
-        let name = path.display().to_string();
+    for (fi, (name, bytes)) in files.iter().enumerate() {
         let fail = |line: usize, problem: &'static str, detail: String| Failure {
             file: name.clone(),
             line,
             problem,
             detail,
         };
-        let text = std::fs::read(path).map_err(|e| fail(0, "unreadable", e.to_string()))?;
-        let text = String::from_utf8(text).map_err(|_| fail(0, "edited", "not UTF-8".into()))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| fail(0, "edited", "not UTF-8".into()))?;
         if !text.is_empty() && !text.ends_with('\n') {
-            let n = text.lines().count();
+            let n = text.split_terminator('\n').count();
             return Err(fail(
                 n,
                 "truncated",
@@ -435,7 +462,7 @@ pub fn verify(files: &[PathBuf], key: Option<&[u8]>) -> Result<Verified, Failure
         }
         // Seqs present later in the file tell a reordering from a deletion.
         let seqs: Vec<Option<u64>> = text
-            .lines()
+            .split_terminator('\n')
             .map(|raw| {
                 let l = split_line(raw)?;
                 serde_json::from_str::<Value>(&l.body)
@@ -444,7 +471,7 @@ pub fn verify(files: &[PathBuf], key: Option<&[u8]>) -> Result<Verified, Failure
                     .as_u64()
             })
             .collect();
-        for (i, raw) in text.lines().enumerate() {
+        for (i, raw) in text.split_terminator('\n').enumerate() {
             let ln = i + 1;
             let l = split_line(raw)
                 .ok_or_else(|| fail(ln, "edited", "not a toolgate audit line (no hash)".into()))?;
@@ -485,7 +512,10 @@ pub fn verify(files: &[PathBuf], key: Option<&[u8]>) -> Result<Verified, Failure
                         .and_then(Value::as_str)
                         .map(String::from);
                     last_hash = prev.to_string();
-                    last_seq = seq - 1;
+                    // seq 0 is never written: the first entry is 1.
+                    last_seq = seq
+                        .checked_sub(1)
+                        .ok_or_else(|| fail(ln, "edited", "seq 0".into()))?;
                 } else {
                     return Err(fail(
                         ln,
@@ -496,7 +526,7 @@ pub fn verify(files: &[PathBuf], key: Option<&[u8]>) -> Result<Verified, Failure
                     ));
                 }
             }
-            let expected = last_seq + 1;
+            let expected = last_seq.saturating_add(1);
             if prev != last_hash || seq != expected {
                 let (problem, detail) = if seq > expected && seqs[i + 1..].contains(&Some(expected))
                 {
@@ -578,8 +608,14 @@ pub fn read_entries(path: &Path) -> Result<Vec<Value>, AuditError> {
         path: path.display().to_string(),
         source,
     })?;
-    Ok(text
-        .lines()
+    Ok(parse_entries(&text))
+}
+
+/// The entries of a log's text: each line that is an audit line (body and
+/// hash) and JSON, with its hash; other lines are skipped (`verify` is what
+/// judges them).
+pub fn parse_entries(text: &str) -> Vec<Value> {
+    text.split_terminator('\n')
         .filter_map(|l| {
             let p = split_line(l)?;
             let mut v: Value = serde_json::from_str(&p.body).ok()?;
@@ -588,7 +624,7 @@ pub fn read_entries(path: &Path) -> Result<Vec<Value>, AuditError> {
             }
             Some(v)
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

@@ -425,3 +425,21 @@ fn the_intent_of_a_call_survives_a_killed_toolgate() {
     );
     assert_eq!(verify(&[p], None).unwrap().entries, 1);
 }
+
+/// The fuzz seeds of `audit_read` (written by a script, not by toolgate)
+/// are what they claim: whole chains verify (a rotated file's too), a torn
+/// tail is "truncated", and CRLF line ends are refused — `open` would refuse
+/// such a file, so `verify` must not call it good.
+#[test]
+fn the_audit_fuzz_seeds_verify_as_their_names_say() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/audit_read");
+    let seed = |n: &str| {
+        let b = std::fs::read(dir.join(n)).unwrap();
+        toolgate::audit::verify_contents(&[(n.to_string(), b[1..].to_vec())], None)
+    };
+    assert_eq!(seed("00").unwrap().entries, 3);
+    let rotated = seed("02").unwrap();
+    assert_eq!((rotated.entries, rotated.last_seq), (4, 11));
+    assert_eq!(seed("01").unwrap_err().problem, "truncated");
+    assert_eq!(seed("04").unwrap_err().problem, "edited");
+}
