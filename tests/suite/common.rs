@@ -61,6 +61,36 @@ pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// For tests that measure the process (RSS): the first call re-runs this
+/// one test alone in a fresh process of the test binary and returns false
+/// once it passed there (the caller returns); in that child it returns true
+/// (the caller measures). Other tests' threads and allocations share this
+/// process's RSS and made such measurements flaky under parallel runs.
+pub fn alone_in_own_process(test: &str) -> bool {
+    const VAR: &str = "TOOLGATE_TEST_ALONE";
+    if std::env::var(VAR).is_ok_and(|v| v == test) {
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    // The test binary itself, not a tool: no sandbox applies.
+    #[allow(clippy::disallowed_methods)]
+    let out = std::process::Command::new(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(VAR, test)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "{test} failed in its own process");
+    // The filter matched (a renamed test would otherwise pass vacuously).
+    assert!(text.contains("1 passed"), "{test} did not run: {text}");
+    false
+}
+
 /// The runtime the tests drive async code with (two workers, like the machine).
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

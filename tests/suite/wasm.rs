@@ -368,6 +368,11 @@ fn rss_kib() -> u64 {
 #[test]
 fn no_memory_growth_over_1000_sequential_calls() {
     let _heavy = super::common::heavy();
+    if !super::common::alone_in_own_process(
+        "suite::wasm::no_memory_growth_over_1000_sequential_calls",
+    ) {
+        return;
+    }
     let ws = tempfile::tempdir().unwrap();
     let e = executor(ws.path(), Policy::builtin_default(), 0);
     let r = rt();
