@@ -1,6 +1,6 @@
 //! The call parser never panics, and what it accepts survives a round trip.
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run call_parse` (sanitizers and coverage
-//! on the stable toolchain); CI builds it plainly.
+//! on the stable toolchain); CI runs every target on its corpus.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
