@@ -128,6 +128,10 @@ pub struct Redactor {
     keyword_rules: Vec<Vec<usize>>,
     literals: Option<AhoCorasick>,
     url: Option<(Regex, Vec<String>)>,
+    /// The markers this redactor writes. Rules never match into one, so
+    /// filtering filtered text changes nothing (found by `redact_seeded`:
+    /// `-u name[REDACTED:cli-credentials]` read as a new `user:value`).
+    markers: AhoCorasick,
 }
 
 impl Redactor {
@@ -202,12 +206,19 @@ impl Redactor {
             )),
             None => None,
         };
+        let mut marks: Vec<String> = rules
+            .iter()
+            .map(|r| format!("[REDACTED:{}]", r.id))
+            .collect();
+        marks.extend(["[REDACTED:host-secret]".into(), "[BLOCKED-URL]".into()]);
+        let markers = AhoCorasick::new(&marks).map_err(|e| FilterError::Rules(e.to_string()))?;
         Ok(Redactor {
             rules,
             keywords,
             keyword_rules,
             literals,
             url,
+            markers,
         })
     }
 
@@ -240,22 +251,35 @@ impl Redactor {
                 }
             }
         }
+        // Markers already in the text (rare: checked for cheaply first).
+        let marks: Vec<(usize, usize)> =
+            if text.contains("[REDACTED:") || text.contains("[BLOCKED-URL]") {
+                self.markers
+                    .find_iter(text)
+                    .map(|m| (m.start(), m.end()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
         for (r, ws) in windows.iter().enumerate() {
             let rule = &self.rules[r];
-            for &(ws_start, ws_end) in ws {
-                let hay = &text[ws_start..ws_end];
-                for caps in rule.regex.captures_iter(hay) {
-                    let Some(g) = caps.get(rule.group) else {
-                        continue;
-                    };
-                    let value = g.as_str();
-                    let next = hay[g.end()..].chars().next();
-                    if is_placeholder(value, next, rule.generic)
-                        || rule.entropy.is_some_and(|min| entropy(value) < min)
-                    {
-                        continue;
+            for &(w_start, w_end) in ws {
+                // Rules run on the text between markers, never across one.
+                for (ws_start, ws_end) in between(w_start, w_end, &marks) {
+                    let hay = &text[ws_start..ws_end];
+                    for caps in rule.regex.captures_iter(hay) {
+                        let Some(g) = caps.get(rule.group) else {
+                            continue;
+                        };
+                        let value = g.as_str();
+                        let next = hay[g.end()..].chars().next();
+                        if is_placeholder(value, next, rule.generic)
+                            || rule.entropy.is_some_and(|min| entropy(value) < min)
+                        {
+                            continue;
+                        }
+                        spans.push((ws_start + g.start(), ws_start + g.end(), Kind::Rule(r)));
                     }
-                    spans.push((ws_start + g.start(), ws_start + g.end(), Kind::Rule(r)));
                 }
             }
         }
@@ -306,31 +330,48 @@ impl Redactor {
         out
     }
 
+    /// Filters `text` until nothing more is found, so that filtering the
+    /// result again changes nothing. A replacement can join what was around
+    /// it into a new match (`x[REDACTED:…]-u a:b…`: found by the fuzz target
+    /// `redact_seeded`); each pass only shrinks the text outside markers,
+    /// and the bound is far above the two or three passes that happen.
+    fn settle(&self, text: &str, urls: bool, report: &mut Report) -> Option<String> {
+        let mut spans = self.find_opt(text, urls);
+        if spans.is_empty() {
+            return None;
+        }
+        let mut out = self.apply(text, &spans, report);
+        for _ in 0..8 {
+            spans = self.find_opt(&out, urls);
+            if spans.is_empty() {
+                break;
+            }
+            out = self.apply(&out, &spans, report);
+        }
+        Some(out)
+    }
+
     /// Redacts `text`; the report says what was done.
     pub fn redact(&self, text: &str) -> (String, Report) {
         let mut report = Report::default();
-        let spans = self.find(text);
-        if spans.is_empty() {
-            return (text.to_string(), report);
+        match self.settle(text, true, &mut report) {
+            Some(out) => (out, report),
+            None => (text.to_string(), report),
         }
-        let out = self.apply(text, &spans, &mut report);
-        (out, report)
     }
 
     /// Redacts in place, adding to `report`.
     pub fn redact_into(&self, text: &mut String, report: &mut Report) {
-        let spans = self.find(text);
-        if !spans.is_empty() {
-            *text = self.apply(text, &spans, report);
+        if let Some(out) = self.settle(text, true, report) {
+            *text = out;
         }
     }
 
     /// Redacts secrets only (no URL blocking): for text that quotes the
     /// call itself, such as a verdict's reasons.
     pub fn redact_secrets_into(&self, text: &mut String, report: &mut Report) {
-        let spans = self.find_opt(text, false);
-        if !spans.is_empty() {
-            *text = self.apply(text, &spans, report);
+        if let Some(out) = self.settle(text, false, report) {
+            *text = out;
         }
     }
 
@@ -376,8 +417,13 @@ impl Stream<'_> {
             .copied()
             .filter(|&(_, e, _)| e <= cut)
             .collect();
-        let out = self.r.apply(&self.pending[..cut], &emit, &mut self.report);
+        let mut out = self.r.apply(&self.pending[..cut], &emit, &mut self.report);
         self.pending.drain(..cut);
+        if !emit.is_empty()
+            && let Some(again) = self.r.settle(&out, true, &mut self.report)
+        {
+            out = again;
+        }
         out
     }
 
@@ -418,8 +464,7 @@ impl Stream<'_> {
     /// Flushes the held-back tail.
     pub fn finish(mut self) -> (String, Report) {
         let tail = std::mem::take(&mut self.pending);
-        let spans = self.r.find(&tail);
-        let out = self.r.apply(&tail, &spans, &mut self.report);
+        let out = self.r.settle(&tail, true, &mut self.report).unwrap_or(tail);
         (out, self.report)
     }
 }
@@ -467,6 +512,37 @@ pub fn entropy(s: &str) -> f64 {
             -p * p.log2()
         })
         .sum()
+}
+
+/// The parts of `start..end` outside the (sorted, disjoint) `marks`.
+fn between(
+    start: usize,
+    end: usize,
+    marks: &[(usize, usize)],
+) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut inside = marks
+        .iter()
+        .filter(move |&&(ms, me)| me > start && ms < end);
+    let mut at = start;
+    std::iter::from_fn(move || {
+        while at < end {
+            match inside.next() {
+                Some(&(ms, me)) => {
+                    let part = (at, ms.min(end));
+                    at = at.max(me);
+                    if part.0 < part.1 {
+                        return Some(part);
+                    }
+                }
+                None => {
+                    let part = (at, end);
+                    at = end;
+                    return Some(part);
+                }
+            }
+        }
+        None
+    })
 }
 
 /// Values that name or stand for a secret rather than being one.
@@ -618,6 +694,33 @@ pub fn host_secrets(globs: &[String], files: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Markers are opaque to the rules: filtering filtered text changes
+    /// nothing, and a secret that runs into a marker is still cut.
+    #[test]
+    fn markers_are_opaque_so_filtering_is_idempotent() {
+        let r = Redactor::new().unwrap();
+        for t in [
+            " -u uxapp-irl[REDACTED:cli-credentials]\n",
+            "curl -u admin:[REDACTED:cli-credentials] https://h",
+            "token=[REDACTED:host-secret][BLOCKED-URL]",
+        ] {
+            assert_eq!(r.redact(t).0, t);
+        }
+        // A replacement that joins its surroundings into a new match is
+        // filtered again (both found by the fuzz target `redact_seeded`).
+        for t in [
+            "uth sk_live_4eC39HqLyjWDarjtT1zdp7dc-u u\u{3}\u{10}Au\0://apntmo: B",
+            "x -u uxapp-irl -u user:\0\0Gbin:$PATH\n",
+        ] {
+            let once = r.redact(t).0;
+            assert_eq!(r.redact(&once).0, once, "{t:?}");
+        }
+        let t = "mysql -uroot -pXy3Zk9Lw2Xp7[REDACTED:host-secret] db";
+        let out = r.redact(t).0;
+        assert!(!out.contains("Xy3Zk9Lw2Xp7"), "{out}");
+        assert_eq!(r.redact(&out).0, out);
+    }
 
     #[test]
     fn every_rule_redacts_its_examples_and_spares_its_negatives() {
