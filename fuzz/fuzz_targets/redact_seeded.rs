@@ -28,13 +28,20 @@ fuzz_target!(|data: &[u8]| {
     while !text.is_char_boundary(at) {
         at -= 1;
     }
-    let seeded = format!("{}\n{secret}\n{}", &text[..at], &text[at..]);
-    let (out, _) = r.redact(&seeded);
     // The secret's most distinctive token must be gone.
     let core = secret
         .split(|c: char| c.is_whitespace() || "=:'\"".contains(c))
         .max_by_key(|t| t.len())
         .unwrap_or(secret);
+    // The property is about the seeded copy. A copy the fuzzer wrote into
+    // the text itself may be glued into a longer word (`sASIA…`), where the
+    // pattern rules deliberately do not match (word boundaries keep them
+    // off base64 and hashes); such inputs prove nothing here.
+    if text.contains(core) {
+        return;
+    }
+    let seeded = format!("{}\n{secret}\n{}", &text[..at], &text[at..]);
+    let (out, _) = r.redact(&seeded);
     assert!(
         !out.contains(core),
         "seeded secret survived: {secret:?} in {seeded:?}"
