@@ -61,11 +61,11 @@ pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// For tests that measure the process (RSS): the first call re-runs this
-/// one test alone in a fresh process of the test binary and returns false
-/// once it passed there (the caller returns); in that child it returns true
-/// (the caller measures). Other tests' threads and allocations share this
-/// process's RSS and made such measurements flaky under parallel runs.
+/// For tests of process-wide state (RSS, tracing's callsite cache): the
+/// first call re-runs this one test alone in a fresh process of the test
+/// binary and returns false once it passed there (the caller returns); in
+/// that child it returns true (the caller tests). Other tests' threads
+/// share that state and made such tests flaky under parallel runs.
 pub fn alone_in_own_process(test: &str) -> bool {
     const VAR: &str = "TOOLGATE_TEST_ALONE";
     if std::env::var(VAR).is_ok_and(|v| v == test) {
