@@ -253,6 +253,9 @@ impl Executor {
         if let Some(w) = &self.wasm {
             warm.push(("wasm", w.warm()));
         }
+        if let Some(n) = &self.native {
+            warm.push(("native", n.warm()));
+        }
         if let Some(d) = &self.docker {
             warm.push((d.kind().as_str(), d.warm()));
         }
@@ -294,9 +297,13 @@ impl Executor {
     }
 
     /// Shuts down and releases the backends' sandboxes (removes pooled
-    /// containers, waits for pending removals). Call before exiting.
+    /// containers and native sandboxes, waits for pending removals). Call
+    /// before exiting.
     pub async fn close(&self) {
         self.gate.shutdown();
+        if let Some(n) = &self.native {
+            n.shutdown().await;
+        }
         if let Some(d) = &self.docker {
             d.shutdown().await;
         }

@@ -20,6 +20,7 @@ use crate::outcome::Outcome;
 use crate::plan::{BackendKind, Plan};
 use crate::policy::Policy;
 use crate::sandbox::docker::DockerBackend;
+use crate::sandbox::native::NativeConfig;
 use crate::sandbox::wasm::WasmConfig;
 use crate::sandbox::{Backend, Unavailable};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ use std::time::Duration;
 
 /// Warm wasm interpreters a long-running service keeps per profile.
 pub const SERVICE_WASM_POOL: usize = 4;
+
+/// Built native sandboxes a long-running service keeps per profile.
+pub const SERVICE_NATIVE_POOL: usize = 2;
 
 /// What to start.
 pub struct Options {
@@ -140,17 +144,24 @@ pub fn open_audit(path: &Path) -> Result<AuditLog, Error> {
 
 /// Starts what a long-running service needs: every backend the policy
 /// routes to (docker connected now, or replaced by one that answers each
-/// call with why it is missing), a warm wasm pool, and an audit log (the
+/// call with why it is missing), warm wasm and native pools, and an audit log (the
 /// per-user default when none is named).
 pub async fn start(o: Options) -> Result<Service, Error> {
     let audit_path = o.audit_path().unwrap_or_else(default_audit_path);
     let ws = o.workspace_dir()?;
     let audit = Arc::new(o.open_audit_outside(&ws, &audit_path)?);
     let uses_docker = routes_to_docker(&o.policy);
-    let mut b = o.builder(ws).audit(audit.clone()).wasm(Some(WasmConfig {
-        pool_size: SERVICE_WASM_POOL,
-        ..Default::default()
-    }));
+    let mut b = o
+        .builder(ws)
+        .audit(audit.clone())
+        .wasm(Some(WasmConfig {
+            pool_size: SERVICE_WASM_POOL,
+            ..Default::default()
+        }))
+        .native(Some(NativeConfig {
+            pool_size: SERVICE_NATIVE_POOL,
+            ..Default::default()
+        }));
     if uses_docker {
         b = b.docker(docker().await);
     }

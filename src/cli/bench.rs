@@ -133,7 +133,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     f.stage()?;
     f.wasm(&rt, ws.path(), n, Duration::from_millis(a.pool_gap_ms))?;
     f.docker(&rt, ws.path(), n)?;
-    f.sandboxed_native(&rt, n)?;
+    f.sandboxed_native(&rt, n, Duration::from_millis(a.pool_gap_ms))?;
     f.native(n)?;
     f.print(a.json)?;
     Ok(toolgate::exit::OK)
@@ -391,20 +391,40 @@ impl Figures {
     }
 
     /// The native sandbox: `echo hi` through the whole pipeline (policy,
-    /// stage, namespaces, Landlock, seccomp, cgroups, judging), against a
-    /// bare spawn of the same program.
-    fn sandboxed_native(&mut self, rt: &tokio::runtime::Runtime, n: usize) -> anyhow::Result<()> {
+    /// stage, namespaces, Landlock, seccomp, cgroups, judging), each call
+    /// building its sandbox and from a warm pool (sandboxes built ahead,
+    /// `gap` between calls as between an agent's), against a bare spawn of
+    /// the same program.
+    fn sandboxed_native(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        n: usize,
+        gap: Duration,
+    ) -> anyhow::Result<()> {
         let ws = tempfile::tempdir()?;
         std::fs::write(ws.path().join("README.md"), "# bench\n")?;
-        let exec = Executor::builder(Policy::builtin_default())
-            .workspace(ws.path())
-            .wasm(None)
-            .build()?;
+        let executor = |pool_size| {
+            Executor::builder(Policy::builtin_default())
+                .workspace(ws.path())
+                .wasm(None)
+                .native(Some(toolgate::sandbox::native::NativeConfig {
+                    pool_size,
+                    ..Default::default()
+                }))
+                .build()
+        };
         let call = ToolCall::parse(r#"{"tool":"run_command","args":{"command":"echo hi"}}"#)?;
-        match rt.block_on(time_calls(&exec, &call, n, Duration::ZERO)) {
+        let (cold, pooled) = (executor(0)?, executor(1)?);
+        let timed = rt.block_on(async {
+            let c = time_calls(&cold, &call, n, Duration::ZERO).await?;
+            let p = time_calls(&pooled, &call, n, gap).await?;
+            Ok::<_, anyhow::Error>((c, p))
+        });
+        match timed {
             Err(e) => eprintln!("native figures skipped: {e}"),
-            Ok(v) => {
-                let sandboxed = row("native run_command `echo hi` (Executor)", v);
+            Ok((c, p)) => {
+                let cold_row = row("native run_command `echo hi` (Executor) — no pool", c);
+                let pooled_row = row("native run_command `echo hi` (Executor) — warm pool", p);
                 let mut v = Vec::new();
                 for _ in 0..n {
                     let t = Instant::now();
@@ -418,15 +438,20 @@ impl Figures {
                     anyhow::ensure!(ok, "echo failed");
                 }
                 let bare = row("bare spawn /bin/echo hi (reference)", v);
+                let over = |r: &Row| (((r.p50_ms - bare.p50_ms) * 100.0).round() / 100.0).into();
+                self.extra
+                    .insert("native_overhead_ms_vs_bare_spawn".into(), over(&cold_row));
                 self.extra.insert(
-                    "native_overhead_ms_vs_bare_spawn".into(),
-                    (((sandboxed.p50_ms - bare.p50_ms) * 100.0).round() / 100.0).into(),
+                    "native_pooled_overhead_ms_vs_bare_spawn".into(),
+                    over(&pooled_row),
                 );
-                self.rows.push(sandboxed);
-                self.rows.push(bare);
+                self.rows.extend([cold_row, pooled_row, bare]);
             }
         }
-        rt.block_on(exec.close());
+        rt.block_on(async {
+            cold.close().await;
+            pooled.close().await;
+        });
         Ok(())
     }
 

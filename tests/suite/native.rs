@@ -263,20 +263,53 @@ fn limited(f: impl FnOnce(&mut toolgate::policy::Settings)) -> Policy {
 fn limits_bind_and_are_named() {
     let Some(b) = native() else { return };
     let _heavy = super::common::heavy();
+    limits_bind_on(&b, sh_on);
+}
+
+/// The same limits in sandboxes built ahead of their call (the pool's):
+/// each case runs once to fill the pool for its profile, then in a warm
+/// sandbox.
+#[test]
+fn limits_bind_and_are_named_in_warm_sandboxes() {
+    if native().is_none() {
+        return;
+    }
+    let _heavy = super::common::heavy();
+    let b = NativeBackend::new(NativeConfig {
+        pool_size: 1,
+        ..Default::default()
+    });
+    limits_bind_on(&b, |b, ws, p, access, sh| {
+        sh_on(b, ws, p, access, "true");
+        let t = std::time::Instant::now();
+        while b.warm() == 0 {
+            assert!(t.elapsed() < Duration::from_secs(20), "no warm sandbox");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sh_on(b, ws, p, access, sh)
+    });
+    rt().block_on(b.shutdown());
+    assert_eq!(b.warm(), 0);
+}
+
+fn limits_bind_on(
+    b: &NativeBackend,
+    sh_on: impl Fn(&NativeBackend, &Path, &Policy, MountAccess, &str) -> RawOutput,
+) {
     let ws = open_workspace();
     let w = ws.path();
 
     let p = limited(|s| s.limits.wall_time = Duration::from_secs(1));
-    let o = sh_on(&b, w, &p, MountAccess::ReadOnly, "sleep 30");
+    let o = sh_on(b, w, &p, MountAccess::ReadOnly, "sleep 30");
     assert_eq!(o.limits_hit, vec![LimitHit::TimeoutWall]);
     assert!(o.exit_code.is_none() && o.duration < Duration::from_secs(5));
 
     let p = limited(|s| s.limits.cpu_time = Duration::from_secs(1));
-    let o = sh_on(&b, w, &p, MountAccess::ReadOnly, "while :; do :; done");
+    let o = sh_on(b, w, &p, MountAccess::ReadOnly, "while :; do :; done");
     assert_eq!(o.limits_hit, vec![LimitHit::TimeoutCpu], "{o:?}");
     // Two busy processes share one budget: the group's clock binds them.
     let o = sh_on(
-        &b,
+        b,
         w,
         &p,
         MountAccess::ReadOnly,
@@ -291,7 +324,7 @@ fn limits_bind_and_are_named() {
 
     let p = limited(|s| s.limits.memory_bytes = 64 << 20);
     let o = sh_on(
-        &b,
+        b,
         w,
         &p,
         MountAccess::ReadOnly,
@@ -302,7 +335,7 @@ fn limits_bind_and_are_named() {
 
     let p = limited(|s| s.limits.pids = 16);
     let o = sh_on(
-        &b,
+        b,
         w,
         &p,
         MountAccess::ReadOnly,
@@ -311,13 +344,13 @@ fn limits_bind_and_are_named() {
     assert!(o.limits_hit.contains(&LimitHit::Pids), "{o:?}");
 
     let p = limited(|s| s.limits.output_bytes = 4096);
-    let o = sh_on(&b, w, &p, MountAccess::ReadOnly, "yes | head -c 1000000");
+    let o = sh_on(b, w, &p, MountAccess::ReadOnly, "yes | head -c 1000000");
     assert_eq!(o.stdout.len(), 4096);
     assert!(o.stdout_truncated && o.limits_hit == vec![LimitHit::OutputTruncated]);
 
     let p = limited(|s| s.limits.file_size = 1 << 20);
     let o = sh_on(
-        &b,
+        b,
         w,
         &p,
         MountAccess::ReadWrite,
@@ -329,7 +362,7 @@ fn limits_bind_and_are_named() {
     assert!(stopped && t.trim_end().ends_with("\n1048576"), "{t}");
 
     // Open files are capped and no core file is written.
-    let o = sh_on(&b, w, &p, MountAccess::ReadOnly, "ulimit -n; ulimit -c");
+    let o = sh_on(b, w, &p, MountAccess::ReadOnly, "ulimit -n; ulimit -c");
     assert_eq!(text(&o.stdout), "1024\n0\n");
 }
 
@@ -502,4 +535,145 @@ fn writes_to_tmp_and_the_workspace_count_against_memory() {
     let e = executor(d.path(), p);
     let o = run(&e, "sh ./fill.sh");
     assert!(o.limits_hit.contains(&LimitHit::Memory), "{o:?}");
+}
+
+/// An executor whose native backend keeps `n` sandboxes built and waiting.
+fn pooled(ws: &Path, p: Policy, n: usize) -> Executor {
+    Executor::builder(p)
+        .workspace(ws)
+        .wasm(None)
+        .native(Some(NativeConfig {
+            pool_size: n,
+            ..Default::default()
+        }))
+        .approver(Arc::new(AllowAll))
+        .build()
+        .unwrap()
+}
+
+/// Waits (bounded) until the executor's native pool holds a sandbox.
+fn wait_warm(e: &Executor) {
+    let t = std::time::Instant::now();
+    while !e
+        .render_metrics()
+        .contains("toolgate_pool_warm{backend=\"native\"} 1")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no warm native sandbox: {}",
+            e.render_metrics()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_warm_sandbox_runs_one_call_and_the_next_call_sees_nothing_of_it() {
+    if native().is_none() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let ws = d.path();
+    std::fs::write(ws.join("in.txt"), "from the host\n").unwrap();
+    let e = pooled(ws, policy(|_| {}), 1);
+    // The first call builds its own sandbox; the pool fills after it.
+    let script = "cat in.txt; cat /tmp/mark $HOME/mark 2>/dev/null; \
+                  echo seen > /tmp/mark; echo seen > $HOME/mark; \
+                  echo $$ >> out.txt; echo ok";
+    std::fs::write(ws.join("s.sh"), script).unwrap();
+    let first = ok(&e, "sh ./s.sh");
+    assert_eq!(first.stdout, "from the host\nok\n");
+    for _ in 0..3 {
+        wait_warm(&e);
+        // A warm sandbox: the stage of this call is lent to it, and what
+        // the last call left in its /tmp or $HOME is not there.
+        std::fs::write(ws.join("in.txt"), "changed on the host\n").unwrap();
+        let o = ok(&e, "sh ./s.sh");
+        assert_eq!(o.stdout, "changed on the host\nok\n", "{o:?}");
+        std::fs::write(ws.join("in.txt"), "from the host\n").unwrap();
+    }
+    // Every call's write came back to the workspace (one line each; the
+    // script's shell has the same small pid every time: a namespace of
+    // its own per call).
+    let lines = std::fs::read_to_string(ws.join("out.txt")).unwrap();
+    let pids: Vec<u32> = lines.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(pids.len(), 4, "{lines}");
+    assert!(pids.iter().all(|&p| p == pids[0] && p < 8), "{lines}");
+    rt().block_on(e.close());
+    assert!(
+        e.render_metrics()
+            .contains("toolgate_pool_warm{backend=\"native\"} 0"),
+        "close empties the pool"
+    );
+}
+
+#[test]
+fn nothing_of_a_call_runs_after_it_returns() {
+    if native().is_none() {
+        return;
+    }
+    for n in [0, 1] {
+        let d = tempfile::tempdir().unwrap();
+        let ws = d.path();
+        let e = pooled(ws, policy(|_| {}), n);
+        if n == 1 {
+            ok(&e, "true");
+            wait_warm(&e);
+        }
+        // A child left behind (double-forked, so the shell does not wait)
+        // that would write into the stage after the tool exits: killed
+        // before the stage is judged, so its write never appears.
+        std::fs::write(
+            ws.join("bg.sh"),
+            "(sh -c 'sleep 0.5; echo late > late.txt' &) ; sleep 30 > /dev/null 2>&1 & echo now\n",
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        let o = ok(&e, "sh ./bg.sh");
+        assert_eq!(o.stdout, "now\n");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the call waited for what it left behind: {:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            !ws.join("late.txt").exists(),
+            "pool {n}: a late write landed"
+        );
+        rt().block_on(e.close());
+    }
+}
+
+#[test]
+fn the_tool_reads_the_calls_input_or_an_immediate_end_of_file() {
+    let Some(cold) = native() else { return };
+    let warm = NativeBackend::new(NativeConfig {
+        pool_size: 1,
+        ..Default::default()
+    });
+    let ws = open_workspace();
+    let p = policy(|_| {});
+    for b in [&cold, &warm, &warm] {
+        for (stdin, want) in [(Some("piped in\n"), "piped in\nend\n"), (None, "end\n")] {
+            let call = cmd("cat; echo end");
+            let plan = Plan::prepare(&p, &call, ws.path(), false);
+            let job = Job {
+                program: Program::Command(toolgate::call::Command::Shell("cat; echo end".into())),
+                stdin: stdin.map(String::from),
+                cwd: None,
+            };
+            let t = std::time::Instant::now();
+            let o = rt().block_on(b.execute(&plan, &job)).unwrap();
+            assert_eq!(text(&o.stdout), want, "{o:?}");
+            assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        }
+        // The second round on `warm` takes sandboxes the first one left.
+        let t = std::time::Instant::now();
+        while b.warm() == 0 && std::ptr::eq(b, &warm) {
+            assert!(t.elapsed() < Duration::from_secs(20), "no warm sandbox");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    rt().block_on(warm.shutdown());
 }

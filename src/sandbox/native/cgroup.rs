@@ -254,6 +254,20 @@ impl CallGroup {
         counter(&d.join("pids.events"), "max ") > 0
     }
 
+    /// Processes in the groups now (the pids controller's count).
+    pub fn processes(&self) -> Option<u64> {
+        let d = if self.v2 {
+            &self.dirs[0]
+        } else {
+            self.dirs.get(1)?
+        };
+        std::fs::read_to_string(d.join("pids.current"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Kills every process of the call and waits (bounded) until none is
     /// left. A killed pid namespace init takes its namespace with it.
     pub fn kill_all(&self) {

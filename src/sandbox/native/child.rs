@@ -1,14 +1,17 @@
 //! What runs between `fork` and `exec` in the native sandbox.
 //!
-//! Three processes: the spawned child *C* joins the call's cgroups, drops
-//! to the sandbox uid, unshares user/mount/pid/net/ipc/uts/cgroup
+//! Three processes: the spawned child *C* joins the sandbox's cgroups,
+//! drops to the sandbox uid, unshares user/mount/pid/net/ipc/uts/cgroup
 //! namespaces and maps its own uid; it forks *G*, pid 1 of the new pid
 //! namespace, which builds the filesystem view, pivots into it, brings up
-//! `lo`, applies rlimits, Landlock, capability drop and seccomp, and starts
-//! *T*, which execs the tool (vfork-style: no copy of toolgate's memory). G reaps and exits with
-//! T's status; C with G's. When G dies the kernel kills the whole
-//! namespace, so killing C (G has `PDEATHSIG`) kills every process of the
-//! call.
+//! `lo`, applies rlimits, Landlock, capability drop and seccomp, reports
+//! [`READY`] and waits for its one call (a warm sandbox waits in a pool).
+//! The call ([`encode_call`]: working directory, program, environment)
+//! arrives on a pipe; G starts *T*, which execs the tool (vfork-style: no
+//! copy of toolgate's memory), reaps it, kills whatever of the call is
+//! left in the namespace, reports T's exit code and exits; C exits with
+//! G's status. When G dies the kernel kills the whole namespace, so
+//! killing C (G has `PDEATHSIG`) kills every process of the sandbox.
 //!
 //! Everything is prepared in the parent (paths as C strings, the seccomp
 //! programs); the child only makes syscalls, except Landlock's ruleset,
@@ -62,6 +65,13 @@ pub enum Step {
 /// Everything the child needs, made before `fork`.
 pub struct Spec {
     pub cgroup_procs: Vec<OwnedFd>,
+    /// Read end of the pipe the call arrives on ([`encode_call`]); closed
+    /// without a call, G exits.
+    pub ctl: OwnedFd,
+    /// Write end of the pipe G reports on: [`READY`] once the sandbox
+    /// waits for its call, then the tool's exit code (4 bytes LE) once no
+    /// process of the call is left.
+    pub report: OwnedFd,
     /// `(host directory, relay)`: when toolgate is root, C binds each
     /// directory the sandbox user could not walk to (a stage in a private
     /// directory, a toolchain under /root) onto a relay it can reach,
@@ -72,7 +82,6 @@ pub struct Spec {
     pub gid_map: Vec<u8>,
     pub root: CString,
     pub steps: Vec<Step>,
-    pub cwd: CString,
     pub landlock_read: Vec<PathBuf>,
     pub landlock_write: Vec<PathBuf>,
     pub seccomp: std::sync::Arc<Vec<seccompiler::BpfProgram>>,
@@ -85,13 +94,84 @@ pub struct Spec {
     /// Write end of the setup-error pipe: a failed step writes
     /// `[step, errno(4 bytes LE), view step]` here before exiting.
     pub err_fd: OwnedFd,
-    /// The tool: paths to try in order (the PATH search, done by the
-    /// parent since the view shows the host's paths), argv, environment,
-    /// and the message for when none can be executed.
-    pub candidates: Vec<CString>,
-    pub argv: Vec<CString>,
-    pub envp: Vec<CString>,
-    pub not_found: Vec<u8>,
+}
+
+/// The byte G reports when its sandbox is built and waits for the call.
+pub const READY: u8 = b'R';
+
+/// The largest call message (the kernel refuses a bigger argv +
+/// environment at exec anyway).
+pub const MAX_CALL: usize = 8 << 20;
+
+/// The call for a waiting sandbox: `[len u32][ncand u32][nargv u32][nenv
+/// u32]` then NUL-terminated strings: the working directory, the paths
+/// to try in order (the PATH search, done by the parent since the view
+/// shows the host's paths), argv, the environment, and the message for
+/// when no path can be executed. `None` when a string holds a NUL or the
+/// whole exceeds [`MAX_CALL`].
+pub fn encode_call(
+    cwd: &[u8],
+    candidates: &[String],
+    argv: &[String],
+    envp: &[String],
+    not_found: &[u8],
+) -> Option<Vec<u8>> {
+    let strings = std::iter::once(cwd)
+        .chain(candidates.iter().map(|s| s.as_bytes()))
+        .chain(argv.iter().map(|s| s.as_bytes()))
+        .chain(envp.iter().map(|s| s.as_bytes()))
+        .chain(std::iter::once(not_found));
+    let mut body = Vec::new();
+    for part in [candidates.len(), argv.len(), envp.len()] {
+        body.extend_from_slice(&u32::try_from(part).ok()?.to_le_bytes());
+    }
+    for s in strings {
+        if s.contains(&0) {
+            return None;
+        }
+        body.extend_from_slice(s);
+        body.push(0);
+    }
+    if body.len() > MAX_CALL {
+        return None;
+    }
+    let mut msg = u32::try_from(body.len()).ok()?.to_le_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    Some(msg)
+}
+
+/// The strings of a call's body (after its length), as offsets of
+/// NUL-terminated strings: `(cwd, candidates, argv, envp, not_found)`.
+/// `None` when the body does not hold what its counts say.
+#[allow(clippy::type_complexity)]
+pub fn decode_call(body: &[u8]) -> Option<(usize, Vec<usize>, Vec<usize>, Vec<usize>, usize)> {
+    let count = |i: usize| -> Option<usize> {
+        let b = body.get(i * 4..i * 4 + 4)?;
+        usize::try_from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok()
+    };
+    let (nc, na, ne) = (count(0)?, count(1)?, count(2)?);
+    let mut at = 12;
+    let mut next = || -> Option<usize> {
+        let start = at;
+        let len = body.get(start..)?.iter().position(|&b| b == 0)?;
+        at = start + len + 1;
+        Some(start)
+    };
+    let cwd = next()?;
+    // Counts come from toolgate itself; still, never trust one to size a
+    // vector before the strings are there.
+    let mut take = |n: usize| -> Option<Vec<usize>> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(next()?);
+        }
+        Some(v)
+    };
+    let cand = take(nc)?;
+    let argv = take(na)?;
+    let envp = take(ne)?;
+    let not_found = next()?;
+    (!argv.is_empty() && at == body.len()).then_some((cwd, cand, argv, envp, not_found))
 }
 
 /// Setup steps, by number in the error record.
@@ -115,6 +195,8 @@ pub const STEPS: &[&str] = &[
     "apply seccomp",
     "fork the tool",
     "bind the workspace and exposed directories to their relays",
+    "report to toolgate",
+    "read the call",
 ];
 
 const S_CGROUP: u8 = 0;
@@ -136,6 +218,8 @@ const S_CAPS: u8 = 15;
 const S_SECCOMP: u8 = 16;
 const S_FORK_TOOL: u8 = 17;
 const S_RELAY: u8 = 18;
+const S_REPORT: u8 = 19;
+const S_CALL: u8 = 20;
 
 /// Exit status of C or G when setup failed (the error pipe says why).
 pub const SETUP_FAILED: i32 = 126;
@@ -379,10 +463,94 @@ pub fn run(spec: &Spec) -> io::Result<()> {
             }
         }
     }
-    spawn_tool(spec, efd)
+    // A warm sandbox may wait long: it holds none of toolgate's
+    // descriptors (a client's socket would not close while it waits).
+    let (ctl, report) = (spec.ctl.as_raw_fd(), spec.report.as_raw_fd());
+    close_all_but(&[0, 1, 2, efd, ctl, report]);
+    check(
+        efd,
+        S_REPORT,
+        unsafe { libc::write(report, [READY].as_ptr().cast(), 1) } as libc::c_long,
+    );
+    let Some(body) = read_call(ctl, efd) else {
+        // Closed without a call: the pool let this sandbox go.
+        unsafe { libc::_exit(0) }
+    };
+    let Some((cwd, cand, argv, envp, not_found)) = decode_call(&body) else {
+        fail(efd, S_CALL, libc::EINVAL);
+    };
+    let at = |i: usize| body[i..].as_ptr().cast::<libc::c_char>();
+    let ptrs = |v: &[usize]| -> Vec<*const libc::c_char> {
+        v.iter().map(|&i| at(i)).chain([std::ptr::null()]).collect()
+    };
+    let x = Exec {
+        candidates: cand.iter().map(|&i| at(i)).collect(),
+        argv: ptrs(&argv),
+        envp: ptrs(&envp),
+        not_found: at(not_found).cast(),
+        not_found_len: body[not_found..].iter().position(|&b| b == 0).unwrap_or(0),
+    };
+    check(efd, S_CWD, unsafe { libc::chdir(at(cwd)) } as libc::c_long);
+    spawn_tool(&x, efd, ctl, report)
 }
 
-/// What T needs to exec, as pointers into `Spec` (built in G).
+/// Closes every descriptor but `keep`.
+fn close_all_but(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep.iter().filter_map(|&f| u32::try_from(f).ok()).collect();
+    keep.sort_unstable();
+    let mut from = 0u32;
+    for k in keep {
+        if k > from {
+            unsafe {
+                libc::syscall(libc::SYS_close_range, from, k - 1, 0);
+            }
+        }
+        from = from.max(k + 1);
+    }
+    close_all_from(from);
+}
+
+/// Reads the call's length and body from `fd` (blocking). `None` when the
+/// pipe closes before a length arrives.
+fn read_call(fd: RawFd, efd: RawFd) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    if !read_exact(fd, &mut len, efd) {
+        return None;
+    }
+    let n = u32::from_le_bytes(len) as usize;
+    if n > MAX_CALL {
+        fail(efd, S_CALL, libc::E2BIG);
+    }
+    let mut body = vec![0u8; n];
+    if !read_exact(fd, &mut body, efd) {
+        fail(efd, S_CALL, libc::EPIPE);
+    }
+    Some(body)
+}
+
+/// Fills `buf` from `fd`; false at end of file before the first byte.
+fn read_exact(fd: RawFd, buf: &mut [u8], efd: RawFd) -> bool {
+    let mut got = 0;
+    while got < buf.len() {
+        let r = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if r < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            fail(efd, S_CALL, errno());
+        }
+        if r == 0 {
+            if got == 0 {
+                return false;
+            }
+            fail(efd, S_CALL, libc::EPIPE);
+        }
+        got += r as usize;
+    }
+    true
+}
+
+/// What T needs to exec, as pointers into the call's body (in G).
 struct Exec {
     candidates: Vec<*const libc::c_char>,
     argv: Vec<*const libc::c_char>,
@@ -410,25 +578,12 @@ extern "C" fn exec_tool(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// G starts the tool with `CLONE_VM | CLONE_VFORK` (no copy of
-/// toolgate's memory; G waits until T has exec'd), then reaps it and
-/// exits with its status. Never returns.
-fn spawn_tool(spec: &Spec, efd: RawFd) -> ! {
-    let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
-        v.iter()
-            .map(|c| c.as_ptr())
-            .chain([std::ptr::null()])
-            .collect()
-    };
-    let x = Exec {
-        candidates: spec.candidates.iter().map(|c| c.as_ptr()).collect(),
-        argv: ptrs(&spec.argv),
-        envp: ptrs(&spec.envp),
-        not_found: spec.not_found.as_ptr(),
-        not_found_len: spec.not_found.len(),
-    };
-    // Only stdin, stdout and stderr reach the tool: every other descriptor
-    // (toolgate's, or an embedding program's without O_CLOEXEC) closes at
-    // its exec. G keeps them until it exits (the error pipe among them).
+/// toolgate's memory; G waits until T has exec'd), reaps it, ends what
+/// is left of the call, reports T's status on `report`, and exits with
+/// it once `ctl` closes. Never returns.
+fn spawn_tool(x: &Exec, efd: RawFd, ctl: RawFd, report: RawFd) -> ! {
+    // Only stdin, stdout and stderr reach the tool: G's other descriptors
+    // (the pipes to toolgate) close at its exec.
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
@@ -445,13 +600,57 @@ fn spawn_tool(spec: &Spec, efd: RawFd) -> ! {
             exec_tool,
             top as *mut libc::c_void,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            &x as *const Exec as *mut libc::c_void,
+            x as *const Exec as *mut libc::c_void,
         )
     };
     check(efd, S_FORK_TOOL, pid as libc::c_long);
-    close_all_from(0);
+    // The tool's output ends when the tool and its children are done, not
+    // when G is: G lets go of its copies.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 0u32, 2u32, 0);
+    }
     let code = reap_until(pid);
-    unsafe { libc::_exit(code) }
+    end_the_rest();
+    let c = code.to_le_bytes();
+    unsafe {
+        libc::write(report, c.as_ptr().cast(), c.len());
+        // Tearing the namespace down costs a few milliseconds of kernel
+        // time: G lingers, idle, until toolgate lets it go (closes the
+        // call pipe or kills C) after the call has returned.
+        let mut b = [0u8; 1];
+        loop {
+            let r = libc::read(ctl, b.as_mut_ptr().cast(), 1);
+            if r == 0 || (r < 0 && errno() != libc::EINTR) {
+                break;
+            }
+        }
+        libc::_exit(code)
+    }
+}
+
+/// Kills and reaps every process left in the namespace (the tool's
+/// children, daemonised or not: orphans are G's), so that when G reports,
+/// nothing of the call runs any more. As the namespace's init, G reaches
+/// every process in it with `kill(-1)`.
+fn end_the_rest() {
+    let mut status = 0;
+    loop {
+        let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if r > 0 {
+            continue;
+        }
+        if r == 0 {
+            unsafe { libc::kill(-1, libc::SIGKILL) };
+            loop {
+                let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+                if r < 0 && errno() != libc::EINTR {
+                    return;
+                }
+            }
+        }
+        // ECHILD: no process but G is left.
+        return;
+    }
 }
 
 fn build_view(spec: &Spec, efd: RawFd) {
@@ -560,7 +759,6 @@ fn build_view(spec: &Spec, efd: RawFd) {
             libc::umount2(c".".as_ptr(), libc::MNT_DETACH) as libc::c_long,
         );
         check(efd, S_PIVOT, libc::chdir(c"/".as_ptr()) as libc::c_long);
-        check(efd, S_CWD, libc::chdir(spec.cwd.as_ptr()) as libc::c_long);
         let name = b"toolgate";
         check(
             efd,
@@ -675,4 +873,71 @@ fn landlock(spec: &Spec) -> Result<(), i32> {
         .map_err(e)?;
     let _ = status;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn at(body: &[u8], i: usize) -> &[u8] {
+        let n = body[i..].iter().position(|&b| b == 0).unwrap();
+        &body[i..i + n]
+    }
+
+    #[test]
+    fn a_call_reads_back_as_it_was_written() {
+        let msg = encode_call(
+            b"/ws/sub",
+            &s(&["/usr/bin/sh", "/bin/sh"]),
+            &s(&["sh", "-c", "echo 'a b'", ""]),
+            &s(&["PATH=/usr/bin", "HOME=/home/x"]),
+            b"not found\n",
+        )
+        .unwrap();
+        let len = u32::from_le_bytes(msg[..4].try_into().unwrap()) as usize;
+        let body = &msg[4..];
+        assert_eq!(len, body.len());
+        let (cwd, cand, argv, envp, nf) = decode_call(body).unwrap();
+        assert_eq!(at(body, cwd), b"/ws/sub");
+        let all = |v: &[usize]| v.iter().map(|&i| at(body, i).to_vec()).collect::<Vec<_>>();
+        assert_eq!(all(&cand), [b"/usr/bin/sh".to_vec(), b"/bin/sh".to_vec()]);
+        assert_eq!(
+            all(&argv),
+            [
+                b"sh".to_vec(),
+                b"-c".to_vec(),
+                b"echo 'a b'".to_vec(),
+                vec![]
+            ]
+        );
+        assert_eq!(all(&envp).len(), 2);
+        assert_eq!(at(body, nf), b"not found\n");
+    }
+
+    #[test]
+    fn a_nul_or_an_oversize_call_is_refused_and_a_short_body_does_not_decode() {
+        assert!(encode_call(b"/", &[], &s(&["a\0b"]), &[], b"").is_none());
+        assert!(encode_call(b"/w\0", &[], &s(&["a"]), &[], b"").is_none());
+        let big = "x".repeat(MAX_CALL);
+        assert!(encode_call(b"/", &[], &[big], &[], b"").is_none());
+        let msg = encode_call(b"/", &[], &s(&["a"]), &[], b"nf").unwrap();
+        let body = &msg[4..];
+        for cut in 0..body.len() {
+            assert!(decode_call(&body[..cut]).is_none(), "cut at {cut}");
+        }
+        // Counts larger than the strings present, and trailing bytes.
+        let mut more = body.to_vec();
+        more[4] = 9;
+        assert!(decode_call(&more).is_none());
+        let mut extra = body.to_vec();
+        extra.extend_from_slice(b"z\0");
+        assert!(decode_call(&extra).is_none());
+        // No program at all.
+        let none = encode_call(b"/", &[], &[], &[], b"").unwrap();
+        assert!(decode_call(&none[4..]).is_none());
+    }
 }
