@@ -12,6 +12,12 @@
 //! cgroup, CPU by the cgroup's clock and `RLIMIT_CPU`, file size by
 //! `RLIMIT_FSIZE`; wall time by killing the namespace's init.
 //!
+//! A sandbox is built before its call is known (`Shared::build`): the
+//! namespace's init waits on a pipe for the call, which `execute` sends
+//! once it has a sandbox, warm from the pool or built on the spot. Each
+//! sandbox runs one call; a reaper thread tears it down and a filler
+//! thread builds the pool's next one, both after the call has returned.
+//!
 //! `$HOME` inside is an empty private directory at the host's `$HOME`
 //! path (caches written there are dropped with the call); toolchains that
 //! live under a home directory are shown read-only through the policy's
