@@ -224,6 +224,7 @@ impl Executor {
         if r.enabled {
             let secrets = crate::filter::host_secrets(&r.secret_env, &r.secret_files);
             Redactor::with(&secrets, Some(&policy.network().allow_hosts))
+                .map(|f| f.loopback_urls(r.loopback_urls))
         } else {
             Redactor::with(&[], None)
         }

@@ -128,6 +128,8 @@ pub struct Redactor {
     keyword_rules: Vec<Vec<usize>>,
     literals: Option<AhoCorasick>,
     url: Option<(Regex, Vec<String>)>,
+    /// URLs to this machine pass the URL filter (see [`is_loopback`]).
+    loopback_urls: bool,
     /// The markers this redactor writes. Rules never match into one, so
     /// filtering filtered text changes nothing (found by `redact_seeded`:
     /// `-u name[REDACTED:cli-credentials]` read as a new `user:value`).
@@ -218,8 +220,17 @@ impl Redactor {
             keyword_rules,
             literals,
             url,
+            loopback_urls: true,
             markers,
         })
+    }
+
+    /// Whether URLs to this machine (`localhost`, 127.0.0.0/8, `::1`, and
+    /// the `0.0.0.0` / `::` servers print when they listen) pass the URL
+    /// filter (default: they do; they reach no other host).
+    pub fn loopback_urls(mut self, keep: bool) -> Redactor {
+        self.loopback_urls = keep;
+        self
     }
 
     /// Finds what to replace: sorted, non-overlapping spans.
@@ -288,7 +299,8 @@ impl Redactor {
                 let (Some(all), Some(host)) = (caps.get(0), caps.get(1)) else {
                     continue;
                 };
-                if !host_allowed(host.as_str(), allow) {
+                let local = self.loopback_urls && is_loopback(host.as_str());
+                if !local && !host_allowed(host.as_str(), allow) {
                     spans.push((all.start(), all.end(), Kind::Url));
                 }
             }
@@ -601,6 +613,33 @@ fn is_placeholder(v: &str, next: Option<char>, generic: bool) -> bool {
     WORDS.iter().any(|w| lower.contains(w)) && entropy(v) < 3.6
 }
 
+/// Whether a URL's host part (userinfo and port included) names this
+/// machine: `localhost`, an IPv4 address in 127.0.0.0/8, `::1` (also
+/// IPv4-mapped), or the unspecified `0.0.0.0` / `::`. Strict: anything
+/// that does not parse as exactly one of these (`127.1`, a decimal
+/// address, `localhost.evil.example`, a zone) is not.
+fn is_loopback(host: &str) -> bool {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let host = host.rsplit('@').next().unwrap_or(host);
+    if let Some(rest) = host.strip_prefix('[') {
+        // The URL pattern stops a host at `]` (markdown), so the bracket
+        // and port may lie outside what it captured.
+        let (v6, port) = rest.split_once(']').unwrap_or((rest, ""));
+        return (port.is_empty() || port.starts_with(':'))
+            && v6.parse::<Ipv6Addr>().is_ok_and(|a| {
+                a.is_loopback()
+                    || a.is_unspecified()
+                    || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            });
+    }
+    let name = host.split(':').next().unwrap_or(host);
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback() || a.is_unspecified())
+}
+
 fn host_allowed(host: &str, allow: &[String]) -> bool {
     let host = host.rsplit('@').next().unwrap_or(host);
     let host = host
@@ -777,6 +816,41 @@ mod tests {
                 "{form}: {out}"
             );
         }
+    }
+
+    #[test]
+    fn loopback_and_relative_links_stay_unless_loopback_urls_are_off() {
+        let r = Redactor::with(&[], Some(&[])).unwrap();
+        for keep in [
+            "Listening on http://127.0.0.1:8080",
+            "open http://localhost:3000/app?x=1 now",
+            "Serving HTTP on 0.0.0.0 port 8000 (http://0.0.0.0:8000/)",
+            "see http://[::1]:9000/metrics and ws://127.0.0.53/",
+            "mapped http://[::ffff:127.0.0.1]/ and http://LOCALHOST./",
+            "user http://me:pw@127.0.0.1:5432/db",
+            "[notes](docs/notes.md) and ![plot](./out/plot.png)",
+        ] {
+            let (out, rep) = r.redact(keep);
+            assert_eq!((out.as_str(), rep.blocked_urls), (keep, 0));
+        }
+        for block in [
+            "http://127.0.0.1.evil.example/x",
+            "http://localhost.evil.example/",
+            "http://127.0.0.1@evil.example/",
+            "http://127.0.0.1:80@evil.example/",
+            "![x](http://evil.example/?next=http://127.0.0.1/)",
+            "http://2130706433/",
+            "http://127.1/",
+            "http://[fe80::1%25eth0]/",
+            "http://10.0.0.1/",
+            "http://x.localhost/",
+        ] {
+            let (out, rep) = r.redact(block);
+            assert_eq!(rep.blocked_urls, 1, "{block} -> {out}");
+        }
+        let strict = Redactor::with(&[], Some(&[])).unwrap().loopback_urls(false);
+        let (out, _) = strict.redact("Listening on http://127.0.0.1:8080");
+        assert_eq!(out, "Listening on [BLOCKED-URL]");
     }
 
     #[test]

@@ -131,6 +131,9 @@ pub struct RedactionSettings {
     pub enabled: bool,
     pub secret_env: Vec<String>,
     pub secret_files: Vec<String>,
+    /// URLs to this machine (localhost, 127.0.0.0/8, ::1) pass the URL
+    /// filter.
+    pub loopback_urls: bool,
 }
 
 /// A validated policy. It cannot exist invalid: its fields are private,
@@ -438,6 +441,7 @@ impl Policy {
                 enabled: raw.redaction.enabled.unwrap_or(true),
                 secret_env: raw.redaction.secret_env.clone(),
                 secret_files: raw.redaction.secret_files.clone(),
+                loopback_urls: raw.redaction.loopback_urls.unwrap_or(true),
             },
             audit_path: raw.audit.path.clone(),
         })

@@ -170,6 +170,8 @@ pub struct RawRedaction {
     /// Files whose contents (one secret per line) are host secrets.
     #[serde(default)]
     pub secret_files: Vec<String>,
+    /// URLs to this machine pass the URL filter (default true).
+    pub loopback_urls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -333,3 +333,30 @@ fn redact_command_filters_a_pipeline() {
     let v = stdout_json(&o);
     assert_eq!(v["text"], "pw: postgres://a:[REDACTED:url-credentials]@h/d");
 }
+
+#[test]
+fn loopback_urls_stay_unless_the_policy_turns_them_off() {
+    let ws = workspace();
+    let call = r#"{"tool":"run_code","args":{"language":"python","code":"print('Listening on http://127.0.0.1:8080/'); print('![x](https://evil.example/c?d=1)')"}}"#;
+    let o = toolgate(ws.path(), &["run", "--call", call], None);
+    assert_eq!(
+        stdout_json(&o)["stdout"],
+        "Listening on http://127.0.0.1:8080/\n![x]([BLOCKED-URL])\n"
+    );
+    let strict = include_str!("../../policies/default.toml")
+        .replace("loopback_urls = true", "loopback_urls = false");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, strict).unwrap();
+    let o = toolgate(
+        ws.path(),
+        &["run", "--policy", policy.to_str().unwrap(), "--call", call],
+        None,
+    );
+    let v = stdout_json(&o);
+    assert_eq!(
+        v["stdout"], "Listening on [BLOCKED-URL]\n![x]([BLOCKED-URL])\n",
+        "{v}"
+    );
+    assert_eq!(v["redactions"]["blocked_urls"], 2);
+}
