@@ -220,12 +220,7 @@ fn analyse_simple(cmd: &SimpleCommand, depth: usize, a: &mut Analysis) {
     let mut words: &[Word] = &cmd.words;
     while let Some(w) = words.first() {
         let t = w.text.as_str();
-        let is_assign = !w.quoted
-            && t.split_once('=').is_some_and(|(n, _)| {
-                !n.is_empty()
-                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && !n.starts_with(|c: char| c.is_ascii_digit())
-            });
+        let is_assign = w.assign;
         let reserved = !w.quoted
             && matches!(
                 t,
@@ -312,6 +307,10 @@ fn resolve(words: &[Word], stdin_is_data: bool, depth: usize, a: &mut Analysis) 
     }
     let p = prog.as_str();
     let fam = family(p);
+    code_options(p, rest, a);
+    if env_dump(p, rest) {
+        a.unresolved.push(ENV_DUMP.into());
+    }
     if p == "eval" {
         if rest.iter().any(|w| w.dynamic) {
             a.unresolved
@@ -361,6 +360,10 @@ fn resolve_shell(prog: &str, rest: &[Word], stdin_is_data: bool, depth: usize, a
     if i >= rest.len() && stdin_is_data {
         a.unresolved.push(format!(
             "`{prog}` runs a script read from a pipe or here-document"
+        ));
+    } else if i >= rest.len() && !asks_only_about_itself(rest) {
+        a.unresolved.push(format!(
+            "`{prog}` without a script reads commands from its input"
         ));
     } else if rest.get(i).is_some_and(|w| w.dynamic) {
         a.unresolved
@@ -412,6 +415,75 @@ fn resolve_interpreter(
         a.unresolved.push(format!(
             "`{prog}` runs a program read from a pipe or here-document"
         ));
+    } else if program.is_none() && !asks_only_about_itself(rest) && !runs_module(rest) {
+        if matches!(fam, "node" | "nodejs" | "perl") && rest.iter().any(|w| w.text == "-v") {
+            // `-v` is their `--version`.
+            return;
+        }
+        a.unresolved.push(format!(
+            "`{prog}` without a program reads code from its input"
+        ));
+    }
+}
+
+/// Whether an environment variable's name looks like it holds a
+/// credential (`AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`, `DB_PASSWORD`, …).
+fn secret_name(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    const MARKS: &[&str] = &[
+        "KEY",
+        "TOKEN",
+        "SECRET",
+        "PASSW",
+        "PASSPHRASE",
+        "CRED",
+        "AUTH",
+        "PRIVATE",
+        "SESSION",
+        "COOKIE",
+        "SIGNATURE",
+        "DSN",
+        "DATABASE_URL",
+        "CONNECTION",
+    ];
+    MARKS.iter().any(|m| n.contains(m)) || n.ends_with("_PAT") || n.ends_with("_PWD")
+}
+
+/// `--version`, `--help` and the like: the program prints and exits.
+fn asks_only_about_itself(rest: &[Word]) -> bool {
+    rest.iter().any(|w| {
+        matches!(
+            w.text.as_str(),
+            "--version" | "-V" | "--help" | "-version" | "-help"
+        )
+    })
+}
+
+/// `python -m module`: the module is the program.
+fn runs_module(rest: &[Word]) -> bool {
+    rest.iter()
+        .any(|w| w.text == "-m" || (w.text.starts_with("-m") && w.text.len() > 2))
+}
+
+/// Commands that print the environment: `printenv`, `env` alone (see
+/// `resolve_wrapper`), and the shell's `export`, `set`, `declare`/
+/// `typeset` listing forms.
+fn env_dump(prog: &str, rest: &[Word]) -> bool {
+    let only_flags = rest.iter().all(|w| w.text.starts_with('-'));
+    match prog {
+        // `printenv PATH` is fine; all of it, or a credential, is not.
+        "printenv" => only_flags || rest.iter().any(|w| w.dynamic || secret_name(&w.text)),
+        "export" => rest.is_empty() || (only_flags && rest.iter().any(|w| w.text == "-p")),
+        "set" => rest.is_empty(),
+        "declare" | "typeset" => {
+            rest.is_empty()
+                || (only_flags
+                    && rest
+                        .iter()
+                        .any(|w| matches!(w.text.as_str(), "-p" | "-x" | "-px" | "-xp")))
+        }
+        "compgen" => rest.iter().any(|w| w.text == "-v" || w.text == "-e"),
+        _ => false,
     }
 }
 
@@ -484,6 +556,7 @@ fn resolve_wrapper(
             continue;
         }
         if prog == "env" && t.contains('=') {
+            check_assignment(t, a);
             i += 1;
             continue;
         }
@@ -500,38 +573,426 @@ fn resolve_wrapper(
     }
     if i < rest.len() {
         resolve(&rest[i..], stdin_is_data || prog == "xargs", depth + 1, a);
+    } else if prog == "env" {
+        a.unresolved.push(ENV_DUMP.into());
     }
 }
 
-/// Variables whose value changes what later commands run.
+/// Why printing the environment is not allowed outright.
+const ENV_DUMP: &str = "prints the environment, where credentials live";
+
+/// Environment variables whose value makes a program run a command, load
+/// code, or read its configuration (which can name a command) from
+/// elsewhere: setting one (`NAME=… cmd`, `env NAME=…`, `export NAME=…`) is
+/// not resolved. A trailing `*` matches a prefix. One entry per variable
+/// family, with the reason.
+const EXEC_ENV: &[(&str, &str)] = &[
+    ("PATH", "decides which program a name runs"),
+    ("IFS", "changes how the shell splits words"),
+    (
+        "LD_*",
+        "the dynamic loader preloads or finds libraries by it",
+    ),
+    (
+        "BASH_ENV",
+        "a script bash runs before any non-interactive script",
+    ),
+    ("ENV", "a script sh and bash run on start"),
+    ("PROMPT_COMMAND", "a command bash runs before each prompt"),
+    (
+        "PS4",
+        "expanded (command substitution included) by `set -x`",
+    ),
+    ("SHELLOPTS", "turns on shell options in child shells"),
+    ("BASHOPTS", "turns on shell options in child shells"),
+    ("HISTFILE", "where the shell writes its history"),
+    ("BASH_FUNC_*", "exported bash functions, run by name"),
+    (
+        "PAGER",
+        "the program man, git, less-based tools pipe output through",
+    ),
+    ("MANPAGER", "man's pager, run through a shell"),
+    ("GIT_PAGER", "git's pager, run through a shell"),
+    ("SYSTEMD_PAGER", "systemd tools' pager"),
+    ("LESSOPEN", "less runs it as an input preprocessor"),
+    ("LESSCLOSE", "less runs it after a file"),
+    ("EDITOR", "the editor git, crontab and others start"),
+    ("VISUAL", "the editor git, crontab and others start"),
+    ("GIT_EDITOR", "git's editor, run through a shell"),
+    ("GIT_SEQUENCE_EDITOR", "git rebase's todo editor"),
+    ("FCEDIT", "the shell's `fc` editor"),
+    ("BROWSER", "the program that opens URLs"),
+    ("GIT_SSH", "the program git runs for ssh transports"),
+    ("GIT_SSH_COMMAND", "the command git runs for ssh transports"),
+    (
+        "GIT_PROXY_COMMAND",
+        "the command git runs for git:// connections",
+    ),
+    ("GIT_EXTERNAL_DIFF", "the program git diff runs"),
+    ("GIT_ASKPASS", "the program git runs to ask for credentials"),
+    ("SSH_ASKPASS", "the program ssh runs to ask for credentials"),
+    (
+        "SUDO_ASKPASS",
+        "the program sudo runs to ask for a password",
+    ),
+    ("GIT_EXEC_PATH", "where git finds its subcommands"),
+    (
+        "GIT_CONFIG*",
+        "git configuration given in the environment (core.pager, aliases, hooks)",
+    ),
+    ("GIT_DIR", "a repository whose config and hooks git uses"),
+    ("GIT_TEMPLATE_DIR", "hooks copied into new repositories"),
+    (
+        "HOME",
+        "where programs read their configuration (~/.gitconfig can name a pager or hooks)",
+    ),
+    ("XDG_CONFIG_HOME", "where programs read their configuration"),
+    ("PYTHONPATH", "where python imports from"),
+    ("PYTHONSTARTUP", "a file python runs on start"),
+    ("PYTHONHOME", "where python finds its standard library"),
+    (
+        "PYTHONINSPECT",
+        "keeps python reading commands after a script",
+    ),
+    ("PYTHONBREAKPOINT", "a callable python runs at breakpoint()"),
+    (
+        "NODE_OPTIONS",
+        "options node applies (`--require` loads code)",
+    ),
+    ("NODE_PATH", "where node resolves modules"),
+    ("PERL5OPT", "options perl applies (`-M` loads code)"),
+    ("PERL5LIB", "where perl loads modules"),
+    ("PERLLIB", "where perl loads modules"),
+    ("RUBYOPT", "options ruby applies (`-r` loads code)"),
+    ("RUBYLIB", "where ruby loads libraries"),
+    (
+        "JAVA_TOOL_OPTIONS",
+        "options every JVM applies (`-javaagent` loads code)",
+    ),
+    ("_JAVA_OPTIONS", "options every JVM applies"),
+    ("JDK_JAVA_OPTIONS", "options the java launcher applies"),
+    ("RUSTC_WRAPPER", "the program cargo runs instead of rustc"),
+    ("RUSTC", "the compiler cargo runs"),
+    ("CARGO_BUILD_RUSTC*", "the compiler or wrapper cargo runs"),
+    ("CARGO_TARGET_*", "runners and linkers cargo runs"),
+    ("MAKEFLAGS", "options make applies (`--eval` runs code)"),
+    ("MFLAGS", "options make applies"),
+    ("CC", "the compiler make and build scripts run"),
+    ("CXX", "the compiler make and build scripts run"),
+    (
+        "NPM_CONFIG_*",
+        "npm settings (`script-shell`, `node-options`)",
+    ),
+    (
+        "npm_config_*",
+        "npm settings (`script-shell`, `node-options`)",
+    ),
+    (
+        "TAR_OPTIONS",
+        "options tar applies (`--to-command` runs code)",
+    ),
+    ("RSYNC_RSH", "the remote shell rsync runs"),
+    ("CVS_RSH", "the remote shell cvs runs"),
+    ("MANOPT", "options man applies (`-P` names a pager)"),
+    ("LESSKEY*", "less key bindings, which can run commands"),
+    ("TERMINAL", "the terminal program some tools start"),
+];
+
+/// The entry of [`EXEC_ENV`] naming `name`, if any.
+fn exec_env(name: &str) -> Option<&'static (&'static str, &'static str)> {
+    EXEC_ENV.iter().find(|(n, _)| match n.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == *n,
+    })
+}
+
+/// Options that make a program run a command or load code given in its
+/// arguments: `(programs, option, reason)`. An option matches as a word,
+/// as `--opt=value`, and short ones with the value attached (`-eCMD`).
+const CODE_OPTIONS: &[(&[&str], &str, &str)] = &[
+    (
+        &["make", "gmake"],
+        "--eval",
+        "evaluates a makefile fragment (`$(shell …)` runs commands)",
+    ),
+    (&["make", "gmake"], "-E", "evaluates a makefile fragment"),
+    (&["make", "gmake"], "--file", "reads a makefile named here"),
+    (
+        &["tar", "gtar", "bsdtar"],
+        "--to-command",
+        "pipes each file to a command",
+    ),
+    (
+        &["tar", "gtar", "bsdtar"],
+        "--checkpoint-action",
+        "`exec=` runs a command",
+    ),
+    (
+        &["tar", "gtar", "bsdtar"],
+        "--use-compress-program",
+        "runs a program as the compressor",
+    ),
+    (
+        &["tar", "gtar", "bsdtar"],
+        "-I",
+        "runs a program as the compressor",
+    ),
+    (
+        &["tar", "gtar", "bsdtar"],
+        "--rsh-command",
+        "runs a remote shell",
+    ),
+    (
+        &["tar", "gtar", "bsdtar"],
+        "--info-script",
+        "runs a script at each volume",
+    ),
+    (
+        &["tar", "gtar", "bsdtar"],
+        "--new-volume-script",
+        "runs a script at each volume",
+    ),
+    (
+        &["tar", "gtar", "bsdtar"],
+        "-F",
+        "runs a script at each volume",
+    ),
+    (&["rsync"], "-e", "the remote shell rsync runs"),
+    (&["rsync"], "--rsh", "the remote shell rsync runs"),
+    (
+        &["rsync"],
+        "--rsync-path",
+        "the program run on the other side",
+    ),
+    (&["scp"], "-S", "the program scp runs as ssh"),
+    (
+        &["git"],
+        "--upload-pack",
+        "the command git runs for the remote side",
+    ),
+    (
+        &["git"],
+        "--receive-pack",
+        "the command git runs for the remote side",
+    ),
+    (
+        &["git"],
+        "--exec",
+        "the command git runs for the remote side",
+    ),
+    (
+        &["git"],
+        "-u",
+        "the command git runs for the remote side (clone, ls-remote)",
+    ),
+    (
+        &["git"],
+        "--config-env",
+        "git configuration from the environment",
+    ),
+    (&["git"], "--exec-path", "where git finds its subcommands"),
+    (&["man"], "-P", "the pager man runs"),
+    (&["man"], "--pager", "the pager man runs"),
+    (&["man"], "-H", "the browser man runs"),
+    (&["man"], "--html", "the browser man runs"),
+    (&["zip"], "--unzip-command", "the command zip runs to test"),
+    (&["zip"], "-TT", "the command zip runs to test"),
+    (
+        &["vim", "vi", "nvim", "view", "ex", "gvim"],
+        "-c",
+        "runs an editor command (`:!` runs a shell)",
+    ),
+    (
+        &["vim", "vi", "nvim", "view", "ex", "gvim"],
+        "--cmd",
+        "runs an editor command",
+    ),
+    (
+        &["vim", "vi", "nvim", "view", "ex", "gvim"],
+        "-S",
+        "sources an editor script",
+    ),
+    (
+        &["less", "more"],
+        "-k",
+        "reads key bindings, which can run commands",
+    ),
+    (&["nmap"], "--script", "runs NSE scripts"),
+    (&["script"], "-c", "runs a command in a new terminal"),
+    (&["script"], "--command", "runs a command in a new terminal"),
+    (&["flock"], "-c", "runs a shell command"),
+    (&["flock"], "--command", "runs a shell command"),
+    (
+        &["su", "runuser"],
+        "-c",
+        "runs a shell command as another user",
+    ),
+    (
+        &["su", "runuser"],
+        "--command",
+        "runs a shell command as another user",
+    ),
+    (
+        &["npm", "pnpm", "yarn"],
+        "--script-shell",
+        "the shell package scripts run in",
+    ),
+    (
+        &["ssh", "scp", "sftp", "autossh"],
+        "-o",
+        "ssh options can run commands (ProxyCommand, LocalCommand, KnownHostsCommand)",
+    ),
+    (
+        &["ssh", "autossh"],
+        "-F",
+        "reads an ssh config, which can run commands",
+    ),
+];
+
+/// ssh `-o` keys that run a local command.
+const SSH_EXEC_KEYS: &[&str] = &[
+    "proxycommand",
+    "localcommand",
+    "permitlocalcommand",
+    "knownhostscommand",
+    "remotecommand",
+    "match",
+];
+
+/// git configuration keys that name a command, load code or another
+/// config (`git -c KEY=VALUE`), lower-case, `*` for one component.
+const GIT_EXEC_KEYS: &[&str] = &[
+    "core.pager",
+    "core.editor",
+    "core.sshcommand",
+    "core.fsmonitor",
+    "core.hookspath",
+    "core.askpass",
+    "core.gitproxy",
+    "core.alternaterefscommand",
+    "core.worktree",
+    "sequence.editor",
+    "diff.external",
+    "diff.*.textconv",
+    "diff.*.command",
+    "merge.*.driver",
+    "filter.*.clean",
+    "filter.*.smudge",
+    "filter.*.process",
+    "credential.helper",
+    "credential.*.helper",
+    "gpg.program",
+    "gpg.*.program",
+    "pager.*",
+    "include.path",
+    "includeif.*.path",
+    "uploadpack.packobjectshook",
+    "remote.*.uploadpack",
+    "remote.*.receivepack",
+    "protocol.ext.allow",
+    "protocol.allow",
+    "web.browser",
+    "browser.*.cmd",
+    "browser.*.path",
+    "man.viewer",
+    "man.*.cmd",
+    "man.*.path",
+    "difftool.*.cmd",
+    "mergetool.*.cmd",
+    "sendemail.smtpserver",
+    "sendemail.tocmd",
+    "sendemail.cccmd",
+];
+
+/// Whether `key` (lower-cased) matches a pattern of [`GIT_EXEC_KEYS`].
+fn git_exec_key(key: &str) -> bool {
+    let k: Vec<&str> = key.split('.').collect();
+    GIT_EXEC_KEYS.iter().any(|p| {
+        let p: Vec<&str> = p.split('.').collect();
+        match (p.len(), k.len()) {
+            // `diff.*.textconv` also matches subsections holding dots.
+            (3, n) if n >= 3 => {
+                p[0] == k[0] && p[2] == k[n - 1] && (p[1] == "*" || k[1..n - 1].join(".") == p[1])
+            }
+            (2, 2) => p[0] == k[0] && (p[1] == "*" || p[1] == k[1]),
+            _ => false,
+        }
+    })
+}
+
+/// Arguments that make `prog` run code given in them (see
+/// [`CODE_OPTIONS`], `git -c`, `git ext::` URLs, make `$(shell …)`).
+fn code_options(prog: &str, rest: &[Word], a: &mut Analysis) {
+    let p = prog;
+    let mut i = 0;
+    while i < rest.len() {
+        let t = rest[i].text.as_str();
+        let next = rest.get(i + 1).map(|w| w.text.as_str());
+        i += 1;
+        if t == "--" && p != "git" {
+            break;
+        }
+        if matches!(p, "git") && t == "-c" {
+            if let Some(kv) = next {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                let k = k.to_ascii_lowercase();
+                if git_exec_key(&k) || (k.starts_with("alias.") && v.trim_start().starts_with('!'))
+                {
+                    a.unresolved
+                        .push(format!("`git -c {k}` names a command or code git runs"));
+                }
+            }
+            i += 1;
+            continue;
+        }
+        if p == "git" && t.starts_with("ext::") {
+            a.unresolved.push("a git `ext::` URL runs a command".into());
+            continue;
+        }
+        if matches!(p, "make" | "gmake") && (t.contains("$(shell") || t.contains("${shell")) {
+            a.unresolved
+                .push("`make` is given a `$(shell …)` to evaluate".into());
+            continue;
+        }
+        for (progs, opt, reason) in CODE_OPTIONS {
+            if !progs.contains(&p) {
+                continue;
+            }
+            let long = opt.starts_with("--");
+            let exact = t == *opt;
+            let joined = if long {
+                t.strip_prefix(opt).is_some_and(|r| r.starts_with('='))
+            } else {
+                // `-eCMD`, `-oProxyCommand=…`; not a longer long option.
+                !t.starts_with("--") && t.len() > opt.len() && t.starts_with(opt)
+            };
+            if !(exact || joined) {
+                continue;
+            }
+            if *opt == "-o" {
+                let v = if exact { next.unwrap_or("") } else { &t[2..] };
+                let key = v
+                    .split(['=', ' ', '\t'])
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                if !SSH_EXEC_KEYS.contains(&key.as_str()) {
+                    continue;
+                }
+            }
+            a.unresolved.push(format!("`{p} {opt}`: {reason}"));
+        }
+    }
+}
+
+/// An assignment (`NAME=value`) to a variable of [`EXEC_ENV`].
 fn check_assignment(t: &str, a: &mut Analysis) {
-    let name = t.split('=').next().unwrap_or("");
-    if t.contains('=')
-        && matches!(
-            name,
-            "IFS"
-                | "PATH"
-                | "LD_PRELOAD"
-                | "LD_LIBRARY_PATH"
-                | "LD_AUDIT"
-                | "BASH_ENV"
-                | "ENV"
-                | "PROMPT_COMMAND"
-                | "PYTHONPATH"
-                | "PYTHONSTARTUP"
-                | "NODE_OPTIONS"
-                | "PERL5OPT"
-                | "RUBYOPT"
-                | "GIT_SSH_COMMAND"
-                | "GIT_EXEC_PATH"
-                | "SHELLOPTS"
-                | "BASHOPTS"
-                | "PS4"
-                | "HISTFILE"
-        )
-    {
+    let Some((name, _)) = t.split_once('=') else {
+        return;
+    };
+    if let Some((_, why)) = exec_env(name) {
         a.unresolved
-            .push(format!("assignment to {name} changes what runs"));
+            .push(format!("assignment to {name} changes what runs: {why}"));
     }
 }
 

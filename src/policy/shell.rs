@@ -21,6 +21,9 @@ pub struct Word {
     pub glob: bool,
     /// Any part of it was quoted or escaped (so it cannot be a keyword).
     pub quoted: bool,
+    /// An unquoted `NAME=` starts it: an assignment when it leads a
+    /// command, whatever quoting its value has (`PAGER='sh -c x' git`).
+    pub assign: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -472,6 +475,19 @@ impl Parser {
                     self.i += 1;
                 }
                 _ => {
+                    if c == '='
+                        && !w.quoted
+                        && !w.dynamic
+                        && !w.glob
+                        && !w.assign
+                        && w.text
+                            .starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                        && w.text
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
+                        w.assign = true;
+                    }
                     w.text.push(c);
                     self.i += 1;
                 }
