@@ -557,6 +557,28 @@ fn between(
     })
 }
 
+/// A value whose body (after up to two `prefix_` / `prefix-` parts such as
+/// `ghp_` or `sk-proj-`) is at least 80% mask characters (`x`, `X`, `0`,
+/// `*`, `•`, `.`).
+fn masked(v: &str) -> bool {
+    let mut body = v;
+    for _ in 0..2 {
+        if let Some(i) = body.find(['_', '-']).filter(|&i| (1..=10).contains(&i))
+            && body[..i].chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            body = &body[i + 1..];
+        }
+    }
+    let (mut mask, mut all) = (0usize, 0usize);
+    for c in body.chars().filter(|c| !matches!(c, '-' | '_')) {
+        all += 1;
+        if matches!(c, 'x' | 'X' | '0' | '*' | '•' | '.') {
+            mask += 1;
+        }
+    }
+    all >= 6 && mask * 5 >= all * 4
+}
+
 /// Values that name or stand for a secret rather than being one.
 fn is_placeholder(v: &str, next: Option<char>, generic: bool) -> bool {
     let lower = v.to_ascii_lowercase();
@@ -565,6 +587,12 @@ fn is_placeholder(v: &str, next: Option<char>, generic: bool) -> bool {
     }
     let first = v.chars().next().unwrap_or('x');
     if v.chars().all(|c| c == first || c == '-' || c == '_') {
+        return true;
+    }
+    // Documented example keys (`AKIAIOSFODNN7EXAMPLE`, AWS's
+    // `…/bPxRfiCYEXAMPLEKEY`) and masked values (`ghp_xxxx…`,
+    // `glpat-XXXX…`, `xoxb-0000…-xxxx…`, `sk_live_****…`).
+    if v.contains("EXAMPLE") || masked(v) {
         return true;
     }
     if !generic {
@@ -885,5 +913,44 @@ mod tests {
                 text.len() - secret.len() + "[REDACTED:github-token]".len()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::*;
+
+    #[test]
+    fn documented_examples_and_stand_ins_are_not_secrets() {
+        let r = Redactor::new().unwrap();
+        let mut changed = Vec::new();
+        for line in [
+            "aws_access_key_id = AKIAIOSFODNN7EXAMPLE",
+            "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "token: ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "export GITHUB_TOKEN=ghp_XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+            "curl -u '$USERNAME:$PASSWORD' https://ci.example/api",
+            "curl -u \"${USER}:${TOKEN}\" https://ci.example/api",
+            "GITLAB_TOKEN=glpat-xxxxxxxxxxxxxxxxxxxx",
+            "password: [PASSWORD]",
+            "api_key = <your-api-key>",
+            "password = {{ db_password }}",
+            "OPENAI_API_KEY=sk-proj-XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+            "SLACK_TOKEN=xoxb-0000000000-0000000000000-xxxxxxxxxxxxxxxxxxxxxxxx",
+            "stripe: sk_live_****************************",
+            "Authorization: Bearer <token>",
+            "Authorization: Bearer $TOKEN",
+            "postgres://user:password@localhost:5432/db",
+            "password=${DB_PASSWORD}",
+            "\"api_key\": \"YOUR_API_KEY\"",
+            "npm_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "AIzaSyXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+        ] {
+            let (out, _) = r.redact(line);
+            if out != line {
+                changed.push(format!("{line} -> {out}"));
+            }
+        }
+        assert!(changed.is_empty(), "changed:\n{}", changed.join("\n"));
     }
 }
