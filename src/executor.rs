@@ -223,7 +223,7 @@ impl Executor {
         let r = policy.redaction();
         if r.enabled {
             let secrets = crate::filter::host_secrets(&r.secret_env, &r.secret_files);
-            Redactor::with(&secrets, Some(&policy.network().allow_hosts))
+            Redactor::with_rules(&secrets, Some(&policy.network().allow_hosts), &r.rules)
                 .map(|f| f.loopback_urls(r.loopback_urls))
         } else {
             Redactor::with(&[], None)

@@ -134,6 +134,9 @@ pub struct RedactionSettings {
     /// URLs to this machine (localhost, 127.0.0.0/8, ::1) pass the URL
     /// filter.
     pub loopback_urls: bool,
+    /// Rules read from `rules_file` (a gitleaks configuration), checked
+    /// when the policy loaded.
+    pub rules: Vec<crate::filter::RuleSpec>,
 }
 
 /// A validated policy. It cannot exist invalid: its fields are private,
@@ -165,6 +168,22 @@ impl Ctx<'_> {
     fn line(&self, span: std::ops::Range<usize>) -> usize {
         let end = span.start.min(self.text.len());
         self.text[..end].bytes().filter(|&b| b == b'\n').count() + 1
+    }
+
+    /// Reads and checks the gitleaks rules file a policy names (a
+    /// relative path is taken from the current directory).
+    fn gitleaks_rules(
+        &self,
+        f: &toml::Spanned<String>,
+    ) -> Result<Vec<crate::filter::RuleSpec>, PolicyError> {
+        let key = "redaction.rules_file";
+        let text = std::fs::read_to_string(f.get_ref())
+            .map_err(|e| self.err(f.span(), key, format!("{}: {e}", f.get_ref())))?;
+        let rules = crate::filter::gitleaks::parse(&text)
+            .map_err(|e| self.err(f.span(), key, format!("{}: {e}", f.get_ref())))?;
+        crate::filter::Redactor::with_rules(&[], None, &rules)
+            .map_err(|e| self.err(f.span(), key, format!("{}: {e}", f.get_ref())))?;
+        Ok(rules)
     }
 
     fn err(
@@ -442,6 +461,10 @@ impl Policy {
                 secret_env: raw.redaction.secret_env.clone(),
                 secret_files: raw.redaction.secret_files.clone(),
                 loopback_urls: raw.redaction.loopback_urls.unwrap_or(true),
+                rules: match &raw.redaction.rules_file {
+                    None => vec![],
+                    Some(f) => cx.gitleaks_rules(f)?,
+                },
             },
             audit_path: raw.audit.path.clone(),
         })

@@ -172,6 +172,8 @@ pub struct RawRedaction {
     pub secret_files: Vec<String>,
     /// URLs to this machine pass the URL filter (default true).
     pub loopback_urls: Option<bool>,
+    /// A gitleaks configuration whose rules are added to the built-in ones.
+    pub rules_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

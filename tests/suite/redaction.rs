@@ -360,3 +360,51 @@ fn loopback_urls_stay_unless_the_policy_turns_them_off() {
     );
     assert_eq!(v["redactions"]["blocked_urls"], 2);
 }
+
+#[test]
+fn a_gitleaks_rules_file_adds_rules_and_a_bad_one_is_a_policy_error() {
+    let ws = workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("gitleaks.toml");
+    std::fs::write(
+        &rules,
+        "[[rules]]\nid = \"acme-api-token\"\nregex = '''\\b(acme_live_[A-Za-z0-9]{24})\\b'''\nkeywords = [\"acme_live_\"]\n",
+    )
+    .unwrap();
+    let policy = dir.path().join("p.toml");
+    let with_rules = |path: &str| {
+        include_str!("../../policies/default.toml").replace(
+            "loopback_urls = true",
+            &format!("loopback_urls = true\nrules_file = {path:?}"),
+        )
+    };
+    std::fs::write(&policy, with_rules(rules.to_str().unwrap())).unwrap();
+    let call = r#"{"tool":"run_code","args":{"language":"python","code":"print('t=acme_live_Zq8Lm2Xp9Kk4Wv1Nb8Tc3Rg6')"}}"#;
+    let o = toolgate(
+        ws.path(),
+        &["run", "--policy", policy.to_str().unwrap(), "--call", call],
+        None,
+    );
+    let v = stdout_json(&o);
+    assert_eq!(v["stdout"], "t=[REDACTED:acme-api-token]\n", "{v}");
+    assert_eq!(v["redactions"]["redacted"]["acme-api-token"], 1);
+
+    // A file that cannot be read or does not hold valid rules is a policy
+    // error: one line, naming the key, exit code BAD_POLICY.
+    std::fs::write(&rules, "[[rules]]\nid = \"x\"\nregex = '(unclosed'\n").unwrap();
+    for path in [rules.to_str().unwrap(), "/nonexistent/gitleaks.toml"] {
+        std::fs::write(&policy, with_rules(path)).unwrap();
+        let o = toolgate(
+            ws.path(),
+            &["run", "--policy", policy.to_str().unwrap(), "--call", call],
+            None,
+        );
+        assert_eq!(o.status.code(), Some(toolgate::exit::BAD_POLICY));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+        assert!(
+            e.contains("redaction.rules_file") && e.contains(path),
+            "{e}"
+        );
+    }
+}

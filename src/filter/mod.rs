@@ -16,13 +16,15 @@
 //! report counts kinds and never holds a secret. Redacting twice changes
 //! nothing.
 
+pub mod gitleaks;
+
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The embedded rule set.
-pub const RULES: &str = include_str!("../policies/secrets/rules.toml");
+pub const RULES: &str = include_str!("../../policies/secrets/rules.toml");
 
 /// A secret can be at most this long for the streaming filter to catch it
 /// across chunk boundaries (a 4096-bit RSA PEM block is about 3.3 KiB).
@@ -58,6 +60,9 @@ pub struct RuleSpec {
     pub examples: Vec<String>,
     #[serde(default)]
     pub negatives: Vec<String>,
+    /// Findings these match are not secrets (rules from a gitleaks file).
+    #[serde(skip)]
+    pub allow: Vec<gitleaks::AllowSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +85,12 @@ struct Rule {
     entropy: Option<f64>,
     generic: bool,
     multiline: bool,
+    /// No keywords: the rule runs on all of the text.
+    always: bool,
+    /// Allowlist regexes with what they are matched against.
+    allow: Vec<(Regex, gitleaks::Target)>,
+    /// Lower-case words whose presence in a finding makes it no secret.
+    stopwords: Vec<String>,
 }
 
 /// What the filter did, without the secrets.
@@ -148,7 +159,18 @@ impl Redactor {
         host_secrets: &[String],
         allow_hosts: Option<&[String]>,
     ) -> Result<Redactor, FilterError> {
-        let specs = rule_specs()?;
+        Redactor::with_rules(host_secrets, allow_hosts, &[])
+    }
+
+    /// [`Redactor::with`], plus `extra` rules (from a gitleaks file: see
+    /// [`gitleaks::parse`]).
+    pub fn with_rules(
+        host_secrets: &[String],
+        allow_hosts: Option<&[String]>,
+        extra: &[RuleSpec],
+    ) -> Result<Redactor, FilterError> {
+        let builtin = rule_specs()?;
+        let specs: Vec<&RuleSpec> = builtin.iter().chain(extra).collect();
         let mut rules = Vec::new();
         let mut kw: Vec<String> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
@@ -160,11 +182,34 @@ impl Redactor {
                     id: s.id.clone(),
                     detail: e.to_string(),
                 })?;
-            if s.group > regex.captures_len() - 1 || s.keywords.is_empty() {
+            let groups = regex.captures_len() - 1;
+            // `usize::MAX`: gitleaks' default, the first group if any.
+            let group = if s.group == usize::MAX {
+                groups.min(1)
+            } else {
+                s.group
+            };
+            let built_in = i < builtin.len();
+            if group > groups || (built_in && s.keywords.is_empty()) {
                 return Err(FilterError::Rule {
                     id: s.id.clone(),
                     detail: "needs keywords and a valid group".into(),
                 });
+            }
+            let mut allow = Vec::new();
+            let mut stopwords = Vec::new();
+            for a in &s.allow {
+                for r in &a.regexes {
+                    let re = regex::RegexBuilder::new(r)
+                        .size_limit(4 << 20)
+                        .build()
+                        .map_err(|e| FilterError::Rule {
+                            id: s.id.clone(),
+                            detail: format!("allowlist regex: {e}"),
+                        })?;
+                    allow.push((re, a.target));
+                }
+                stopwords.extend(a.stopwords.iter().cloned());
             }
             for k in &s.keywords {
                 let k = k.to_ascii_lowercase();
@@ -180,9 +225,12 @@ impl Redactor {
                 id: s.id.clone(),
                 multiline: s.regex.contains("[\\s\\S]"),
                 regex,
-                group: s.group,
+                group,
                 entropy: s.entropy,
                 generic: s.generic,
+                always: s.keywords.is_empty(),
+                allow,
+                stopwords,
             });
         }
         let keywords = AhoCorasickBuilder::new()
@@ -262,6 +310,11 @@ impl Redactor {
                 }
             }
         }
+        for (r, rule) in self.rules.iter().enumerate() {
+            if rule.always {
+                windows[r] = vec![(0, text.len())];
+            }
+        }
         // Markers already in the text (rare: checked for cheaply first).
         let marks: Vec<(usize, usize)> =
             if text.contains("[REDACTED:") || text.contains("[BLOCKED-URL]") {
@@ -286,6 +339,7 @@ impl Redactor {
                         let next = hay[g.end()..].chars().next();
                         if is_placeholder(value, next, rule.generic)
                             || rule.entropy.is_some_and(|min| entropy(value) < min)
+                            || rule.allows(value, &caps, hay)
                         {
                             continue;
                         }
@@ -555,6 +609,29 @@ fn between(
         }
         None
     })
+}
+
+impl Rule {
+    /// Whether the rule's allowlists (a gitleaks file's) clear a finding.
+    fn allows(&self, secret: &str, caps: &regex::Captures<'_>, hay: &str) -> bool {
+        if self.allow.is_empty() && self.stopwords.is_empty() {
+            return false;
+        }
+        let whole = caps.get(0).map_or(secret, |m| m.as_str());
+        let line = caps.get(0).map_or(secret, |m| {
+            let (s, e) = line_around(hay, m.start(), m.end());
+            &hay[s..e]
+        });
+        let lower = secret.to_lowercase();
+        self.stopwords.iter().any(|w| lower.contains(w.as_str()))
+            || self.allow.iter().any(|(re, target)| {
+                re.is_match(match target {
+                    gitleaks::Target::Secret => secret,
+                    gitleaks::Target::Match => whole,
+                    gitleaks::Target::Line => line,
+                })
+            })
+    }
 }
 
 /// A value whose body (after up to two `prefix_` / `prefix-` parts such as
