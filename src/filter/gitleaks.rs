@@ -115,6 +115,7 @@ pub fn parse(text: &str) -> Result<Vec<RuleSpec>, FilterError> {
             generic: false,
             examples: vec![],
             negatives: vec![],
+            multiline: false,
             allow,
         });
     }
@@ -150,9 +151,9 @@ id = "internal-session"
 regex = '''sess-[0-9a-f]{32}'''
 
 [[rules]]
-id = "vault-like"
-regex = '''(?i)vault_token\s*=\s*([a-z0-9.]{20,})'''
-keywords = ["vault_token"]
+id = "corp-token"
+regex = '''(?i)corp_handle\s*=\s*([a-z0-9.]{20,})'''
+keywords = ["corp_handle"]
 [[rules.allowlists]]
 regexTarget = "line"
 regexes = ['''#\s*example''']
@@ -166,7 +167,7 @@ path = '''\.pem$'''
     fn a_gitleaks_config_adds_rules_with_their_allowlists() {
         let rules = parse(CONFIG).unwrap();
         let ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["acme-api-token", "internal-session", "vault-like"]);
+        assert_eq!(ids, ["acme-api-token", "internal-session", "corp-token"]);
         let r = Redactor::with_rules(&[], None, &rules).unwrap();
         let redact = |s: &str| r.redact(s).0;
         assert_eq!(
@@ -179,12 +180,12 @@ path = '''\.pem$'''
             "cookie: [REDACTED:internal-session];"
         );
         assert_eq!(
-            redact("VAULT_TOKEN = hvs.Cq8Lm2Xp9Kk4Wv1Nb8Tc3Rg6"),
-            "VAULT_TOKEN = [REDACTED:vault-like]"
+            redact("CORP_HANDLE = cq8lm2xp9kk4wv1nb8tc3rg6"),
+            "CORP_HANDLE = [REDACTED:corp-token]"
         );
         // The rule's line allowlist, the global stopword, the entropy.
         for keep in [
-            "vault_token = hvs.Cq8Lm2Xp9Kk4Wv1Nb8Tc3Rg6  # example",
+            "corp_handle = cq8lm2xp9kk4wv1nb8tc3rg6  # example",
             "acme_test_sandboxZq8Lm2Xp9Kk4Wv1Nb8",
             "acme_live_aaaaaaaaaaaaaaaaaaaaaaaa",
         ] {

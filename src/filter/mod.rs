@@ -60,6 +60,10 @@ pub struct RuleSpec {
     pub examples: Vec<String>,
     #[serde(default)]
     pub negatives: Vec<String>,
+    /// The rule runs on the whole text once a keyword occurs, not only on
+    /// the keyword's lines (implied by a `[\s\S]` in the regex).
+    #[serde(default)]
+    pub multiline: bool,
     /// Findings these match are not secrets (rules from a gitleaks file).
     #[serde(skip)]
     pub allow: Vec<gitleaks::AllowSpec>,
@@ -141,6 +145,8 @@ pub struct Redactor {
     url: Option<(Regex, Vec<String>)>,
     /// URLs to this machine pass the URL filter (see [`is_loopback`]).
     loopback_urls: bool,
+    /// Keywords of the rules that read across lines, if any.
+    multiline_keywords: Option<AhoCorasick>,
     /// The markers this redactor writes. Rules never match into one, so
     /// filtering filtered text changes nothing (found by `redact_seeded`:
     /// `-u name[REDACTED:cli-credentials]` read as a new `user:value`).
@@ -223,7 +229,7 @@ impl Redactor {
             }
             rules.push(Rule {
                 id: s.id.clone(),
-                multiline: s.regex.contains("[\\s\\S]"),
+                multiline: s.multiline || s.regex.contains("[\\s\\S]"),
                 regex,
                 group,
                 entropy: s.entropy,
@@ -262,6 +268,26 @@ impl Redactor {
             .collect();
         marks.extend(["[REDACTED:host-secret]".into(), "[BLOCKED-URL]".into()]);
         let markers = AhoCorasick::new(&marks).map_err(|e| FilterError::Rules(e.to_string()))?;
+        let ml: Vec<&str> = specs
+            .iter()
+            .zip(&rules)
+            .filter(|(_, r)| r.multiline)
+            .flat_map(|(s, _)| s.keywords.iter().map(String::as_str))
+            .collect();
+        let always_multiline = rules.iter().any(|r| r.multiline && r.always);
+        let multiline_keywords = if always_multiline {
+            // A multi-line rule without keywords: every pass reads it all.
+            Some(AhoCorasick::new([""]).map_err(|e| FilterError::Rules(e.to_string()))?)
+        } else if ml.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .build(&ml)
+                    .map_err(|e| FilterError::Rules(e.to_string()))?,
+            )
+        };
         Ok(Redactor {
             rules,
             keywords,
@@ -269,6 +295,7 @@ impl Redactor {
             literals,
             url,
             loopback_urls: true,
+            multiline_keywords,
             markers,
         })
     }
@@ -408,13 +435,57 @@ impl Redactor {
         }
         let mut out = self.apply(text, &spans, report);
         for _ in 0..8 {
-            spans = self.find_opt(&out, urls);
+            spans = self.find_again(&out, urls);
             if spans.is_empty() {
                 break;
             }
             out = self.apply(&out, &spans, report);
         }
         Some(out)
+    }
+
+    /// [`Redactor::find_opt`] on text this filter has just rewritten. Only
+    /// lines holding a marker changed, and single-line rules, literals and
+    /// URLs see one line at a time (windows never cross a newline), so
+    /// only those lines can match anew; the rest is read again only when a
+    /// multi-line rule could run. Same result as a full pass, without
+    /// reading megabytes twice when there is one blocked URL in them.
+    fn find_again(&self, text: &str, urls: bool) -> Vec<(usize, usize, Kind)> {
+        if self
+            .multiline_keywords
+            .as_ref()
+            .is_some_and(|k| k.is_match(text))
+        {
+            return self.find_opt(text, urls);
+        }
+        let b = text.as_bytes();
+        let mut regions: Vec<(usize, usize)> = Vec::new();
+        for m in self.markers.find_iter(text) {
+            if regions.last().is_some_and(|&(_, e)| m.start() <= e) {
+                continue;
+            }
+            let ls = b[..m.start()]
+                .iter()
+                .rposition(|&c| c == b'\n')
+                .map_or(0, |p| p + 1);
+            let le = b[m.end()..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |p| m.end() + p);
+            match regions.last_mut() {
+                Some(last) if ls <= last.1 + 1 => last.1 = le,
+                _ => regions.push((ls, le)),
+            }
+        }
+        let mut spans = Vec::new();
+        for (s, e) in regions {
+            spans.extend(
+                self.find_opt(&text[s..e], urls)
+                    .into_iter()
+                    .map(|(a, z, k)| (s + a, s + z, k)),
+            );
+        }
+        spans
     }
 
     /// Redacts `text`; the report says what was done.
@@ -887,6 +958,55 @@ mod tests {
                     "{}: negative was redacted: {neg:?} -> {out:?}",
                     spec.id
                 );
+            }
+        }
+    }
+
+    /// The settle loop with a full pass each time, as reference.
+    fn settle_full(r: &Redactor, text: &str) -> String {
+        let mut report = Report::default();
+        let mut out = text.to_string();
+        for _ in 0..9 {
+            let spans = r.find_opt(&out, true);
+            if spans.is_empty() {
+                break;
+            }
+            out = r.apply(&out, &spans, &mut report);
+        }
+        out
+    }
+
+    #[test]
+    fn rereading_only_the_changed_lines_gives_the_full_pass_result() {
+        let r = Redactor::with(
+            &["hunter2-s3cret-value".into()],
+            Some(&["ok.example".into()]),
+        )
+        .unwrap();
+        let specs = rule_specs().unwrap();
+        let pieces: Vec<String> = specs
+            .iter()
+            .flat_map(|s| s.examples.iter().chain(&s.negatives).cloned())
+            .chain(
+                [
+                    "see https://evil.example/x?d=1 and https://ok.example/y",
+                    "hunter2-s3cret-value",
+                    "-u name",
+                    ":Tr0ub4dor-and-3",
+                    "plain words, nothing here",
+                    "\n",
+                ]
+                .map(String::from),
+            )
+            .collect();
+        // Neighbours glued with different separators: what one replacement
+        // leaves next to another is where a new match could appear.
+        for (i, a) in pieces.iter().enumerate() {
+            let b = &pieces[(i * 7 + 3) % pieces.len()];
+            let c = &pieces[(i * 13 + 5) % pieces.len()];
+            for sep in ["", " ", "\n", "=", ":"] {
+                let text = format!("{a}{sep}{b}{sep}{c}");
+                assert_eq!(r.redact(&text).0, settle_full(&r, &text), "{text:?}");
             }
         }
     }
