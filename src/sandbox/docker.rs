@@ -489,15 +489,6 @@ impl DockerBackend {
         }
     }
 
-    /// Starts warm containers for a plan ahead of calls. They get
-    /// directories of their own, to which the executor's stages are lent.
-    pub fn prewarm(&self, plan: &Plan) -> Result<(), SandboxError> {
-        let mut p = Profile::of(plan)?;
-        p.workspace = p.workspace.map(|(_, access)| (None, access));
-        self.refill(&p);
-        Ok(())
-    }
-
     fn argv(job: &Job) -> Result<Vec<String>, SandboxError> {
         Ok(match &job.program {
             Program::Command(c) => super::command_argv(c)?,

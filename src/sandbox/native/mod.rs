@@ -392,15 +392,6 @@ impl NativeBackend {
         }
     }
 
-    /// Builds warm sandboxes for `plan`'s profile ahead of calls (with the
-    /// workspace lent per call, as the executor's stages are).
-    pub fn prewarm(&self, plan: &Plan) -> Result<(), SandboxError> {
-        let mut p = Profile::of(plan)?;
-        p.workspace = None;
-        self.refill(&p, Duration::ZERO);
-        Ok(())
-    }
-
     fn argv(job: &Job) -> Result<Vec<String>, SandboxError> {
         Ok(match &job.program {
             Program::Command(c) => super::command_argv(c)?,

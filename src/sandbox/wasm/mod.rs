@@ -652,25 +652,6 @@ impl WasmBackend {
         }
     }
 
-    /// Starts warm interpreters for a language and workspace ahead of calls.
-    /// `workspace` is the access to a workspace lent per call (staged
-    /// calls, the executor's), or `None` for guests without one.
-    pub fn prewarm(
-        &self,
-        language: Language,
-        workspace: Option<MountAccess>,
-        memory_cap: u64,
-    ) -> Result<(), SandboxError> {
-        let loaded = self.load(language.as_str())?;
-        let profile = Profile {
-            runtime: loaded.spec.name.clone(),
-            workspace: workspace.map(|a| (None, a)),
-            memory_cap,
-        };
-        self.refill(&loaded, &profile);
-        Ok(())
-    }
-
     /// Number of idle warm interpreters (for tests and `bench`).
     pub fn idle(&self) -> usize {
         self.inner.pool.warm(Pending::alive)
