@@ -186,9 +186,125 @@ fn analyse_text(src: &str, depth: usize, a: &mut Analysis) {
     a.texts.push(shell::mask_quoted(src));
     let script: Script = shell::parse_at(src, depth);
     a.unresolved.extend(script.problems.iter().cloned());
+    let loops = loop_bindings(src, &script);
     for cmd in &script.commands {
-        analyse_simple(cmd, depth, a);
+        for c in bind_loop_variables(cmd, &loops) {
+            analyse_simple(&c, depth, a);
+        }
     }
+}
+
+/// Most values a loop variable is judged with, one command each.
+const MAX_LOOP_VALUES: usize = 16;
+
+/// Variables of `for NAME in WORDS` loops whose words are all static, and
+/// whose name the script sets nowhere else: every `$NAME` in the script is
+/// then one of those words (globs stay globs and are judged as such). A
+/// name that also occurs outside a `$NAME` reference (`f=…`, `read f`,
+/// `${f:=…}`, a second loop) is not bound and stays unresolved.
+fn loop_bindings(src: &str, script: &Script) -> Vec<(String, Vec<Word>)> {
+    let mut out: Vec<(String, Vec<Word>)> = Vec::new();
+    let mut headers: Vec<String> = Vec::new();
+    for cmd in &script.commands {
+        let words: Vec<&Word> = cmd
+            .words
+            .iter()
+            .skip_while(|w| {
+                !w.quoted && matches!(w.text.as_str(), "do" | "then" | "else" | "{" | "!")
+            })
+            .collect();
+        let [f, name, kw, items @ ..] = words.as_slice() else {
+            continue;
+        };
+        if f.quoted || f.text != "for" || kw.quoted || kw.text != "in" || name.quoted {
+            continue;
+        }
+        headers.push(name.text.clone());
+        if !items.is_empty()
+            && items.len() <= MAX_LOOP_VALUES
+            && items.iter().all(|w| !w.dynamic && !w.assign)
+        {
+            out.push((
+                name.text.clone(),
+                items.iter().map(|w| (*w).clone()).collect(),
+            ));
+        }
+    }
+    out.retain(|(name, _)| {
+        headers.iter().filter(|h| *h == name).count() == 1 && only_referenced(src, name) == 1
+    });
+    out
+}
+
+/// How many times `name` occurs in `src` as a word of its own that is not
+/// a plain `$name` / `${name}` reference.
+fn only_referenced(src: &str, name: &str) -> usize {
+    let b = src.as_bytes();
+    // `-f`, `f.txt`, `src/f`: part of another word, which sets nothing.
+    let joined = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/');
+    src.match_indices(name)
+        .filter(|&(i, _)| {
+            let end = i + name.len();
+            let before = i.checked_sub(1).map(|j| b[j]);
+            if before.is_some_and(joined) || b.get(end).copied().is_some_and(joined) {
+                return false;
+            }
+            let plain = before == Some(b'$')
+                || (before == Some(b'{')
+                    && i >= 2
+                    && b[i - 2] == b'$'
+                    && b.get(end) == Some(&b'}'));
+            !plain
+        })
+        .count()
+}
+
+/// `cmd` once per value of the loop variables it uses (just `cmd` when it
+/// uses none). An unquoted reference to a value with blanks would split
+/// into several words: that stays unresolved.
+fn bind_loop_variables<'c>(
+    cmd: &'c SimpleCommand,
+    loops: &[(String, Vec<Word>)],
+) -> Vec<std::borrow::Cow<'c, SimpleCommand>> {
+    let mut out = vec![std::borrow::Cow::Borrowed(cmd)];
+    for (name, values) in loops {
+        let bound = |w: &Word| w.var.as_deref() == Some(name);
+        if !cmd
+            .words
+            .iter()
+            .chain(cmd.redirects.iter().map(|r| &r.target))
+            .any(bound)
+        {
+            continue;
+        }
+        let mut next = Vec::new();
+        for c in &out {
+            for v in values {
+                let mut c = c.clone().into_owned();
+                let SimpleCommand {
+                    words, redirects, ..
+                } = &mut c;
+                let targets = redirects.iter_mut().map(|r| &mut r.target);
+                for w in words.iter_mut().chain(targets).filter(|w| bound(w)) {
+                    if !w.quoted && v.text.contains(char::is_whitespace) {
+                        continue;
+                    }
+                    *w = Word {
+                        text: v.text.clone(),
+                        glob: v.glob,
+                        quoted: true,
+                        ..Word::default()
+                    };
+                }
+                next.push(std::borrow::Cow::Owned(c));
+            }
+        }
+        if next.len() > MAX_LOOP_VALUES {
+            return vec![std::borrow::Cow::Borrowed(cmd)];
+        }
+        out = next;
+    }
+    out
 }
 
 fn analyse_simple(cmd: &SimpleCommand, depth: usize, a: &mut Analysis) {
@@ -428,6 +544,9 @@ fn resolve_interpreter(
 
 /// Whether an environment variable's name looks like it holds a
 /// credential (`AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`, `DB_PASSWORD`, …).
+/// Not the policy's `redaction.secret_env`: commands are analysed without a
+/// policy, and reading a credential-looking name is worth a confirmation
+/// even where a policy redacts fewer host values.
 fn secret_name(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
     const MARKS: &[&str] = &[
@@ -798,6 +917,21 @@ const CODE_OPTIONS: &[(&[&str], &str, &str)] = &[
     (&["zip"], "--unzip-command", "the command zip runs to test"),
     (&["zip"], "-TT", "the command zip runs to test"),
     (
+        &["sort"],
+        "--compress-program",
+        "runs a program on temporary files",
+    ),
+    (
+        &["git"],
+        "--ext-diff",
+        "runs the configured external diff program",
+    ),
+    (
+        &["git"],
+        "--textconv",
+        "runs the configured text conversion programs",
+    ),
+    (
         &["vim", "vi", "nvim", "view", "ex", "gvim"],
         "-c",
         "runs an editor command (`:!` runs a shell)",
@@ -959,7 +1093,13 @@ fn code_options(prog: &str, rest: &[Word], a: &mut Analysis) {
                 continue;
             }
             let long = opt.starts_with("--");
-            let exact = t == *opt;
+            // GNU and git options may be shortened to any unambiguous
+            // prefix (`--to-com=sh` is `--to-command=sh`).
+            // Options that are prefixes of another yet options of their own
+            // (`tar --checkpoint=N` only prints progress) are not shortenings.
+            let name = t.split('=').next().unwrap_or(t);
+            let own = name == "--checkpoint";
+            let exact = t == *opt || (long && !own && name.len() >= 5 && opt.starts_with(name));
             let joined = if long {
                 t.strip_prefix(opt).is_some_and(|r| r.starts_with('='))
             } else {
@@ -1249,6 +1389,40 @@ mod tests {
         assert_eq!(progs("/usr/bin/rm x"), vec!["rm"]);
         assert_eq!(progs("busybox rm x"), vec!["busybox", "rm"]);
         assert_eq!(progs("X=1 Y=2 make test"), vec!["make"]);
+    }
+
+    #[test]
+    fn a_loop_variable_is_judged_with_each_of_its_values() {
+        let a = analyse_shell("for f in src/*.rs README.md; do wc -l \"$f\"; done");
+        assert!(a.unresolved.is_empty(), "{:?}", a.unresolved);
+        let paths: Vec<(&str, bool)> = a.paths.iter().map(|p| (p.path.as_str(), p.glob)).collect();
+        assert!(
+            paths.contains(&("src/*.rs", true)) && paths.contains(&("README.md", false)),
+            "{paths:?}"
+        );
+        // A program named by the loop is judged like one written out.
+        let a = analyse_shell("for c in ls rm; do $c -rf /; done");
+        assert!(a.execs.iter().any(|e| e.program == "rm"), "{:?}", a.execs);
+        assert!(
+            analyse_shell("for f in /etc/shadow; do cat $f; done")
+                .paths
+                .iter()
+                .any(|p| p.path == "/etc/shadow")
+        );
+        // Set elsewhere, read, computed or too many values: not bound.
+        for src in [
+            "for f in a; do f=/etc/shadow; cat \"$f\"; done",
+            "for f in a; do read f; cat \"$f\"; done",
+            "for f in a; do cat \"${f:=/etc/shadow}\" $f; done",
+            "for f in $(ls); do cat \"$f\"; done",
+            "for f in a; do :; done; for f in b; do cat $f; done",
+            "for f; do cat \"$f\"; done",
+            "for f in 'a b'; do cat $f; done",
+            "for f in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17; do cat $f; done",
+            "for f in a b c d e; do for g in a b c d e; do cat $f $g; done; done",
+        ] {
+            assert!(!analyse_shell(src).unresolved.is_empty(), "{src}");
+        }
     }
 
     #[test]

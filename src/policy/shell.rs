@@ -24,6 +24,9 @@ pub struct Word {
     /// An unquoted `NAME=` starts it: an assignment when it leads a
     /// command, whatever quoting its value has (`PAGER='sh -c x' git`).
     pub assign: bool,
+    /// The whole word is one plain parameter reference (`$f`, `"${f}"`):
+    /// its value is the variable's, whatever that is bound to.
+    pub var: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,23 @@ pub struct Script {
     pub commands: Vec<SimpleCommand>,
     /// Constructs that could not be analysed, as reasons.
     pub problems: Vec<String>,
+}
+
+/// `NAME` when `raw` (a word as written) is exactly `$NAME` or `${NAME}`,
+/// alone or in double quotes.
+fn plain_reference(raw: &str) -> Option<String> {
+    let r = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(raw);
+    let r = r.strip_prefix('$')?;
+    let name = r
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .unwrap_or(r);
+    let ident = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    ident.then(|| name.to_string())
 }
 
 /// The command text with the contents of quoted strings removed, for
@@ -404,6 +424,16 @@ impl Parser {
 
     /// Reads one word, removing quotes; stops at an unquoted metacharacter.
     fn word(&mut self, end: End) -> Word {
+        let start = self.i;
+        let mut w = self.word_body(end);
+        if w.dynamic && w.text.is_empty() {
+            let raw: String = self.s[start..self.i].iter().collect();
+            w.var = plain_reference(&raw);
+        }
+        w
+    }
+
+    fn word_body(&mut self, end: End) -> Word {
         let mut w = Word::default();
         let mut brace_open = false;
         while let Some(c) = self.peek(0) {
@@ -730,6 +760,23 @@ mod tests {
             vec![(true, false), (true, false), (false, false), (true, false)]
         );
         assert!(s.commands[2].words[1].glob);
+    }
+
+    #[test]
+    fn a_word_that_is_one_reference_names_its_variable() {
+        let s = parse(r#"x $f "${g}" "$h"x $i$j ${k:-/etc} "$(id)" 'l'"#);
+        let v: Vec<Option<&str>> = s
+            .commands
+            .last()
+            .unwrap()
+            .words
+            .iter()
+            .map(|w| w.var.as_deref())
+            .collect();
+        assert_eq!(
+            v,
+            [None, Some("f"), Some("g"), None, None, None, None, None]
+        );
     }
 
     #[test]
