@@ -116,6 +116,8 @@ pub fn parse(text: &str) -> Result<Vec<RuleSpec>, FilterError> {
             examples: vec![],
             negatives: vec![],
             multiline: false,
+            next_line: false,
+            allow_match: vec![],
             allow,
         });
     }

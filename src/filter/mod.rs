@@ -64,6 +64,14 @@ pub struct RuleSpec {
     /// the keyword's lines (implied by a `[\s\S]` in the regex).
     #[serde(default)]
     pub multiline: bool,
+    /// The rule also reads the line after its keyword's line (a `name:`
+    /// line and the `value:` line under it).
+    #[serde(default)]
+    pub next_line: bool,
+    /// Regexes over the whole match: a match one of them finds is no
+    /// secret (`public_key = …` for a rule on `…_key = …`).
+    #[serde(default)]
+    pub allow_match: Vec<String>,
     /// Findings these match are not secrets (rules from a gitleaks file).
     #[serde(skip)]
     pub allow: Vec<gitleaks::AllowSpec>,
@@ -89,6 +97,7 @@ struct Rule {
     entropy: Option<f64>,
     generic: bool,
     multiline: bool,
+    next_line: bool,
     /// No keywords: the rule runs on all of the text.
     always: bool,
     /// Allowlist regexes with what they are matched against.
@@ -204,6 +213,16 @@ impl Redactor {
             }
             let mut allow = Vec::new();
             let mut stopwords = Vec::new();
+            for r in &s.allow_match {
+                let re = regex::RegexBuilder::new(r)
+                    .size_limit(4 << 20)
+                    .build()
+                    .map_err(|e| FilterError::Rule {
+                        id: s.id.clone(),
+                        detail: format!("allow_match: {e}"),
+                    })?;
+                allow.push((re, gitleaks::Target::Match));
+            }
             for a in &s.allow {
                 for r in &a.regexes {
                     let re = regex::RegexBuilder::new(r)
@@ -230,6 +249,7 @@ impl Redactor {
             rules.push(Rule {
                 id: s.id.clone(),
                 multiline: s.multiline || s.regex.contains("[\\s\\S]"),
+                next_line: s.next_line,
                 regex,
                 group,
                 entropy: s.entropy,
@@ -277,7 +297,8 @@ impl Redactor {
         let ml: Vec<&str> = specs
             .iter()
             .zip(&rules)
-            .filter(|(_, r)| r.multiline)
+            // A two-line rule can match anew above a changed line too.
+            .filter(|(_, r)| r.multiline || r.next_line)
             .flat_map(|(s, _)| s.keywords.iter().map(String::as_str))
             .collect();
         let always_multiline = rules.iter().any(|r| r.multiline && r.always);
@@ -331,6 +352,11 @@ impl Redactor {
         for m in self.keywords.find_overlapping_iter(text) {
             let (ls, le) = line_around(text, m.start(), m.end());
             for &r in &self.keyword_rules[m.pattern().as_usize()] {
+                let le = if self.rules[r].next_line && le < text.len() {
+                    line_around(text, le + 1, le + 1).1
+                } else {
+                    le
+                };
                 let w = &mut windows[r];
                 if self.rules[r].multiline {
                     if w.is_empty() {
@@ -735,6 +761,26 @@ fn masked(v: &str) -> bool {
     all >= 6 && mask * 5 >= all * 4
 }
 
+/// `/run/secrets/db`, `./config/app.key`, `~/.pgpass`: a file's name.
+/// Base64 (`/TsWF23xz3iW0nb…`) also starts with a slash at times, but is
+/// mostly capitals and digits where paths are mostly lower case.
+fn path_like(v: &str) -> bool {
+    let rest = v
+        .strip_prefix("./")
+        .or_else(|| v.strip_prefix("~/"))
+        .or_else(|| v.strip_prefix('/'));
+    let Some(rest) = rest else { return false };
+    let dense = v
+        .chars()
+        .filter(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        .count();
+    !rest.is_empty()
+        && rest.split('/').all(|seg| !seg.is_empty())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '~'))
+        && dense * 4 <= v.len()
+}
+
 /// Values that name or stand for a secret rather than being one.
 fn is_placeholder(v: &str, next: Option<char>, generic: bool) -> bool {
     let lower = v.to_ascii_lowercase();
@@ -754,16 +800,38 @@ fn is_placeholder(v: &str, next: Option<char>, generic: bool) -> bool {
     if !generic {
         return false;
     }
+    // A bare word for the thing (`user:pass@host`, `token: token`).
+    if matches!(
+        lower.as_str(),
+        "pass" | "passwd" | "pwd" | "secret" | "token" | "apikey" | "api_key" | "key" | "value"
+    ) {
+        return true;
+    }
+    // `%NAME%` is a Windows variable; `%hJAZ…` is a password.
+    let windows_var = v.strip_prefix('%').is_some_and(|r| {
+        r.split_once('%').is_some_and(|(name, _)| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    });
     if v.starts_with('$')
-        || v.starts_with('%')
+        || windows_var
         || v.starts_with('<')
         || v.starts_with("{{")
         || v.contains("${")
     {
         return true;
     }
-    // Code, not a literal: a call, an index, an attribute path.
-    if matches!(next, Some('(' | '[' | '.')) {
+    // Code, not a literal: a call, an index, an attribute path (of names:
+    // `Lmo!Uz(…` is a literal with a parenthesis in it).
+    let name_like = v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '$' | ':' | '?'));
+    if name_like && matches!(next, Some('(' | '[' | '.')) {
+        return true;
+    }
+    // A URL without credentials in it or a file path: where a secret is,
+    // not the secret (`TOKEN_URL=https://…/token`, `PASSWORD_FILE=/run/…`).
+    if (v.contains("://") && !v.contains('@')) || path_like(v) {
         return true;
     }
     let ident = |p: &str| {

@@ -241,6 +241,143 @@ fn recall_and_false_positive_rate_on_the_corpus() {
     }
 }
 
+/// One line of tests/corpus/secrets.tsv.
+struct SecretCase {
+    class: String,
+    kind: String,
+    text: String,
+    secret: Option<String>,
+}
+
+fn secret_corpus() -> Vec<SecretCase> {
+    let text = include_str!("../corpus/secrets.tsv");
+    let mut out = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        if l.starts_with('#') || l.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = l.split('\t').collect();
+        let (class, kind, body) = match f.as_slice() {
+            [c, k, t] | [c, k, t, _] => (*c, *k, t.replace("<NL>", "\n")),
+            _ => panic!(
+                "secrets.tsv:{}: expected CLASS<TAB>KIND<TAB>TEXT[<TAB>SECRET]",
+                i + 1
+            ),
+        };
+        let secret = f.get(3).map(|s| s.to_string());
+        assert_eq!(
+            secret.is_some(),
+            class != "benign",
+            "secrets.tsv:{}: a positive names its secret, a benign line none",
+            i + 1
+        );
+        if let Some(s) = &secret {
+            assert!(
+                body.contains(s.as_str()),
+                "secrets.tsv:{}: secret not in text",
+                i + 1
+            );
+        }
+        out.push(SecretCase {
+            class: class.to_string(),
+            kind: kind.to_string(),
+            text: body,
+            secret,
+        });
+    }
+    out
+}
+
+/// The secret corpus (written from providers' token formats, not from the
+/// rules): recall on common providers and on the rest, and how many benign
+/// look-alikes the rules change. The README states these figures.
+#[test]
+fn secret_corpus_recall_and_benign_lines_changed() {
+    let r = Redactor::new().unwrap();
+    let cases = secret_corpus();
+    let mut rows = Vec::new();
+    let mut missed = Vec::new();
+    let mut changed = Vec::new();
+    let (mut all_n, mut all_hit) = (0usize, 0usize);
+    for class in ["common", "other"] {
+        let (mut n, mut hit) = (0usize, 0usize);
+        for c in cases.iter().filter(|c| c.class == class) {
+            n += 1;
+            let (out, _) = r.redact(&c.text);
+            match &c.secret {
+                Some(s) if out.contains(s.as_str()) => {
+                    missed.push(format!("{}: {}", c.kind, c.text))
+                }
+                _ => hit += 1,
+            }
+        }
+        all_n += n;
+        all_hit += hit;
+        rows.push(format!(
+            "| {class} credentials | {n} | {hit} found | {:.1}% recall |",
+            100.0 * hit as f64 / n as f64
+        ));
+    }
+    let benign: Vec<&SecretCase> = cases.iter().filter(|c| c.class == "benign").collect();
+    for c in &benign {
+        let (out, _) = r.redact(&c.text);
+        if out != c.text {
+            changed.push(format!("{}: {} -> {out}", c.kind, c.text));
+        }
+    }
+    rows.push(format!(
+        "| all credentials | {all_n} | {all_hit} found | {:.1}% recall |",
+        100.0 * all_hit as f64 / all_n as f64
+    ));
+    rows.push(format!(
+        "| benign look-alikes | {} | {} changed | {:.1}% changed |",
+        benign.len(),
+        changed.len(),
+        100.0 * changed.len() as f64 / benign.len() as f64
+    ));
+    let kinds: std::collections::BTreeSet<&str> = cases
+        .iter()
+        .filter(|c| c.class != "benign")
+        .map(|c| c.kind.as_str())
+        .collect();
+    eprintln!(
+        "secret corpus ({} kinds):\n{}",
+        kinds.len(),
+        rows.join("\n")
+    );
+    eprintln!("missed: {missed:#?}\nbenign changed: {changed:#?}");
+    let common = cases.iter().filter(|c| c.class == "common").count();
+    assert!(
+        common >= 250 && all_n >= 500 && benign.len() >= 300,
+        "corpus too small"
+    );
+    let common_missed = missed
+        .iter()
+        .filter(|m| {
+            cases
+                .iter()
+                .any(|c| c.class == "common" && format!("{}: {}", c.kind, c.text) == **m)
+        })
+        .count();
+    assert!(
+        common_missed * 100 <= common,
+        "recall on common credentials below 99%: {missed:#?}"
+    );
+    assert!(missed.len() * 20 <= all_n, "recall below 95%: {missed:#?}");
+    assert!(
+        changed.len() * 100 <= benign.len(),
+        "more than 1% of benign lines changed: {changed:#?}"
+    );
+    // The README reports these figures: keep them true.
+    let readme = include_str!("../../README.md");
+    for row in &rows {
+        assert!(
+            readme.contains(row.as_str()),
+            "README must contain the row `{row}`"
+        );
+    }
+}
+
 #[test]
 fn file_contents_and_host_secrets_are_redacted_end_to_end() {
     let ws = workspace();
