@@ -5,17 +5,28 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
 fuzz_target!(|data: &[u8]| {
-    static R: OnceLock<(toolgate::filter::Redactor, Vec<String>)> = OnceLock::new();
+    static R: OnceLock<(toolgate::filter::Redactor, Vec<(String, String)>)> = OnceLock::new();
     let (r, secrets) = R.get_or_init(|| {
         let specs = toolgate::filter::rule_specs().expect("rules load");
+        let r = toolgate::filter::Redactor::new().expect("filter builds");
+        // Each example with its secret's part: the longest token the filter
+        // removes from the example on its own (`registry.example` in a
+        // `docker login` line stays; the password must go in any context).
         let seeds = specs
             .iter()
             .flat_map(|s| s.examples.iter().cloned())
+            .map(|secret| {
+                let alone = r.redact(&secret).0;
+                let core = secret
+                    .split(|c: char| c.is_whitespace() || "=:'\"".contains(c))
+                    .filter(|t| !t.is_empty() && !alone.contains(t))
+                    .max_by_key(|t| t.len())
+                    .expect("every example is redacted on its own")
+                    .to_string();
+                (secret, core)
+            })
             .collect();
-        (
-            toolgate::filter::Redactor::new().expect("filter builds"),
-            seeds,
-        )
+        (r, seeds)
     });
     if data.len() < 2 {
         return;
@@ -23,16 +34,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(&data[2..]) else {
         return;
     };
-    let secret = &secrets[data[0] as usize % secrets.len()];
+    let (secret, core) = &secrets[data[0] as usize % secrets.len()];
+    let core = core.as_str();
     let mut at = (data[1] as usize * text.len()) / 256;
     while !text.is_char_boundary(at) {
         at -= 1;
     }
-    // The secret's most distinctive token must be gone.
-    let core = secret
-        .split(|c: char| c.is_whitespace() || "=:'\"".contains(c))
-        .max_by_key(|t| t.len())
-        .unwrap_or(secret);
     // The property is about the seeded copy. A copy the fuzzer wrote into
     // the text itself may be glued into a longer word (`sASIA…`), where the
     // pattern rules deliberately do not match (word boundaries keep them
