@@ -332,6 +332,25 @@ fn analyse_simple(cmd: &SimpleCommand, depth: usize, a: &mut Analysis) {
             }
         }
     }
+    // Expanding a credential's variable reads it (`echo $AWS_SECRET_ACCESS_KEY`,
+    // `printf %s "$NPM_TOKEN" | base64`), as `printenv NAME` does.
+    for w in cmd
+        .words
+        .iter()
+        .chain(cmd.redirects.iter().map(|r| &r.target))
+    {
+        for name in &w.refs {
+            if name == "!" {
+                a.unresolved.push(
+                    "an indirect expansion (`${!name}`) reads a variable named at run time".into(),
+                );
+            } else if secret_name(name) {
+                a.unresolved.push(format!(
+                    "expands `${name}`, whose name says it holds a credential"
+                ));
+            }
+        }
+    }
     // Leading assignments (`A=1 cmd`) and reserved words are not the program.
     let mut words: &[Word] = &cmd.words;
     while let Some(w) = words.first() {
@@ -602,8 +621,21 @@ fn env_dump(prog: &str, rest: &[Word]) -> bool {
                         .any(|w| matches!(w.text.as_str(), "-p" | "-x" | "-px" | "-xp")))
         }
         "compgen" => rest.iter().any(|w| w.text == "-v" || w.text == "-e"),
+        // jq's `env` and `$ENV` are the environment.
+        "jq" | "gojq" | "jaq" => rest.iter().any(|w| jq_reads_env(&w.text)),
         _ => false,
     }
+}
+
+/// Whether a jq filter names `env` or `$ENV` (not `.env`, `$environ`, `env_x`).
+fn jq_reads_env(filter: &str) -> bool {
+    let b = filter.as_bytes();
+    filter.match_indices("env").any(|(i, _)| {
+        let before = i.checked_sub(1).map(|j| b[j]);
+        let after = b.get(i + 3).copied();
+        let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+        !before.is_some_and(|c| word(c) || c == b'.' || c == b'$') && !after.is_some_and(word)
+    }) || filter.contains("$ENV")
 }
 
 /// sed: scripts that run commands or touch other files (e, r, w) are unresolved.

@@ -27,6 +27,9 @@ pub struct Word {
     /// The whole word is one plain parameter reference (`$f`, `"${f}"`):
     /// its value is the variable's, whatever that is bound to.
     pub var: Option<String>,
+    /// Every parameter the word expands (`x$A"${B:-c}"` has `A`, `B`);
+    /// `!` for an indirect one (`${!name}`), whose target is unknown.
+    pub refs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -583,6 +586,15 @@ impl Parser {
             Some('{') => {
                 self.i += 2;
                 w.dynamic = true;
+                let name: String = self.s[self.i..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+                    .collect();
+                if self.peek(0) == Some('!') {
+                    w.refs.push("!".into());
+                } else if !name.is_empty() {
+                    w.refs.push(name);
+                }
                 let mut level = 1;
                 while let Some(c) = self.peek(0) {
                     self.i += 1;
@@ -612,12 +624,14 @@ impl Parser {
                 self.i += 1; // `$"…"` is a translated string: treat as "…".
             }
             Some(c) if c.is_ascii_alphanumeric() || "_@*#?$!-".contains(c) => {
+                let start = self.i + 1;
                 self.i += 2;
                 w.dynamic = true;
                 if c.is_ascii_alphabetic() || c == '_' {
                     while matches!(self.peek(0), Some(c) if c.is_ascii_alphanumeric() || c == '_') {
                         self.i += 1;
                     }
+                    w.refs.push(self.s[start..self.i].iter().collect());
                 }
             }
             _ => {
@@ -776,6 +790,20 @@ mod tests {
         assert_eq!(
             v,
             [None, Some("f"), Some("g"), None, None, None, None, None]
+        );
+        let refs: Vec<Vec<String>> = parse(r#"echo x$A"${B:-c}" ${!C} $1"#).commands[0]
+            .words
+            .iter()
+            .map(|w| w.refs.clone())
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                vec![],
+                vec!["A".to_string(), "B".into()],
+                vec!["!".into()],
+                vec![]
+            ]
         );
     }
 
