@@ -892,6 +892,24 @@ fn is_placeholder(v: &str, next: Option<char>, generic: bool) -> bool {
     if v.contains("EXAMPLE") || masked(v) {
         return true;
     }
+    // Stand-ins written into a token's shape (`sha256~XXXX_PUT_YOUR_TOKEN_HERE`)
+    // and values cut short in documentation (`ops_eyJzaWdu...`).
+    if [
+        "your_",
+        "your-",
+        "yourtoken",
+        "_here",
+        "-here",
+        "replace_me",
+        "replaceme",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+        || v.ends_with("...")
+        || v.ends_with('…')
+    {
+        return true;
+    }
     if !generic {
         return false;
     }
@@ -929,10 +947,13 @@ fn is_placeholder(v: &str, next: Option<char>, generic: bool) -> bool {
     if (v.contains("://") && !v.contains('@')) || path_like(v) {
         return true;
     }
+    // A name, not a token: `settings.SECRET_KEY`, `db.password2`; not the
+    // `ZC9Ecf4M5g9o34Q6RkzGsj0z` of a legacy Vault token `s.ZC9E…`.
     let ident = |p: &str| {
         !p.is_empty()
             && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !p.starts_with(|c: char| c.is_ascii_digit())
+            && p.chars().filter(|c| c.is_ascii_digit()).count() <= 2
     };
     if v.contains('.') && v.split('.').all(ident) {
         return true;
