@@ -196,13 +196,7 @@ impl Redactor {
         let mut kw: Vec<String> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
         for (i, s) in specs.iter().enumerate() {
-            let regex = regex::RegexBuilder::new(&ascii_word_boundaries(&s.regex))
-                .size_limit(4 << 20)
-                .build()
-                .map_err(|e| FilterError::Rule {
-                    id: s.id.clone(),
-                    detail: e.to_string(),
-                })?;
+            let regex = compile(&s.id, &ascii_word_boundaries(&s.regex), "")?;
             let groups = regex.captures_len() - 1;
             // `usize::MAX`: gitleaks' default, the first group if any.
             let group = if s.group == usize::MAX {
@@ -220,25 +214,11 @@ impl Redactor {
             let mut allow = Vec::new();
             let mut stopwords = Vec::new();
             for r in &s.allow_match {
-                let re = regex::RegexBuilder::new(r)
-                    .size_limit(4 << 20)
-                    .build()
-                    .map_err(|e| FilterError::Rule {
-                        id: s.id.clone(),
-                        detail: format!("allow_match: {e}"),
-                    })?;
-                allow.push((re, gitleaks::Target::Match));
+                allow.push((compile(&s.id, r, "allow_match: ")?, gitleaks::Target::Match));
             }
             for a in &s.allow {
                 for r in &a.regexes {
-                    let re = regex::RegexBuilder::new(r)
-                        .size_limit(4 << 20)
-                        .build()
-                        .map_err(|e| FilterError::Rule {
-                            id: s.id.clone(),
-                            detail: format!("allowlist regex: {e}"),
-                        })?;
-                    allow.push((re, a.target));
+                    allow.push((compile(&s.id, r, "allowlist regex: ")?, a.target));
                 }
                 stopwords.extend(a.stopwords.iter().cloned());
             }
@@ -811,6 +791,18 @@ fn masked(v: &str) -> bool {
         }
     }
     all >= 6 && mask * 5 >= all * 4
+}
+
+/// A rule's regex (or one of its allowlist's), bounded in size; an error
+/// names the rule and, after `what`, the regex's complaint.
+fn compile(id: &str, regex: &str, what: &str) -> Result<Regex, FilterError> {
+    regex::RegexBuilder::new(regex)
+        .size_limit(4 << 20)
+        .build()
+        .map_err(|e| FilterError::Rule {
+            id: id.to_string(),
+            detail: format!("{what}{e}"),
+        })
 }
 
 /// `regex` with each `\b` / `\B` made ASCII-only (`(?-u:\b)`), as in

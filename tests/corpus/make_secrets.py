@@ -296,7 +296,7 @@ for _ in range(5):
     add("other", "xml", R.choice([
         f"<server><id>corp</id><username>ci</username><password>{pw}</password></server>",
         f"    <add key=\"ClearTextPassword\" value=\"{pw}\" />",
-        f"<entry key=\"db.password\">{pw}</entry>" if False else f"<apiKey>{pw}</apiKey>",
+        f"<apiKey>{pw}</apiKey>",
     ]), pw)
     add("other", "php", R.choice([
         f"define('DB_PASSWORD', '{pw}');",
@@ -330,12 +330,13 @@ for _ in range(5):
     add("other", "private-key-hex", R.choice([
         f"PRIVATE_KEY=0x{h}",
         f"  \"signing_key\": \"{h}\",",
-        f"ENCRYPTION_KEY={base64.b64encode(R.randbytes(32)).decode()}".replace(h, h) if False else f"WALLET_PRIVATE_KEY=\"{h}\"",
+        f"WALLET_PRIVATE_KEY=\"{h}\"",
     ]), h)
     hsh = "$6$" + r(AL, 8) + "$" + r(AL + "./", 86)
     add("other", "password-hash", f"deploy:{hsh}:19700:0:99999:7:::", hsh)
     sk = r(AL, 24)
-    add("other", "aws-sts-json", f"        \"SecretAccessKey\": \"{r(AL + '/+', 40)}\",".replace("X", "X") if False else f"    \"SessionToken\": \"IQoJb3JpZ2luX2VjE{r(B64, 280)}\",", "IQoJb3JpZ2luX2VjE")
+    st = "IQoJb3JpZ2luX2VjE" + r(B64, 280)
+    add("other", "aws-sts-json", f"    \"SessionToken\": \"{st}\",", st)
     y = base64.b64encode(r(AL, 20).encode()).decode()
     add("other", "kubernetes-secret", f"apiVersion: v1<NL>data:<NL>  api-token: {y}<NL>kind: Secret<NL>metadata:<NL>  name: api", y)
 
