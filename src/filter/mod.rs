@@ -152,16 +152,17 @@ pub struct Redactor {
     keyword_rules: Vec<Vec<usize>>,
     /// Rules without keywords: they read all of the text.
     always: Vec<usize>,
-    /// The keywords themselves, lower case (same order as `keyword_rules`).
-    keyword_texts: Vec<String>,
     /// Host secret values and their encodings: patterns of `keywords`
     /// after the rules' keywords.
     literals: Vec<String>,
     url: Option<(Regex, Vec<String>)>,
     /// URLs to this machine pass the URL filter (see [`is_loopback`]).
     loopback_urls: bool,
-    /// Keywords of the rules that read across lines, if any.
-    multiline_keywords: Option<AhoCorasick>,
+    /// Keywords of the rules that read across lines, with the rule each
+    /// pattern belongs to; `None` when no such rule has keywords.
+    multiline_keywords: Option<(AhoCorasick, Vec<usize>)>,
+    /// Rules that read across lines and have no keywords.
+    multiline_always: Vec<usize>,
     /// The markers this redactor writes. Rules never match into one, so
     /// filtering filtered text changes nothing (found by `redact_seeded`:
     /// `-u name[REDACTED:cli-credentials]` read as a new `user:value`).
@@ -278,26 +279,28 @@ impl Redactor {
             .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(&marks)
             .map_err(|e| FilterError::Rules(e.to_string()))?;
-        let ml: Vec<&str> = specs
+        let (ml, ml_rule): (Vec<&str>, Vec<usize>) = specs
             .iter()
             .zip(&rules)
-            .filter(|(_, r)| r.multiline)
-            .flat_map(|(s, _)| s.keywords.iter().map(String::as_str))
-            .collect();
-        let always_multiline = rules.iter().any(|r| r.multiline && r.always);
-        let multiline_keywords = if always_multiline {
-            // A multi-line rule without keywords: every pass reads it all.
-            Some(AhoCorasick::new([""]).map_err(|e| FilterError::Rules(e.to_string()))?)
-        } else if ml.is_empty() {
+            .enumerate()
+            .filter(|(_, (_, r))| r.multiline)
+            .flat_map(|(i, (s, _))| s.keywords.iter().map(move |k| (k.as_str(), i)))
+            .unzip();
+        let multiline_keywords = if ml.is_empty() {
             None
         } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .build(&ml)
-                    .map_err(|e| FilterError::Rules(e.to_string()))?,
-            )
+            let ac = AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .build(&ml)
+                .map_err(|e| FilterError::Rules(e.to_string()))?;
+            Some((ac, ml_rule))
         };
+        let multiline_always = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.multiline && r.always)
+            .map(|(i, _)| i)
+            .collect();
         let always = rules
             .iter()
             .enumerate()
@@ -308,12 +311,12 @@ impl Redactor {
             rules,
             keywords,
             keyword_rules,
-            keyword_texts: kw,
             always,
             literals,
             url,
             loopback_urls: true,
             multiline_keywords,
+            multiline_always,
             markers,
         })
     }
@@ -522,34 +525,28 @@ impl Redactor {
             }
         }
         let mut spans = self.find_in(text, &regions, urls);
-        // A multi-line rule can match anew anywhere: those rules (only)
-        // read the whole text again.
-        if self
-            .multiline_keywords
-            .as_ref()
-            .is_some_and(|k| k.is_match(text))
-        {
+        // A multi-line rule can match anew anywhere: those rules whose
+        // keywords occur (only they) read the whole text again.
+        let mut again = self.multiline_always.clone();
+        if let Some((ac, rule_of)) = &self.multiline_keywords {
+            again.extend(
+                ac.find_overlapping_iter(text)
+                    .map(|m| rule_of[m.pattern().as_usize()]),
+            );
+        }
+        again.sort_unstable();
+        again.dedup();
+        if !again.is_empty() {
             let marks: Vec<(usize, usize)> = self
                 .markers
                 .find_iter(text)
                 .map(|m| (m.start(), m.end()))
                 .collect();
-            let lower = text.to_ascii_lowercase();
-            for (r, rule) in self.rules.iter().enumerate() {
-                if rule.multiline && (rule.always || self.rule_keyword_in(r, &lower)) {
-                    self.run_rule(r, text, (0, text.len()), &marks, &mut spans);
-                }
+            for r in again {
+                self.run_rule(r, text, (0, text.len()), &marks, &mut spans);
             }
         }
         merge(spans)
-    }
-
-    /// Whether one of rule `r`'s keywords occurs in `lower` (lower case).
-    fn rule_keyword_in(&self, r: usize, lower: &str) -> bool {
-        self.keyword_rules
-            .iter()
-            .zip(&self.keyword_texts)
-            .any(|(rules, k)| rules.contains(&r) && lower.contains(k.as_str()))
     }
 
     /// Redacts `text`; the report says what was done.
