@@ -28,7 +28,7 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
         ),
         (
             "run_code",
-            "Run a program in a sandbox: python and javascript run in a WebAssembly interpreter with no network, no environment and only the workspace at /workspace (the current directory). Returns stdout, stderr, the exit code and which limit stopped it, if any.",
+            "Run a program in a sandbox: python (with numpy, pandas and matplotlib; save figures to files) and javascript run in a WebAssembly interpreter with no network, no environment and only the workspace at /workspace (the current directory). Returns stdout, stderr, the exit code and which limit stopped it, if any.",
             json!({
                 "type": "object",
                 "properties": {

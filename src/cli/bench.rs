@@ -288,6 +288,18 @@ impl Figures {
                 n,
             ),
             (
+                "python import numpy + a sum",
+                "python",
+                "import numpy as np\nprint(np.arange(1000).sum())",
+                n,
+            ),
+            (
+                "python import pandas + 1,000-row groupby",
+                "python",
+                "import pandas as pd\ndf = pd.DataFrame({'k': [i % 10 for i in range(1000)], 'v': range(1000)})\nprint(df.groupby('k')['v'].sum().iloc[0])",
+                n,
+            ),
+            (
                 "python sum(i*i for i in range(10**6))",
                 "python",
                 "print(sum(i*i for i in range(10**6)))",
@@ -319,7 +331,7 @@ impl Figures {
                 ));
             }
             for (lang, code, total) in [
-                ("python", "print(1)", 60),
+                ("python", "print(1)", 400),
                 ("javascript", "console.log(1)", 400),
             ] {
                 let per_s = throughput(ws, lang, code, total).await?;

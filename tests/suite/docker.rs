@@ -525,3 +525,39 @@ fn writes_into_the_stage_count_against_the_container_memory_limit() {
     assert!(applied < 40, "{applied} files applied");
     rt.block_on(e.close());
 }
+
+#[test]
+fn the_same_analysis_code_runs_on_docker_and_wasm() {
+    // numpy, pandas and a matplotlib figure written to the workspace: the
+    // image carries Debian's builds, the wasm runtime its own.
+    let r = rt();
+    let Some(b) = backend(&r, DockerConfig::default()) else {
+        return;
+    };
+    let code = "import numpy as np, pandas as pd\nimport matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\ndf = pd.DataFrame({'k': [i % 3 for i in range(30)], 'v': np.arange(30)})\ns = df.groupby('k')['v'].sum()\nprint({int(k): int(v) for k, v in s.items()})\nfig, ax = plt.subplots()\ns.plot.bar(ax=ax)\nfig.savefig('plot.png')\nprint(open('plot.png', 'rb').read(8) == b'\\x89PNG\\r\\n\\x1a\\n')";
+    let docker_ws = workspace();
+    let on_docker = r
+        .block_on(executor(docker_ws.path(), policy(|_| {}), &b).run(&py(code)))
+        .unwrap();
+    let wasm_ws = tempfile::tempdir().unwrap();
+    let wasm = Executor::builder(Policy::builtin_default())
+        .workspace(wasm_ws.path())
+        .build()
+        .unwrap();
+    let on_wasm = r.block_on(wasm.run(&py(code))).unwrap();
+    for (name, o, ws) in [
+        ("docker", &on_docker, docker_ws.path()),
+        ("wasm", &on_wasm, wasm_ws.path()),
+    ] {
+        assert_eq!(o.exit_code, Some(0), "{name}: {o:?}");
+        assert_eq!(
+            o.stdout, "{0: 135, 1: 145, 2: 155}\nTrue\n",
+            "{name}: {o:?}"
+        );
+        let png = std::fs::read(ws.join("plot.png")).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG"),
+            "{name}: the figure reached the workspace"
+        );
+    }
+}
