@@ -103,6 +103,21 @@ pub struct RunCode {
     pub files: Vec<InputFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
+    /// Run as the next turn of this principal's session of that name (its
+    /// variables kept from turn to turn); opened by its first turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+/// Longest session name.
+pub const MAX_SESSION_NAME: usize = 64;
+
+/// Whether `name` may name a session: 1–64 of `A-Z a-z 0-9 . _ -`.
+pub fn valid_session_name(name: &str) -> bool {
+    (1..=MAX_SESSION_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,7 +265,12 @@ impl Tool {
                 }
                 a.timeout
             }
-            Tool::RunCode(a) => a.timeout,
+            Tool::RunCode(a) => {
+                if a.session.as_deref().is_some_and(|n| !valid_session_name(n)) {
+                    return bad("session is 1-64 characters of A-Z a-z 0-9 . _ -");
+                }
+                a.timeout
+            }
             Tool::ReadFile(a) => {
                 if a.limit == Some(0) {
                     return bad("limit is at least 1");
@@ -337,6 +357,7 @@ impl ToolCall {
                 stdin: None,
                 files: vec![],
                 timeout: None,
+                session: None,
             }),
         )
     }

@@ -13,8 +13,8 @@ use crate::outcome::{LimitHit, Outcome, Status, Truncation};
 use crate::plan::{BackendKind, Plan};
 use crate::policy::{Decision, Policy, Verdict};
 use crate::sandbox::hostfs::{FsError, Workspace};
-use crate::sandbox::wasm::{WasmBackend, WasmConfig};
-use crate::sandbox::{Backend, Job, Program, SandboxError};
+use crate::sandbox::wasm::{SessionInfo, WasmBackend, WasmConfig};
+use crate::sandbox::{Backend, Job, Program, SandboxError, SessionRef};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -242,6 +242,21 @@ impl Executor {
         self.wasm.as_ref()
     }
 
+    /// `principal`'s python sessions (opened by `run_code` turns naming a
+    /// `session`), open and ended, oldest first.
+    pub fn sessions(&self, principal: &str) -> Vec<SessionInfo> {
+        self.wasm
+            .as_ref()
+            .map(|w| w.sessions(principal))
+            .unwrap_or_default()
+    }
+
+    /// Closes `principal`'s session `name` (its state is gone); `None` if
+    /// that principal has none of that name.
+    pub fn close_session(&self, principal: &str, name: &str) -> Option<SessionInfo> {
+        self.wasm.as_ref()?.close_session(principal, name)
+    }
+
     /// Counters and stage latencies of the calls this executor ran.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -302,6 +317,9 @@ impl Executor {
     /// before exiting.
     pub async fn close(&self) {
         self.gate.shutdown();
+        if let Some(w) = &self.wasm {
+            w.shutdown().await;
+        }
         if let Some(n) = &self.native {
             n.shutdown().await;
         }
@@ -524,14 +542,20 @@ impl Executor {
                 ),
                 None => None,
             };
-            self.stage_async(Stage::Execute, self.execute(call, &plan, decision))
-                .await?
+            self.stage_async(
+                Stage::Execute,
+                self.execute(call, &plan, decision, principal),
+            )
+            .await?
         };
         // Judged and applied outside the running slot: an `ask` among the
         // changes waits for a human without holding one.
         if let Some(stage) = staged {
             self.settle(stage, &plan, &mut o, approver, principal)
                 .await?;
+        }
+        if matches!(call.tool, Tool::RunCode(_)) {
+            self.artifacts(&mut o);
         }
         for h in &o.limits_hit {
             self.metrics.limit_hit(h.as_str());
@@ -684,6 +708,12 @@ impl Executor {
         for r in &mut o.reasons {
             self.redactor.redact_into(r, &mut rep);
         }
+        for a in &mut o.artifacts {
+            self.redactor.redact_into(&mut a.path, &mut rep);
+            if let Some(t) = &mut a.text {
+                self.redactor.redact_into(t, &mut rep);
+            }
+        }
         for c in &mut o.changes {
             self.redactor.redact_into(&mut c.path, &mut rep);
             if let Some(r) = &mut c.reason {
@@ -691,6 +721,64 @@ impl Executor {
             }
         }
         o.redactions.merge(rep);
+    }
+
+    /// Describes the files the call left in the workspace (applied changes
+    /// only: what the write rules refused is no artifact), inlining small
+    /// images and text. An image whose bytes hold a secret the output
+    /// filter would remove is not inlined (a PNG text chunk is text).
+    fn artifacts(&self, o: &mut Outcome) {
+        use crate::outcome::{Artifact, Inline};
+        let Ok(w) = Workspace::open(&self.workspace) else {
+            return;
+        };
+        let written = o.changes.iter().filter(|c| {
+            c.applied && c.kind == "file" && matches!(c.action, "create" | "modify" | "replace")
+        });
+        let mut out = Vec::new();
+        for c in written.take(Artifact::MAX) {
+            let (media_type, inline) = Artifact::media_type(&c.path);
+            let keep = match inline {
+                Inline::Image => Artifact::INLINE_IMAGE,
+                Inline::Text => Artifact::INLINE_TEXT,
+                Inline::No => 0,
+            };
+            let Ok(d) = w.digest(&self.workspace, &c.path, keep + 1) else {
+                continue;
+            };
+            let whole = d.size <= keep;
+            let mut a = Artifact {
+                path: c.path.clone(),
+                media_type,
+                size: d.size,
+                sha256: d.sha256,
+                base64: None,
+                text: None,
+            };
+            match inline {
+                Inline::Image if whole => {
+                    let mut probe = printable_runs(&d.bytes, 8);
+                    let mut rep = Report::default();
+                    // Secrets only: a link inside an image is not shown to anyone.
+                    self.redactor.redact_secrets_into(&mut probe, &mut rep);
+                    if rep.is_empty() || !self.redact {
+                        use base64::Engine;
+                        a.base64 = Some(base64::engine::general_purpose::STANDARD.encode(&d.bytes));
+                    } else {
+                        o.reasons.push(format!(
+                            "artifact {} is not inlined: it holds text the output filter removes",
+                            c.path
+                        ));
+                    }
+                }
+                Inline::Text if whole => {
+                    a.text = Some(String::from_utf8_lossy(&d.bytes).into_owned());
+                }
+                _ => {}
+            }
+            out.push(a);
+        }
+        o.artifacts = out;
     }
 
     /// The executor's output filter (for tools that show text to a model or a log).
@@ -731,6 +819,7 @@ impl Executor {
         call: &ToolCall,
         plan: &Plan,
         decision: Decision,
+        principal: &str,
     ) -> Result<(Outcome, Option<crate::sandbox::stage::Stage>), Error> {
         let tool = call.tool.name();
         let mut o = Outcome::new(&call.id, tool, decision, Status::Completed);
@@ -822,6 +911,10 @@ impl Executor {
                     },
                     stdin: a.stdin.clone(),
                     cwd: None,
+                    session: a.session.as_ref().map(|name| SessionRef {
+                        principal: principal.to_string(),
+                        name: name.clone(),
+                    }),
                 };
                 let stage = self.sandboxed(plan, &job, &mut o).await?;
                 return Ok((o, Some(stage)));
@@ -831,6 +924,7 @@ impl Executor {
                     program: Program::Command(a.command.clone()),
                     stdin: None,
                     cwd: a.cwd.clone(),
+                    session: None,
                 };
                 let stage = self.sandboxed(plan, &job, &mut o).await?;
                 return Ok((o, Some(stage)));
@@ -884,8 +978,16 @@ impl Executor {
                 });
             }
         };
+        if job.session.is_some() && plan.backend != BackendKind::Wasm {
+            return Err(SandboxError::Unsupported(format!(
+                "sessions run on the wasm backend; the policy runs this call on {}",
+                plan.backend.as_str()
+            ))
+            .into());
+        }
         let (stage, plan) = self.stage_for(plan, backend.sandbox_user()).await?;
         let raw = backend.execute(&plan, job).await?;
+        o.reasons.extend(raw.notes.iter().cloned());
         o.exit_code = raw.exit_code;
         o.cpu_ms = raw.cpu_time.map(|d| d.as_secs_f64() * 1e3);
         o.stdout = String::from_utf8_lossy(&raw.stdout).into_owned();
@@ -910,6 +1012,20 @@ impl Executor {
         }
         Ok(stage)
     }
+}
+
+/// The runs of at least `min` printable ASCII characters in `bytes`, one
+/// per line (what `strings` shows): text hidden in a binary file, without
+/// the noise its compressed data would add.
+fn printable_runs(bytes: &[u8], min: usize) -> String {
+    let mut out = String::new();
+    for run in bytes.split(|b| !(b.is_ascii_graphic() || *b == b' ')) {
+        if run.len() >= min {
+            out.push_str(&String::from_utf8_lossy(run));
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Shortens long strings in a JSON value (audit entries keep the shape

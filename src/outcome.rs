@@ -94,9 +94,73 @@ pub struct Outcome {
     /// judged by the write rules: applied, discarded or confirmed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<FileChange>,
+    /// Files a `run_code` call created or changed and the write rules let
+    /// into the workspace (figures, tables, reports), described and, when
+    /// small, inlined.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
     /// What the output filter removed (kinds and counts, never values).
     #[serde(skip_serializing_if = "crate::filter::Report::is_empty")]
     pub redactions: crate::filter::Report,
+}
+
+/// A file a call left in the workspace, as the caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Artifact {
+    /// Workspace-relative.
+    pub path: String,
+    /// From the name: `image/png`, `text/csv`, … (`application/octet-stream` otherwise).
+    pub media_type: &'static str,
+    pub size: u64,
+    pub sha256: String,
+    /// An image's bytes, when it is at most [`Artifact::INLINE_IMAGE`] bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+    /// A text file's content, filtered like the output, when it is at most
+    /// [`Artifact::INLINE_TEXT`] bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl Artifact {
+    /// Largest image inlined (base64).
+    pub const INLINE_IMAGE: u64 = 512 << 10;
+    /// Largest text file inlined.
+    pub const INLINE_TEXT: u64 = 64 << 10;
+    /// Most artifacts one call reports.
+    pub const MAX: usize = 16;
+
+    /// The media type a file's name says, and whether it is an image or text.
+    pub fn media_type(path: &str) -> (&'static str, Inline) {
+        let ext = path
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        match ext.as_str() {
+            "png" => ("image/png", Inline::Image),
+            "jpg" | "jpeg" => ("image/jpeg", Inline::Image),
+            "gif" => ("image/gif", Inline::Image),
+            "webp" => ("image/webp", Inline::Image),
+            "svg" => ("image/svg+xml", Inline::Text),
+            "csv" => ("text/csv", Inline::Text),
+            "tsv" => ("text/tab-separated-values", Inline::Text),
+            "json" => ("application/json", Inline::Text),
+            "txt" | "log" => ("text/plain", Inline::Text),
+            "md" => ("text/markdown", Inline::Text),
+            "html" | "htm" => ("text/html", Inline::Text),
+            "xml" => ("application/xml", Inline::Text),
+            "pdf" => ("application/pdf", Inline::No),
+            _ => ("application/octet-stream", Inline::No),
+        }
+    }
+}
+
+/// How an artifact's content may come back inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inline {
+    Image,
+    Text,
+    No,
 }
 
 /// One change a sandbox made to its copy of the workspace, and its fate.
@@ -128,6 +192,7 @@ impl Outcome {
             truncated: Truncation::default(),
             limits_hit: Vec::new(),
             output_untrusted: false,
+            artifacts: Vec::new(),
             duration_ms: 0.0,
             cpu_ms: None,
             backend: None,

@@ -45,7 +45,8 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
                             "additionalProperties": false
                         }
                     },
-                    "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0, "description": "Seconds; the policy's limit still applies."}
+                    "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0, "description": "Seconds; the policy's limit still applies."},
+                    "session": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9._-]{1,64}$", "description": "Python only: run as the next turn of the session of this name, keeping variables and imports from earlier turns like a notebook (the value of a last expression is printed); the first turn opens it. Without it every call starts clean."}
                 },
                 "required": ["language", "code"],
                 "additionalProperties": false

@@ -84,6 +84,19 @@ fn wasm_executor(ws: &std::path::Path, pool: usize) -> anyhow::Result<Executor> 
         .build()?)
 }
 
+/// This process's resident memory.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Calls per second of `total` back-to-back calls from 2 concurrent
 /// workers, no pool.
 async fn throughput(
@@ -330,6 +343,65 @@ impl Figures {
                     time_calls(&pooled, &call, *reps, gap).await?,
                 ));
             }
+            // The interpreter alone: the backend's own call, no policy,
+            // stage, audit or filter (what the pipeline adds is the difference).
+            let backend = toolgate::WasmBackend::new(WasmConfig::default())?;
+            let call = code_call("python", "print(1)")?;
+            let mut plan = toolgate::Plan::prepare(&Policy::builtin_default(), &call, ws, false);
+            plan.mounts.clear();
+            let mut v = Vec::with_capacity(n);
+            for i in 0..=n {
+                let t = Instant::now();
+                let o = backend
+                    .run_code(toolgate::Language::Python, "print(1)", None, &plan)
+                    .await?;
+                anyhow::ensure!(o.exit_code == Some(0), "backend call failed: {o:?}");
+                if i > 0 {
+                    v.push(t.elapsed());
+                }
+            }
+            self.rows.push(row("python print(1) — wasm backend alone, no workspace", v));
+            let (b, p) = (Arc::new(backend), Arc::new(plan));
+            let t = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..2 {
+                let (b, p) = (b.clone(), p.clone());
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..200 {
+                        b.run_code(toolgate::Language::Python, "print(1)", None, &p)
+                            .await?;
+                    }
+                    Ok::<_, anyhow::Error>(())
+                }));
+            }
+            for t in tasks {
+                t.await??;
+            }
+            self.extra.insert(
+                "python_hello_calls_per_s_2_workers_backend_alone".into(),
+                ((400.0 / t.elapsed().as_secs_f64() * 10.0).round() / 10.0).into(),
+            );
+            // A session turn, and what an idle session costs in memory.
+            let exec = wasm_executor(ws, 0)?;
+            let turn = |name: &str, code: &str| {
+                ToolCall::parse(
+                    &serde_json::json!({"tool": "run_code", "args": {"language": "python", "code": code, "session": name}})
+                        .to_string(),
+                )
+            };
+            let rss_before = rss_kib();
+            for name in ["a", "b", "c", "d"] {
+                let o = exec.run(&turn(name, "x = 1")?).await?;
+                anyhow::ensure!(o.succeeded(), "session open failed: {o:?}");
+            }
+            let per_session = rss_kib().saturating_sub(rss_before) / 4;
+            self.extra.insert("rss_kib_per_idle_session".into(), per_session.into());
+            let next = turn("a", "x += 1")?;
+            self.rows.push(row(
+                "python session turn `x += 1` (through the Executor)",
+                time_calls(&exec, &next, n, Duration::ZERO).await?,
+            ));
+            exec.close().await;
             for (lang, code, total) in [
                 ("python", "print(1)", 400),
                 ("javascript", "console.log(1)", 400),

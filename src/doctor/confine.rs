@@ -243,10 +243,20 @@ impl Approver for CallsOnly {
 /// Runs the probe in `language` through `exec` (whose workspace is the
 /// scene) and returns the outcome.
 pub async fn run(exec: &Executor, scene: &Scene, language: Language) -> Result<Outcome, String> {
+    run_in(exec, scene, language, None).await
+}
+
+/// [`run`], as a turn of the python session `session` when one is named.
+pub async fn run_in(
+    exec: &Executor,
+    scene: &Scene,
+    language: Language,
+    session: Option<&str>,
+) -> Result<Outcome, String> {
     let call = ToolCall::parse(
         &serde_json::json!({
             "tool": "run_code",
-            "args": {"language": language.as_str(), "code": scene.program(language)},
+            "args": {"language": language.as_str(), "code": scene.program(language), "session": session},
         })
         .to_string(),
     )

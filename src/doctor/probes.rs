@@ -248,6 +248,7 @@ impl Prober<'_> {
             },
             stdin: None,
             cwd: None,
+            session: None,
         };
         self.backend.execute(&plan, &job).await
     }

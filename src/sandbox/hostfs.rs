@@ -69,6 +69,13 @@ fn rel(input: &str, ws: &Path) -> Result<String, FsError> {
     })
 }
 
+/// What [`Workspace::digest`] read.
+pub struct Digested {
+    pub bytes: Vec<u8>,
+    pub size: u64,
+    pub sha256: String,
+}
+
 impl Workspace {
     pub fn open(root: &Path) -> Result<Workspace, FsError> {
         let dir = Dir::open_ambient_dir(root, cap_std::ambient_authority()).map_err(|source| {
@@ -118,6 +125,37 @@ impl Workspace {
             truncated,
             size: meta.len(),
             binary,
+        })
+    }
+
+    /// A regular file's size, SHA-256, and its first `keep` bytes (whether
+    /// that is all of it is `bytes.len() as u64 == size`).
+    pub fn digest(&self, root: &Path, input: &str, keep: u64) -> Result<Digested, FsError> {
+        use sha2::Digest;
+        let p = rel(input, root)?;
+        let mut f = self.dir.open(&p).map_err(Self::io(&p))?;
+        if !f.metadata().map_err(Self::io(&p))?.is_file() {
+            return Err(FsError::Refused {
+                path: p,
+                reason: "not a regular file".into(),
+            });
+        }
+        let (mut h, mut bytes, mut size) = (sha2::Sha256::new(), Vec::new(), 0u64);
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = f.read(&mut buf).map_err(Self::io(&p))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            let room = keep.saturating_sub(size) as usize;
+            bytes.extend_from_slice(&buf[..n.min(room)]);
+            size += n as u64;
+        }
+        Ok(Digested {
+            bytes,
+            size,
+            sha256: hex::encode(h.finalize()),
         })
     }
 

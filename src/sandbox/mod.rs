@@ -56,6 +56,16 @@ pub struct Job {
     pub stdin: Option<String>,
     /// Working directory relative to the workspace.
     pub cwd: Option<String>,
+    /// A turn of this session (wasm python only), with its owner.
+    pub session: Option<SessionRef>,
+}
+
+/// Which session a job is a turn of: sessions are keyed by owner and name,
+/// so two principals' sessions of one name are two sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionRef {
+    pub principal: String,
+    pub name: String,
 }
 
 /// The argv of a command: a shell line runs under `/bin/sh -c`.
@@ -91,6 +101,8 @@ pub struct RawOutput {
     pub duration: Duration,
     /// CPU time the guest used, when the backend can measure it.
     pub cpu_time: Option<Duration>,
+    /// What the caller should know beyond the output (a session opened).
+    pub notes: Vec<String>,
 }
 
 /// A sandbox backend.

@@ -94,6 +94,12 @@ impl<K: Hash + Eq + Clone, T> WarmPool<K, T> {
         Ok(Lease::Fresh(slot))
     }
 
+    /// A slot now, if one is free (a session holds one for its life and
+    /// must not wait behind calls).
+    pub fn try_slot(&self) -> Option<Slot> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
     /// Slots for the sandboxes `key` lacks to have `per_profile` warm ones,
     /// counting those being started. Never waits: when slots run out it
     /// reserves fewer. Each slot must be answered by [`WarmPool::filled`].
@@ -188,9 +194,13 @@ impl Capped {
         self.truncated |= take < data.len();
     }
 
-    /// What was kept and whether anything was dropped; leaves it empty.
+    /// What was kept and whether anything was dropped; leaves it empty
+    /// (a session's next turn starts a new count).
     pub fn take(&mut self) -> (Vec<u8>, bool) {
-        (std::mem::take(&mut self.buf), self.truncated)
+        (
+            std::mem::take(&mut self.buf),
+            std::mem::take(&mut self.truncated),
+        )
     }
 }
 

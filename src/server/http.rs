@@ -18,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, any, get, post};
+use axum::routing::{MethodRouter, any, delete, get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -265,6 +265,8 @@ fn handler(r: &super::openapi::Route) -> MethodRouter<Arc<App>> {
         ("get", "/v1/calls/{id}") => get(get_call),
         ("get", "/v1/confirmations") => get(list_confirmations),
         ("post", "/v1/confirmations/{id}") => post(answer_confirmation),
+        ("get", "/v1/sessions") => get(list_sessions),
+        ("delete", "/v1/sessions/{name}") => delete(close_session),
         ("get", "/v1/tools") => get(tools),
         ("get", "/v1/audit") => get(audit_query),
         ("get", "/openapi.json") => get(openapi),
@@ -743,6 +745,26 @@ fn gate_error(e: crate::gate::GateError) -> Response {
         }
         e => error(StatusCode::CONFLICT, "answered", &e.to_string()),
     }
+}
+
+async fn list_sessions(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+) -> Response {
+    tag(Json(app.exec.sessions(&p.name)).into_response(), &p)
+}
+
+async fn close_session(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    // Only the owner's sessions exist for it: another's is "no such session".
+    let r = match app.exec.close_session(&p.name, &name) {
+        Some(info) => Json(info).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such session"),
+    };
+    tag(r, &p)
 }
 
 async fn tools(Extension(p): Extension<Principal>) -> Response {

@@ -14,7 +14,7 @@ use toolgate::doctor::confine::{self, CallsOnly, Scene};
 use toolgate::plan::{BackendKind, MountAccess};
 use toolgate::sandbox::Backend;
 use toolgate::sandbox::docker::DockerBackend;
-use toolgate::{Executor, Outcome, Policy};
+use toolgate::{Executor, Outcome, Policy, ToolCall};
 
 const POLICIES: &[&str] = &["default", "strict", "permissive-dev"];
 
@@ -123,6 +123,44 @@ fn path_rules_bind_inside_wasm_for_every_shipped_policy() {
                 writable,
             );
         }
+    }
+}
+
+#[test]
+fn path_rules_bind_inside_a_python_session_for_every_shipped_policy() {
+    // A session keeps its interpreter, not its files: each turn gets a
+    // stage of the workspace like any call, judged the same way.
+    let rt = rt();
+    for name in POLICIES {
+        let shipped = Policy::load(name).unwrap();
+        let writable = shipped.settings().wasm_workspace == MountAccess::ReadWrite;
+        let scene = Scene::new(&shipped).unwrap();
+        let exec = Executor::builder(shipped)
+            .workspace(scene.dir.path())
+            .approver(Arc::new(CallsOnly))
+            .build()
+            .unwrap();
+        let warm = ToolCall::parse(
+            r#"{"tool": "run_code", "args": {"language": "python", "code": "kept = 1", "session": "probe"}}"#,
+        )
+        .unwrap();
+        let first = rt.block_on(exec.run(&warm)).unwrap();
+        assert_eq!(first.exit_code, Some(0), "{name}: {first:?}");
+        let o = rt
+            .block_on(confine::run_in(
+                &exec,
+                &scene,
+                Language::Python,
+                Some("probe"),
+            ))
+            .unwrap();
+        assert_eq!(
+            exec.sessions("local")[0].turns,
+            2,
+            "{name}: the probe was a turn"
+        );
+        rt.block_on(exec.close());
+        assert_confined(name, "wasm/python session", &scene, &o, writable);
     }
 }
 

@@ -73,6 +73,17 @@ fn mcp_server_lists_tools_runs_allowed_and_refuses_denied_calls() {
             .unwrap();
         assert_eq!(text(&r), (false, "42\n".to_string()));
 
+        // A session: the second turn sees the first's variable; each turn is audited.
+        for (code, want) in [("t = 6", ""), ("t * 7", "42\n")] {
+            let r = client
+                .call_tool(CallToolRequestParams::new("run_code").with_arguments(args(
+                    json!({"language": "python", "code": code, "session": "nb"}),
+                )))
+                .await
+                .unwrap();
+            assert_eq!(text(&r), (false, want.to_string()));
+        }
+
         // Denied: a tool error that tells the model why.
         let r = client
             .call_tool(
@@ -118,7 +129,10 @@ fn mcp_server_lists_tools_runs_allowed_and_refuses_denied_calls() {
         .filter(|e| e["kind"] == "call")
         .map(|e| e["outcome"]["status"].as_str().unwrap_or("?"))
         .collect();
-    assert_eq!(calls, ["completed", "denied", "denied"]);
+    assert_eq!(
+        calls,
+        ["completed", "completed", "completed", "denied", "denied"]
+    );
     assert!(e.iter().all(|e| e["principal"] == "mcp"));
 }
 

@@ -61,6 +61,7 @@ pub fn sh_on(b: &NativeBackend, ws: &Path, p: &Policy, access: MountAccess, sh: 
         program: Program::Command(toolgate::call::Command::Shell(sh.into())),
         stdin: None,
         cwd: None,
+        session: None,
     };
     rt().block_on(b.execute(&plan, &job)).unwrap()
 }
@@ -662,6 +663,7 @@ fn the_tool_reads_the_calls_input_or_an_immediate_end_of_file() {
                 program: Program::Command(toolgate::call::Command::Shell("cat; echo end".into())),
                 stdin: stdin.map(String::from),
                 cwd: None,
+                session: None,
             };
             let t = std::time::Instant::now();
             let o = rt().block_on(b.execute(&plan, &job)).unwrap();

@@ -127,7 +127,7 @@ fn every_documented_route_exists_and_security_headers_are_set() {
     rt().block_on(async {
         let s = svc(Config::default(), Budgets::default());
         for r in toolgate::server::openapi::ROUTES {
-            let path = r.path.replace("{id}", "nope");
+            let path = r.path.replace("{id}", "nope").replace("{name}", "nope");
             let body = (r.method == "post").then(|| json!({}));
             let (status, headers, _) = send(
                 &s.app,
@@ -1370,4 +1370,32 @@ fn the_openapi_document_is_valid_3_1() {
     }
     assert!(out.status.success(), "invalid OpenAPI 3.1 document: {err}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid");
+}
+
+#[test]
+fn sessions_over_http_belong_to_their_principal() {
+    rt().block_on(async {
+        let s = svc(Config::default(), Budgets::default());
+        let turn = |code: &str| {
+            json!({"tool": "run_code", "args": {"language": "python", "code": code, "session": "nb"}})
+        };
+        let (st, _, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(turn("n = 20"))).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let (_, _, v) = send(&s.app, "POST", "/v1/calls", Some(AGENT), Some(turn("n * 2 + 2"))).await;
+        assert_eq!(v["stdout"], "42\n", "{v}");
+        // The operator's session of the same name is its own.
+        let (_, _, v) = send(&s.app, "POST", "/v1/calls", Some(OPERATOR), Some(turn("n"))).await;
+        assert!(v["stderr"].as_str().unwrap_or("").contains("NameError"), "{v}");
+        let (st, _, v) = send(&s.app, "GET", "/v1/sessions", Some(AGENT), None).await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!((v[0]["name"].as_str(), v[0]["turns"].as_u64(), v.as_array().map(Vec::len)), (Some("nb"), Some(2), Some(1)), "{v}");
+        let (st, _, _) = send(&s.app, "DELETE", "/v1/sessions/nb", Some(OPERATOR), None).await;
+        assert_eq!(st, StatusCode::OK, "the operator closes its own");
+        let (_, _, v) = send(&s.app, "GET", "/v1/sessions", Some(AGENT), None).await;
+        assert_eq!(v[0]["state"], "open", "the agent's session is untouched: {v}");
+        let (st, _, v) = send(&s.app, "DELETE", "/v1/sessions/nb", Some(AGENT), None).await;
+        assert_eq!((st, v["state"].as_str()), (StatusCode::OK, Some("closed")));
+        let (st, _, _) = send(&s.app, "DELETE", "/v1/sessions/nb", Some(AGENT), None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+    });
 }

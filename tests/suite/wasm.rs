@@ -534,3 +534,230 @@ fn python_has_numpy_and_pandas_and_each_call_draws_fresh_random_numbers() {
     assert_ne!(ra[0], rb[0], "random repeated across calls");
     assert_ne!(ra[1], rb[1], "numpy.random repeated across calls");
 }
+
+fn turn(session: &str, code: &str) -> ToolCall {
+    ToolCall::parse(
+        &serde_json::json!({"tool": "run_code", "args": {"language": "python", "code": code, "session": session}})
+            .to_string(),
+    )
+    .unwrap()
+}
+
+fn session_executor(ws: &std::path::Path, policy: Policy, cfg: WasmConfig) -> Executor {
+    Executor::builder(policy)
+        .workspace(ws)
+        .wasm(Some(cfg))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_session_keeps_its_state_across_turns_and_belongs_to_one_principal() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = executor(ws.path(), Policy::builtin_default(), 0);
+    let r = rt();
+    let o = r
+        .block_on(e.run_as(&turn("s", "import numpy as np\nx = np.arange(5)"), "alice"))
+        .unwrap();
+    assert_eq!(o.exit_code, Some(0), "{o:?}");
+    assert!(
+        o.reasons.iter().any(|m| m == "session \"s\" opened"),
+        "{o:?}"
+    );
+    let o = r
+        .block_on(e.run_as(&turn("s", "int(x.sum()) + 32"), "alice"))
+        .unwrap();
+    assert_eq!(
+        (o.exit_code, o.stdout.as_str()),
+        (Some(0), "42\n"),
+        "the variable and the import carried over; the last value is shown: {o:?}"
+    );
+    assert!(o.reasons.is_empty(), "{o:?}");
+    // Another principal naming the same session gets its own, empty one.
+    let o = r.block_on(e.run_as(&turn("s", "x"), "bob")).unwrap();
+    assert_eq!(o.exit_code, Some(1));
+    assert!(o.stderr.contains("NameError"), "{o:?}");
+    // A call without a session starts clean, as always.
+    let o = run(&e, "python", "print('x' in globals())");
+    assert_eq!(o.stdout, "False\n");
+    let mine = e.sessions("alice");
+    assert_eq!(mine.len(), 1);
+    assert_eq!(
+        (mine[0].name.as_str(), mine[0].state, mine[0].turns),
+        ("s", "open", 2)
+    );
+    assert_eq!(e.sessions("bob")[0].turns, 1);
+    assert!(e.sessions("carol").is_empty());
+    // Closing is the owner's: bob's close of "s" closes bob's.
+    assert_eq!(e.close_session("bob", "s").unwrap().state, "closed");
+    assert!(e.close_session("bob", "s").is_none());
+    assert_eq!(e.sessions("alice")[0].state, "open");
+    let o = r
+        .block_on(e.run_as(&turn("s", "print(x[-1])"), "alice"))
+        .unwrap();
+    assert_eq!(o.stdout, "4\n");
+    // Only python has sessions; stdin has no place in a turn.
+    let js = ToolCall::parse(
+        r#"{"tool":"run_code","args":{"language":"javascript","code":"1","session":"s"}}"#,
+    )
+    .unwrap();
+    assert!(r.block_on(e.run_as(&js, "alice")).is_err());
+    let bad = ToolCall::parse(
+        r#"{"tool":"run_code","args":{"language":"python","code":"1","session":"a b"}}"#,
+    );
+    assert!(bad.is_err(), "session names are checked");
+}
+
+#[test]
+fn a_limit_ends_the_session_and_says_so() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = executor(ws.path(), policy_with("cpu_time = \"1s\"", "rw"), 0);
+    let r = rt();
+    let o = r.block_on(e.run(&turn("k", "x = 1"))).unwrap();
+    assert_eq!(o.exit_code, Some(0));
+    // CPU time is per turn: the busy turn is stopped at 1 s of its own.
+    let o = r.block_on(e.run(&turn("k", "while True: pass"))).unwrap();
+    assert_eq!(
+        (o.status, o.limits_hit.as_slice()),
+        (Status::Killed, &[LimitHit::TimeoutCpu][..])
+    );
+    assert!(
+        o.reasons
+            .iter()
+            .any(|m| m == "the session ended: turn 2 hit a limit: timeout_cpu"),
+        "{o:?}"
+    );
+    let listed = &e.sessions("local")[0];
+    assert_eq!(
+        (listed.state, listed.ended.as_deref()),
+        ("ended", Some("turn 2 hit a limit: timeout_cpu"))
+    );
+    // The next turn of that name opens a new session, and says why.
+    let o = r.block_on(e.run(&turn("k", "print(x)"))).unwrap();
+    assert!(o.stderr.contains("NameError"), "{o:?}");
+    assert!(
+        o.reasons.iter().any(|m| m
+            .contains("had ended (turn 2 hit a limit: timeout_cpu); this turn opened a new one")),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn the_memory_cap_is_the_whole_sessions_and_idle_sessions_end() {
+    let ws = tempfile::tempdir().unwrap();
+    // ~99 MiB of image, so ~93 MiB for the session's own data.
+    let e = session_executor(
+        ws.path(),
+        policy_with("memory = \"192MiB\"", "rw"),
+        WasmConfig {
+            session_idle: Duration::from_secs(2),
+            sessions_per_principal: 2,
+            ..WasmConfig::default()
+        },
+    );
+    let r = rt();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        let o = r
+            .block_on(e.run(&turn(
+                "m",
+                &format!("{name} = bytearray(40 * 2**20)\nprint(len({name}))"),
+            )))
+            .unwrap();
+        if i < 2 {
+            assert_eq!(
+                (o.exit_code, o.stdout.as_str()),
+                (Some(0), "41943040\n"),
+                "turn {i}: {o:?}"
+            );
+        } else {
+            // Each allocation alone fits; the third does not fit beside the first two.
+            assert!(o.stderr.contains("MemoryError"), "{o:?}");
+            assert!(o.limits_hit.contains(&LimitHit::Memory), "{o:?}");
+        }
+    }
+    // Two open sessions per principal at most.
+    r.block_on(e.run(&turn("one", "1"))).unwrap();
+    r.block_on(e.run(&turn("two", "1"))).unwrap();
+    assert!(r.block_on(e.run(&turn("three", "1"))).is_err());
+    std::thread::sleep(Duration::from_millis(2600));
+    let listed = e.sessions("local");
+    let one = listed.iter().find(|s| s.name == "one").unwrap();
+    assert_eq!(
+        (one.state, one.ended.as_deref()),
+        ("ended", Some("idle for 2 s"))
+    );
+    // Ended sessions free their place.
+    let o = r.block_on(e.run(&turn("three", "print(3)"))).unwrap();
+    assert_eq!(o.stdout, "3\n");
+}
+
+#[test]
+fn figures_and_files_come_back_as_artifacts_under_the_write_rules() {
+    use base64::Engine;
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::create_dir(ws.path().join(".git")).unwrap();
+    std::fs::write(ws.path().join(".git/config"), "[core]\n").unwrap();
+    let e = executor(ws.path(), Policy::builtin_default(), 0);
+    let token = "ghp_R8xQ2mZ7vK4pL9sT1wY6nB3cD5fG0hJ8kM2a";
+    let code = format!(
+        "import matplotlib.pyplot as plt, os\nos.makedirs('out', exist_ok=True)\nplt.plot([1, 3, 2])\nplt.savefig('out/fig.png')\nopen('out/table.csv', 'w').write('k,v\\ntoken,{token}\\n')\nfrom PIL import Image, PngImagePlugin\nmeta = PngImagePlugin.PngInfo()\nmeta.add_text('note', '{token}')\nImage.new('RGB', (4, 4)).save('out/tagged.png', pnginfo=meta)\ntry:\n    open('.git/config', 'w').write('[core]\\n\\thooksPath = x\\n')\nexcept OSError:\n    pass"
+    );
+    let o = run(&e, "python", &code);
+    assert_eq!(o.exit_code, Some(0), "{o:?}");
+    let paths: Vec<&str> = o.artifacts.iter().map(|a| a.path.as_str()).collect();
+    assert_eq!(
+        paths.len(),
+        3,
+        "only what reached the workspace: {paths:?} {:?}",
+        o.changes
+    );
+    // A token in a PNG text chunk keeps the image from being inlined.
+    let tagged = o
+        .artifacts
+        .iter()
+        .find(|a| a.path == "out/tagged.png")
+        .unwrap();
+    assert!(tagged.base64.is_none(), "{tagged:?}");
+    assert!(
+        o.reasons
+            .iter()
+            .any(|r| r.contains("out/tagged.png is not inlined")),
+        "{:?}",
+        o.reasons
+    );
+    let fig = o
+        .artifacts
+        .iter()
+        .find(|a| a.path == "out/fig.png")
+        .unwrap();
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(
+            fig.base64
+                .as_deref()
+                .unwrap_or_else(|| panic!("{fig:?} {:?}", o.reasons)),
+        )
+        .unwrap();
+    let on_disk = std::fs::read(ws.path().join("out/fig.png")).unwrap();
+    assert_eq!(
+        (fig.media_type, fig.size),
+        ("image/png", on_disk.len() as u64)
+    );
+    assert_eq!(png, on_disk);
+    use sha2::Digest;
+    assert_eq!(fig.sha256, hex::encode(sha2::Sha256::digest(&on_disk)));
+    let table = o
+        .artifacts
+        .iter()
+        .find(|a| a.path == "out/table.csv")
+        .unwrap();
+    let text = table.text.as_deref().unwrap();
+    assert_eq!(table.media_type, "text/csv");
+    assert!(
+        text.starts_with("k,v\ntoken,") && !text.contains(token),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join(".git/config")).unwrap(),
+        "[core]\n"
+    );
+}

@@ -25,9 +25,12 @@ mod io;
 pub mod manage;
 mod reactor;
 pub mod runtime;
+mod session;
+
+pub use session::SessionInfo;
 
 use super::pool::{Lease, Slot, WarmPool};
-use super::{Backend, Job, Program, RawOutput, SandboxError};
+use super::{Backend, Job, Program, RawOutput, SandboxError, SessionRef};
 use crate::call::Language;
 use crate::outcome::LimitHit;
 use crate::plan::{BackendKind, MountAccess, Plan};
@@ -119,6 +122,12 @@ pub struct WasmConfig {
     pub max_instances: u32,
     /// Install a missing runtime on first use (with a visible message).
     pub auto_install: bool,
+    /// A session with no turn for this long ends.
+    pub session_idle: Duration,
+    /// A session ends this long after it opened, whatever it is doing.
+    pub session_lifetime: Duration,
+    /// Open sessions one principal may hold.
+    pub sessions_per_principal: usize,
 }
 
 impl Default for WasmConfig {
@@ -128,6 +137,9 @@ impl Default for WasmConfig {
             pool_size: 0,
             max_instances: 64,
             auto_install: true,
+            session_idle: Duration::from_secs(600),
+            session_lifetime: Duration::from_secs(3600),
+            sessions_per_principal: 4,
         }
     }
 }
@@ -198,6 +210,14 @@ impl Shared {
         if let Ok(mut g) = self.hit.lock() {
             g.get_or_insert(h);
         }
+    }
+
+    /// Forgets the last turn's limits (a session's next turn starts clean).
+    fn reset(&self) {
+        if let Ok(mut g) = self.hit.lock() {
+            *g = None;
+        }
+        self.memory_hit.store(false, Ordering::SeqCst);
     }
 
     fn hit(&self) -> Option<LimitHit> {
@@ -358,6 +378,7 @@ struct Inner {
     loaded: Mutex<HashMap<String, Arc<Loaded>>>,
     /// Guests alive at once and warm ones; a guest's slot lives on its thread.
     pool: WarmPool<Profile, Pending>,
+    sessions: session::Sessions,
     stop: Arc<AtomicBool>,
 }
 
@@ -408,6 +429,7 @@ impl WasmBackend {
                 ),
                 config,
                 loaded: Mutex::new(HashMap::new()),
+                sessions: session::Sessions::default(),
                 stop,
             }),
         })
@@ -654,6 +676,130 @@ impl WasmBackend {
         self.inner.pool.warm(Pending::alive)
     }
 
+    /// The sessions of `principal`, open and ended, oldest first.
+    pub fn sessions(&self, principal: &str) -> Vec<SessionInfo> {
+        self.inner.sessions.list(principal)
+    }
+
+    /// Closes `principal`'s session `name`; `None` if there is none.
+    pub fn close_session(&self, principal: &str, name: &str) -> Option<SessionInfo> {
+        self.inner.sessions.close(&SessionRef {
+            principal: principal.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Runs `code` as the next turn of session `r`, opening it if needed.
+    pub async fn session_turn(
+        &self,
+        r: &SessionRef,
+        language: Language,
+        code: &str,
+        stdin: Option<&str>,
+        plan: &Plan,
+    ) -> Result<RawOutput, SandboxError> {
+        if language != Language::Python {
+            return Err(SandboxError::Unsupported(format!(
+                "sessions run python; this call is {}",
+                language.as_str()
+            )));
+        }
+        if stdin.is_some() {
+            return Err(SandboxError::Unsupported(
+                "a session turn reads no stdin: pass data in files or in the code".into(),
+            ));
+        }
+        let this = self.clone();
+        let loaded = tokio::task::spawn_blocking(move || this.load("python"))
+            .await
+            .map_err(|e| SandboxError::Internal {
+                op: "load runtime",
+                detail: e.to_string(),
+            })??;
+        let mut notes = Vec::new();
+        let entry = match self.inner.sessions.live(r) {
+            (Some(e), _) => e,
+            (None, before) => {
+                let cfg = &self.inner.config;
+                if self.inner.sessions.open_count(&r.principal) >= cfg.sessions_per_principal {
+                    return Err(SandboxError::Unsupported(format!(
+                        "{} open sessions is the most one principal may hold; close one first",
+                        cfg.sessions_per_principal
+                    )));
+                }
+                let slot = self
+                    .inner
+                    .pool
+                    .try_slot()
+                    .ok_or_else(|| SandboxError::Unavailable {
+                        backend: "wasm",
+                        detail: "every sandbox slot is taken: no room for a new session".into(),
+                    })?;
+                let profile = Profile {
+                    runtime: "python".into(),
+                    workspace: plan.mounts.first().map(|m| (None, m.access)),
+                    memory_cap: plan.limits.memory_bytes,
+                };
+                let entry = session::spawn(
+                    r,
+                    session::Opening {
+                        engine: self.inner.engine.clone(),
+                        loaded,
+                        profile,
+                        idle: cfg.session_idle,
+                        lifetime: cfg.session_lifetime,
+                        slot,
+                    },
+                )?;
+                notes.push(match before {
+                    Some(why) => format!(
+                        "session {:?} had ended ({why}); this turn opened a new one",
+                        r.name
+                    ),
+                    None => format!("session {:?} opened", r.name),
+                });
+                self.inner.sessions.insert(r.clone(), entry.clone());
+                entry
+            }
+        };
+        let entry: Arc<session::Entry> = entry;
+        let _one_at_a_time = entry.turn.lock().await;
+        let started = Instant::now();
+        let lent = plan.mounts.first();
+        if let Some(m) = lent {
+            super::stage::lend(&m.host, entry.dir.path())?;
+        }
+        let (tx, rx) = oneshot::channel();
+        let turn = session::Turn {
+            code: code.to_string(),
+            cpu: plan.limits.cpu_time,
+            wall: plan.limits.wall_time,
+            output_cap: plan.limits.output_bytes as usize,
+            reply: tx,
+        };
+        let ended = |why: &str| SandboxError::Unsupported(format!("session {:?} {why}", r.name));
+        let result = match entry.tx.send(turn).await {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Err(ended("ended during the turn"))),
+            Err(_) => Err(ended("ended before the turn")),
+        };
+        // The turn is over (its reply is sent after the guest stopped):
+        // the stage comes back, whatever happened.
+        if let Some(m) = lent {
+            super::stage::lend(entry.dir.path(), &m.host)?;
+        }
+        if let Ok(mut i) = entry.info.lock() {
+            i.turns += 1;
+            i.last_turn_at_ms = session::now_ms();
+        }
+        let mut out = result?;
+        out.duration = started.elapsed();
+        notes.append(&mut out.notes);
+        out.notes = notes;
+        Ok(out)
+    }
+
     /// Runs code directly (no policy): the primitive under `execute`.
     pub async fn run_code(
         &self,
@@ -745,8 +891,20 @@ impl Backend for WasmBackend {
         self.idle()
     }
 
+    async fn shutdown(&self) {
+        self.inner.sessions.close_all();
+    }
+
     async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError> {
         match &job.program {
+            Program::Code { language, code } if job.session.is_some() => {
+                let r = job.session.as_ref().ok_or_else(|| SandboxError::Internal {
+                    op: "session",
+                    detail: "no session".into(),
+                })?;
+                self.session_turn(r, *language, code, job.stdin.as_deref(), plan)
+                    .await
+            }
             Program::Code { language, code } => {
                 self.run_code(*language, code, job.stdin.as_deref(), plan)
                     .await

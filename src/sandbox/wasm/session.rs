@@ -1,0 +1,392 @@
+//! Sessions: one Python instance kept across calls, like a notebook kernel.
+//!
+//! A `run_code` call naming a `session` is a *turn*: the policy decides it
+//! like any call, it runs on a stage of the workspace lent to the
+//! session's own folder, and it is audited. Its code runs through the
+//! reactor's `turn` export in the session's `__main__`, so variables and
+//! imports carry over (and a last expression's value is printed).
+//!
+//! Sessions are keyed by owner and name ([`SessionRef`]): a principal never
+//! reaches another's. Each holds a sandbox slot and lives on its own
+//! thread until it is closed, idle for `session_idle`, older than
+//! `session_lifetime`, or a turn hits a limit, exits or traps — a limit
+//! ends the session, since a guest stopped mid-turn is in no known state.
+//! CPU, wall time and output are per turn; the memory cap is the whole
+//! session's. An ended session is listed with why; the next turn of its
+//! name opens a new one and says so.
+
+use super::io::Sink;
+use super::{
+    Loaded, Profile, RawOutput, SandboxError, Shared, TICK, classify, new_store, reactor,
+    thread_cpu_ns,
+};
+use crate::outcome::LimitHit;
+use crate::sandbox::SessionRef;
+use crate::sandbox::pool::Slot;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use wasmtime::Engine;
+
+/// Ended sessions kept per principal for listing (the oldest go first).
+const KEEP_ENDED: usize = 16;
+
+/// Run once when a session opens: fresh seeds (the image holds those of
+/// install) and an empty `__main__` (pre-init imported into it).
+const OPEN: &str = "import random as _r, sys as _s\n_r.seed()\n_n = _s.modules.get('numpy.random')\nif _n is not None:\n    _n.seed()\nfor _k in [k for k in globals() if not k.startswith('__')]:\n    del globals()[_k]\ndel _k\n";
+
+/// Where a session stands, as listed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub name: String,
+    pub language: &'static str,
+    /// `open`, `ended` (a limit, an exit, idle or lifetime: see `ended`) or `closed`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+    pub turns: u64,
+    pub opened_at_ms: u64,
+    pub last_turn_at_ms: u64,
+    pub memory_limit_bytes: u64,
+    pub idle_timeout_s: u64,
+    pub lifetime_s: u64,
+}
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One turn handed to a session's thread.
+pub(super) struct Turn {
+    pub code: String,
+    pub cpu: Duration,
+    pub wall: Duration,
+    pub output_cap: usize,
+    pub reply: oneshot::Sender<Result<RawOutput, SandboxError>>,
+}
+
+/// A live or ended session.
+pub(super) struct Entry {
+    pub info: Arc<Mutex<SessionInfo>>,
+    pub tx: mpsc::Sender<Turn>,
+    /// The session's own workspace folder, to which each turn's stage is lent.
+    pub dir: tempfile::TempDir,
+    /// One turn at a time.
+    pub turn: tokio::sync::Mutex<()>,
+}
+
+impl Entry {
+    pub fn info(&self) -> SessionInfo {
+        self.info
+            .lock()
+            .map(|i| i.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn open(&self) -> bool {
+        self.info().state == "open" && !self.tx.is_closed()
+    }
+}
+
+/// Every session of this backend.
+#[derive(Default)]
+pub(super) struct Sessions {
+    map: Mutex<HashMap<SessionRef, Arc<Entry>>>,
+}
+
+impl Sessions {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionRef, Arc<Entry>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The open session `r`, else `None` and why the last one of that name
+    /// ended (it is forgotten: the caller opens a new one).
+    pub fn live(&self, r: &SessionRef) -> (Option<Arc<Entry>>, Option<String>) {
+        let mut m = self.map();
+        match m.get(r) {
+            Some(e) if e.open() => (Some(e.clone()), None),
+            Some(e) => {
+                let why = e.info().ended.unwrap_or_else(|| "it ended".into());
+                m.remove(r);
+                (None, Some(why))
+            }
+            None => (None, None),
+        }
+    }
+
+    /// Open sessions of `principal`.
+    pub fn open_count(&self, principal: &str) -> usize {
+        self.map()
+            .iter()
+            .filter(|(k, e)| k.principal == principal && e.open())
+            .count()
+    }
+
+    pub fn insert(&self, r: SessionRef, e: Arc<Entry>) {
+        let mut m = self.map();
+        m.insert(r.clone(), e);
+        // Forget the oldest ended sessions of this principal beyond the bound.
+        let mut ended: Vec<(u64, SessionRef)> = m
+            .iter()
+            .filter(|(k, e)| k.principal == r.principal && !e.open())
+            .map(|(k, e)| (e.info().last_turn_at_ms, k.clone()))
+            .collect();
+        if ended.len() > KEEP_ENDED {
+            ended.sort_by_key(|(at, _)| *at);
+            for (_, k) in ended.iter().take(ended.len() - KEEP_ENDED) {
+                m.remove(k);
+            }
+        }
+    }
+
+    pub fn list(&self, principal: &str) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self
+            .map()
+            .iter()
+            .filter(|(k, _)| k.principal == principal)
+            .map(|(_, e)| e.info())
+            .collect();
+        v.sort_by(|a, b| {
+            a.opened_at_ms
+                .cmp(&b.opened_at_ms)
+                .then(a.name.cmp(&b.name))
+        });
+        v
+    }
+
+    /// Removes a session; its thread ends when its channel closes.
+    pub fn close(&self, r: &SessionRef) -> Option<SessionInfo> {
+        let e = self.map().remove(r)?;
+        let mut info = e.info();
+        if info.state == "open" {
+            info.state = "closed";
+        }
+        Some(info)
+    }
+
+    pub fn close_all(&self) {
+        self.map().clear();
+    }
+}
+
+/// What a session is opened with.
+pub(super) struct Opening {
+    pub engine: Engine,
+    pub loaded: Arc<Loaded>,
+    pub profile: Profile,
+    pub idle: Duration,
+    pub lifetime: Duration,
+    pub slot: Slot,
+}
+
+/// Starts a session's thread; its first turn is the caller's to send.
+pub(super) fn spawn(r: &SessionRef, o: Opening) -> Result<Arc<Entry>, SandboxError> {
+    let dir = crate::sandbox::stage::sandbox_dir(crate::plan::BackendKind::Wasm, None)?;
+    let opened = now_ms();
+    let info = Arc::new(Mutex::new(SessionInfo {
+        name: r.name.clone(),
+        language: "python",
+        state: "open",
+        ended: None,
+        turns: 0,
+        opened_at_ms: opened,
+        last_turn_at_ms: opened,
+        memory_limit_bytes: o.profile.memory_cap,
+        idle_timeout_s: o.idle.as_secs(),
+        lifetime_s: o.lifetime.as_secs(),
+    }));
+    let (tx, rx) = mpsc::channel(1);
+    let (thread_info, path) = (info.clone(), dir.path().to_path_buf());
+    std::thread::Builder::new()
+        .name("toolgate-session".into())
+        .spawn(move || {
+            let _slot = o.slot;
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            else {
+                end(&thread_info, "its runtime could not start".into());
+                return;
+            };
+            let why = rt.block_on(life(
+                o.engine,
+                o.loaded,
+                o.profile,
+                path,
+                o.idle,
+                o.lifetime,
+                &thread_info,
+                rx,
+            ));
+            rt.shutdown_timeout(Duration::from_secs(2));
+            end(&thread_info, why);
+        })
+        .map_err(|e| SandboxError::Internal {
+            op: "spawn session thread",
+            detail: e.to_string(),
+        })?;
+    Ok(Arc::new(Entry {
+        info,
+        tx,
+        dir,
+        turn: tokio::sync::Mutex::new(()),
+    }))
+}
+
+fn end(info: &Mutex<SessionInfo>, why: String) {
+    let mut i = info.lock().unwrap_or_else(|p| p.into_inner());
+    if i.state == "open" {
+        i.state = "ended";
+        i.ended = Some(why);
+    }
+}
+
+/// A session's whole life on its thread; returns why it ended.
+#[allow(clippy::too_many_arguments)]
+async fn life(
+    engine: Engine,
+    loaded: Arc<Loaded>,
+    profile: Profile,
+    dir: std::path::PathBuf,
+    idle: Duration,
+    lifetime: Duration,
+    info: &Mutex<SessionInfo>,
+    mut rx: mpsc::Receiver<Turn>,
+) -> String {
+    let born = Instant::now();
+    let shared = Arc::new(Shared::new());
+    let (stdout, stderr) = (Sink::new(0), Sink::new(64 << 10));
+    // No input: a turn that reads stdin reads its end.
+    let (reader, _) = tokio::io::simplex(1);
+    let opened = async {
+        let mut store = new_store(
+            &engine,
+            &loaded,
+            &profile,
+            Some(&dir),
+            &shared,
+            (&stdout, &stderr),
+            reader,
+        )
+        .map_err(Err)?;
+        let instance = match loaded.pre.instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) => return Err(start_failure(&shared, &loaded, &profile, e)),
+        };
+        match reactor::turn(&mut store, &instance, OPEN).await {
+            Ok(0) => Ok((store, instance)),
+            other => Err(Err(SandboxError::Internal {
+                op: "open session",
+                detail: format!(
+                    "{:?}; {}",
+                    other.map_err(|e| format!("{e:#}")),
+                    String::from_utf8_lossy(&stderr.take().0)
+                ),
+            })),
+        }
+    };
+    let (mut store, instance) = match opened.await {
+        Ok(s) => s,
+        Err(failure) => {
+            // The first turn learns why; the session never opened.
+            if let Some(t) = rx.recv().await {
+                let _ = t.reply.send(failure);
+            }
+            return "it could not start".into();
+        }
+    };
+    let (_, _) = (stdout.take(), stderr.take());
+    let mut n = 0u64;
+    loop {
+        let left = lifetime.saturating_sub(born.elapsed());
+        let t = match tokio::time::timeout(idle.min(left), rx.recv()).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return "closed".into(),
+            Err(_) if born.elapsed() >= lifetime => {
+                return format!("its lifetime ({} s) ran out", lifetime.as_secs());
+            }
+            Err(_) => return format!("idle for {} s", idle.as_secs()),
+        };
+        n += 1;
+        shared.reset();
+        stdout.set_cap(t.output_cap);
+        stderr.set_cap(t.output_cap);
+        shared.arm(t.cpu, t.wall);
+        let finished = tokio::select! {
+            r = reactor::turn(&mut store, &instance, &t.code) => Some(r),
+            _ = tokio::time::sleep(t.wall + TICK) => None,
+        };
+        let quit = matches!(finished, Some(Ok(s)) if s >= 256);
+        let mut out = RawOutput::default();
+        classify(finished.map(|r| r.map(|s| s & 0xFF)), &shared, &mut out);
+        out.cpu_time = Some(Duration::from_nanos(
+            thread_cpu_ns().saturating_sub(
+                shared
+                    .cpu_start_ns
+                    .load(std::sync::atomic::Ordering::SeqCst),
+            ),
+        ));
+        let (o, ot) = stdout.take();
+        let (e, et) = stderr.take();
+        (
+            out.stdout,
+            out.stderr,
+            out.stdout_truncated,
+            out.stderr_truncated,
+        ) = (o, e, ot, et);
+        if ot || et {
+            out.limits_hit.push(LimitHit::OutputTruncated);
+        }
+        // A limit, a trap, an exit or a quit leaves no interpreter to go on with.
+        let why = if let Some(h) = out
+            .limits_hit
+            .iter()
+            .find(|h| **h != LimitHit::OutputTruncated)
+        {
+            Some(format!("turn {n} hit a limit: {}", h.as_str()))
+        } else if quit {
+            Some(format!("turn {n} quit the interpreter"))
+        } else if out.exit_code.is_none() {
+            Some(format!("turn {n} ended the interpreter"))
+        } else {
+            None
+        };
+        if let Some(why) = &why {
+            out.notes.push(format!("the session ended: {why}"));
+            end(info, why.clone());
+        }
+        let _ = t.reply.send(Ok(out));
+        if let Some(why) = why {
+            return why;
+        }
+    }
+}
+
+/// Why a session's instance could not be made: the memory cap, named, or
+/// a sandbox failure.
+fn start_failure(
+    shared: &Shared,
+    loaded: &Loaded,
+    profile: &Profile,
+    e: wasmtime::Error,
+) -> Result<RawOutput, SandboxError> {
+    if shared.memory_hit.load(std::sync::atomic::Ordering::SeqCst) {
+        let mut out = RawOutput::default();
+        out.limits_hit.push(LimitHit::Memory);
+        out.detail = Some(format!(
+            "the {} runtime needs more memory to start than the {} MiB limit",
+            loaded.spec.name,
+            profile.memory_cap >> 20
+        ));
+        return Ok(out);
+    }
+    Err(SandboxError::Internal {
+        op: "instantiate",
+        detail: format!("{e:#}"),
+    })
+}
