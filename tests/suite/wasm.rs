@@ -533,6 +533,13 @@ fn python_has_numpy_and_pandas_and_each_call_draws_fresh_random_numbers() {
     );
     assert_ne!(ra[0], rb[0], "random repeated across calls");
     assert_ne!(ra[1], rb[1], "numpy.random repeated across calls");
+    // The program's own exit handlers run, as under `python -c`.
+    let o = run(
+        &e,
+        "python",
+        "import atexit\natexit.register(print, 'bye')\nprint('hi')",
+    );
+    assert_eq!(o.stdout, "hi\nbye\n");
 }
 
 fn turn(session: &str, code: &str) -> ToolCall {

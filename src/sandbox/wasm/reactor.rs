@@ -66,13 +66,14 @@ for _fd in range(6, 256):  # 0-2: stdio; 3-5: the preopens
 import atexit, shutil
 atexit.unregister(shutil.rmtree)
 os.environ.pop('MPLCONFIGDIR', None)
-def _toolgate_call():
-    import builtins, random, sys, traceback, atexit
+def _toolgate_call(_atexit_base=atexit._ncallbacks(), _np=numpy):
+    import builtins, random, sys, traceback, atexit, os
     builtins.exit = builtins.quit = sys.exit
-    random.seed()
+    random.seed(os.urandom(32))
     nr = sys.modules.get('numpy.random')
     if nr is not None:
-        nr.seed()
+        # 512 bits from the host (seeding with None costs 7x as much).
+        nr.seed(_np.frombuffer(os.urandom(64), dtype=_np.uint32))
     b = sys.stdin.buffer
     n = int(b.readline())
     src = b.read(n).decode('utf-8', 'surrogateescape')
@@ -95,7 +96,11 @@ def _toolgate_call():
         traceback.print_exception(type(e), e, tb)
         code = 1
     try:
-        atexit._run_exitfuncs()
+        # The handlers pre-init registered (matplotlib's, logging's) have
+        # nothing to do in an instance about to be dropped: run them only
+        # when the program registered its own.
+        if atexit._ncallbacks() > _atexit_base:
+            atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:
