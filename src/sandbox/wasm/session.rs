@@ -213,18 +213,16 @@ pub(super) fn spawn(r: &SessionRef, o: Opening) -> Result<Arc<Entry>, SandboxErr
                 end(&thread_info, "its runtime could not start".into());
                 return;
             };
-            let why = rt.block_on(life(
-                o.engine,
-                o.loaded,
-                o.profile,
-                path,
-                o.idle,
-                o.lifetime,
-                &thread_info,
-                rx,
+            let (why, last) = rt.block_on(life(
+                o.engine, o.loaded, o.profile, path, o.idle, o.lifetime, rx,
             ));
+            // Blocking host calls of a stopped turn end with the runtime:
+            // only then may the caller take its stage back.
             rt.shutdown_timeout(Duration::from_secs(2));
             end(&thread_info, why);
+            if let Some((reply, out)) = last {
+                let _ = reply.send(Ok(out));
+            }
         })
         .map_err(|e| SandboxError::Internal {
             op: "spawn session thread",
@@ -246,8 +244,11 @@ fn end(info: &Mutex<SessionInfo>, why: String) {
     }
 }
 
-/// A session's whole life on its thread; returns why it ended.
-#[allow(clippy::too_many_arguments)]
+/// The reply to a session's last turn, held until its runtime is gone.
+type LastReply = Option<(oneshot::Sender<Result<RawOutput, SandboxError>>, RawOutput)>;
+
+/// A session's whole life on its thread; returns why it ended, and the
+/// reply to the turn that ended it.
 async fn life(
     engine: Engine,
     loaded: Arc<Loaded>,
@@ -255,9 +256,8 @@ async fn life(
     dir: std::path::PathBuf,
     idle: Duration,
     lifetime: Duration,
-    info: &Mutex<SessionInfo>,
     mut rx: mpsc::Receiver<Turn>,
-) -> String {
+) -> (String, LastReply) {
     let born = Instant::now();
     let shared = Arc::new(Shared::new());
     let (stdout, stderr) = (Sink::new(0), Sink::new(64 << 10));
@@ -297,7 +297,7 @@ async fn life(
             if let Some(t) = rx.recv().await {
                 let _ = t.reply.send(failure);
             }
-            return "it could not start".into();
+            return ("it could not start".into(), None);
         }
     };
     let (_, _) = (stdout.take(), stderr.take());
@@ -306,11 +306,12 @@ async fn life(
         let left = lifetime.saturating_sub(born.elapsed());
         let t = match tokio::time::timeout(idle.min(left), rx.recv()).await {
             Ok(Some(t)) => t,
-            Ok(None) => return "closed".into(),
+            Ok(None) => return ("closed".into(), None),
             Err(_) if born.elapsed() >= lifetime => {
-                return format!("its lifetime ({} s) ran out", lifetime.as_secs());
+                let why = format!("its lifetime ({} s) ran out", lifetime.as_secs());
+                return (why, None);
             }
-            Err(_) => return format!("idle for {} s", idle.as_secs()),
+            Err(_) => return (format!("idle for {} s", idle.as_secs()), None),
         };
         n += 1;
         shared.reset();
@@ -356,13 +357,14 @@ async fn life(
         } else {
             None
         };
-        if let Some(why) = &why {
-            out.notes.push(format!("the session ended: {why}"));
-            end(info, why.clone());
-        }
-        let _ = t.reply.send(Ok(out));
-        if let Some(why) = why {
-            return why;
+        match why {
+            Some(why) => {
+                out.notes.push(format!("the session ended: {why}"));
+                return (why, Some((t.reply, out)));
+            }
+            None => {
+                let _ = t.reply.send(Ok(out));
+            }
         }
     }
 }
