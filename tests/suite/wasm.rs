@@ -768,3 +768,41 @@ fn figures_and_files_come_back_as_artifacts_under_the_write_rules() {
         "[core]\n"
     );
 }
+
+#[test]
+fn as_many_python_guests_as_slots_run_at_once() {
+    // Python's instances carry a GC heap (exceptions) beside their linear
+    // memory; both come from the pooling allocator's memory slots.
+    let ws = tempfile::tempdir().unwrap();
+    let e = Arc::new(session_executor(
+        ws.path(),
+        Policy::builtin_default(),
+        WasmConfig {
+            max_instances: 8,
+            ..WasmConfig::default()
+        },
+    ));
+    let outs: Vec<Outcome> = rt().block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let e = e.clone();
+                tokio::spawn(async move {
+                    let code = format!("import time\ntime.sleep(0.5)\nprint({i})");
+                    e.run(&call("python", &code)).await.unwrap()
+                })
+            })
+            .collect();
+        let mut v = Vec::new();
+        for t in tasks {
+            v.push(t.await.unwrap());
+        }
+        v
+    });
+    for (i, o) in outs.iter().enumerate() {
+        assert_eq!(
+            (o.exit_code, o.stdout.clone()),
+            (Some(0), format!("{i}\n")),
+            "{o:?}"
+        );
+    }
+}

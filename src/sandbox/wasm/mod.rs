@@ -148,7 +148,8 @@ impl Default for WasmConfig {
 fn engine_config(max_instances: u32) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_core_instances(max_instances)
-        .total_memories(max_instances)
+        // A GC heap (python's exceptions) takes a memory slot of its own.
+        .total_memories(max_instances * 2)
         .total_tables(max_instances * 2)
         .total_stacks(max_instances)
         .max_memory_size(SLOT_MEMORY as usize)
