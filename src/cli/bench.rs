@@ -375,6 +375,23 @@ impl Figures {
                 }
             }
             self.rows.push(row("python print(1) — wasm backend alone, no workspace", v));
+            let r = toolgate::sandbox::SessionRef {
+                principal: "bench".into(),
+                name: "alone".into(),
+            };
+            let mut v = Vec::with_capacity(n);
+            for i in 0..=n {
+                let t = Instant::now();
+                let o = backend
+                    .session_turn(&r, toolgate::Language::Python, "x = 1 if 'x' not in globals() else x + 1", None, &plan)
+                    .await?;
+                anyhow::ensure!(o.exit_code == Some(0), "session turn failed: {o:?}");
+                if i > 0 {
+                    v.push(t.elapsed());
+                }
+            }
+            self.rows.push(row("python session turn — wasm backend alone, no workspace", v));
+            backend.close_session("bench", "alone");
             let (b, p) = (Arc::new(backend), Arc::new(plan));
             let t = Instant::now();
             let mut tasks = Vec::new();

@@ -437,15 +437,30 @@ fn warm_pool_serves_each_interpreter_once() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         e.wasm().unwrap().idle(),
+        0,
+        "python's pre-initialised instances are made per call, never pooled"
+    );
+    let js = call(
+        "javascript",
+        "console.log(globalThis.used === undefined); globalThis.used = 1;",
+    );
+    for _ in 0..5 {
+        let o = r.block_on(e.run(&js)).unwrap();
+        assert_eq!(o.stdout, "true\n", "a pooled interpreter was reused: {o:?}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        e.wasm().unwrap().idle(),
         2,
         "the pool refills to its bound and no further"
     );
     // Limits still bind on a pooled interpreter, from the moment the program arrives.
     let e2 = executor(ws.path(), policy_with("cpu_time = \"1s\"", "rw"), 1);
-    r.block_on(e2.run(&call("python", "pass"))).unwrap();
+    r.block_on(e2.run(&call("javascript", "1"))).unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(e2.wasm().unwrap().idle(), 1);
     let o = r
-        .block_on(e2.run(&call("python", "while True: pass")))
+        .block_on(e2.run(&call("javascript", "while (true) {}")))
         .unwrap();
     assert_eq!(o.limits_hit, vec![LimitHit::TimeoutCpu]);
 }

@@ -664,6 +664,12 @@ impl WasmBackend {
 
     /// Tops the pool for `profile` up to `pool_size`, without waiting for slots.
     fn refill(&self, loaded: &Arc<Loaded>, profile: &Profile) {
+        // A pre-initialised image is instantiated in ~0.05 ms: warm ones
+        // buy nothing, and refilling competes with the next call (python
+        // `print(1)` measured 9.5 ms p50 pooled against 3.2 ms without).
+        if loaded.reactor() {
+            return;
+        }
         // Evicted guests end when their job channel drops.
         let reserve = self.inner.pool.reserve(profile);
         for slot in reserve.slots {
