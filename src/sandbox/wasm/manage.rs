@@ -98,7 +98,23 @@ pub fn list() -> Result<Vec<Listed>, WasmError> {
         .collect())
 }
 
-/// Re-hashes every installed runtime against the digest recorded at install.
+/// The first of a runtime's pinned files that is missing or differs.
+fn files_differ(dir: &Path, s: &runtime::RuntimeSpec) -> Option<String> {
+    s.files.iter().find_map(|f| {
+        let path = runtime::files_dir(dir, &s.name).join(&f.dest);
+        match runtime::sha256_file(&path) {
+            Ok(got) if got == f.sha256 => None,
+            Ok(got) => Some(format!(
+                "{}: pinned {}, file hashes to {got}",
+                f.dest, f.sha256
+            )),
+            Err(e) => Some(format!("{}: {e}", f.dest)),
+        }
+    })
+}
+
+/// Re-hashes every installed runtime (and its pinned files) against the
+/// digests recorded at install.
 pub fn verify() -> Result<Vec<Verified>, WasmError> {
     let dir = runtime::cache_dir();
     Ok(runtime::manifest()?
@@ -111,14 +127,17 @@ pub fn verify() -> Result<Vec<Verified>, WasmError> {
             ) {
                 (None, _) => ("missing", "not installed".to_string()),
                 (Some(_), Err(e)) => ("error", e.to_string()),
-                (Some(rec), Ok(got)) if got == rec => (
-                    "ok",
-                    if got == s.sha256 {
-                        "matches the manifest pin".into()
-                    } else {
-                        "matches the digest given at install (local build)".into()
-                    },
-                ),
+                (Some(rec), Ok(got)) if got == rec => match files_differ(&dir, &s) {
+                    Some(why) => ("mismatch", why),
+                    None => (
+                        "ok",
+                        if got == s.sha256 {
+                            "matches the manifest pin".into()
+                        } else {
+                            "matches the digest given at install (local build)".into()
+                        },
+                    ),
+                },
                 (Some(rec), Ok(got)) => {
                     ("mismatch", format!("recorded {rec}, file hashes to {got}"))
                 }
@@ -130,4 +149,32 @@ pub fn verify() -> Result<Vec<Verified>, WasmError> {
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_or_missing_pinned_file_is_a_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = runtime::spec("python").unwrap();
+        let f = &spec.files[0];
+        let path = runtime::files_dir(dir.path(), &spec.name).join(&f.dest);
+        assert!(
+            files_differ(dir.path(), &spec)
+                .unwrap()
+                .contains("lib/python315.zip")
+        );
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"not the stdlib").unwrap();
+        let why = files_differ(dir.path(), &spec).unwrap();
+        assert!(
+            why.contains(&f.sha256) && why.contains("file hashes to"),
+            "{why}"
+        );
+        // Pinned to what is there, it verifies.
+        spec.files[0].sha256 = runtime::sha256_file(&path).unwrap();
+        assert_eq!(files_differ(dir.path(), &spec), None);
+    }
 }
