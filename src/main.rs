@@ -67,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Check(a) => check(a),
         Cmd::Run(a) => run_call(a),
         Cmd::Exec(a) => exec(a),
+        Cmd::Notebook(a) => notebook(a),
         Cmd::Tools { format } => {
             let f = match format {
                 ToolFormat::Openai => toolgate::tools::Format::Openai,
@@ -228,6 +229,80 @@ fn exec(a: ExecArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(exit::for_exec(&o))
+}
+
+/// The cells of a notebook file: the text between lines `# %%` (or `%%`).
+fn cells(text: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    for line in text.lines() {
+        if matches!(line.trim_end(), "# %%" | "%%") || line.starts_with("# %% ") {
+            out.push(String::new());
+        } else if let Some(c) = out.last_mut() {
+            c.push_str(line);
+            c.push('\n');
+        }
+    }
+    out.retain(|c| !c.trim().is_empty());
+    out
+}
+
+fn notebook(a: NotebookArgs) -> anyhow::Result<i32> {
+    let policy = Policy::load(&a.common.policy).map_err(Error::from)?;
+    let max = policy.max_arg_bytes() as u64 * 16;
+    let mut text = String::new();
+    let read = if a.file == "-" {
+        std::io::stdin().take(max + 1).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(&a.file).and_then(|f| f.take(max + 1).read_to_string(&mut text))
+    };
+    read.map_err(|e| toolgate::CallError::Read(format!("{}: {e}", a.file)))?;
+    let name = format!("notebook-{}", std::process::id());
+    let calls = cells(&text)
+        .into_iter()
+        .map(|code| {
+            ToolCall::parse(
+                &serde_json::json!({"tool": "run_code", "args": {"language": "python", "code": code, "session": name}})
+                    .to_string(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(first) = calls.first() else {
+        return Err(Error::Usage(format!("{}: no cells", a.file)).into());
+    };
+    let mode = ApproveMode::or_default(approve_mode(a.common.approve));
+    let rt = tokio_rt()?;
+    let exec = rt.block_on(service::for_call(options(&a.common, policy, mode), first))?;
+    let mut outcomes = Vec::new();
+    let mut code = exit::OK;
+    for call in &calls {
+        let o = rt.block_on(exec.run(call))?;
+        if !a.common.json {
+            let mut out = std::io::stdout().lock();
+            out.write_all(o.stdout.as_bytes())?;
+            out.flush()?;
+            eprint!("{}", o.stderr);
+            for line in o.notes() {
+                eprintln!("toolgate: {line}");
+            }
+        }
+        // The first cell that failed says how the notebook went.
+        if code == exit::OK {
+            code = exit::for_exec(&o);
+        }
+        // A denied cell or one that ended the session ends the notebook.
+        let ended = o.reasons.iter().any(|r| r.starts_with("the session ended"));
+        let stop = o.status == toolgate::Status::Denied || ended;
+        outcomes.push(o);
+        if stop {
+            break;
+        }
+    }
+    // Closing the executor closes its sessions.
+    rt.block_on(exec.close());
+    if a.common.json {
+        print_json(&outcomes)?;
+    }
+    Ok(code)
 }
 
 fn serve(a: ServeArgs) -> anyhow::Result<i32> {

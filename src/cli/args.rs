@@ -24,6 +24,10 @@ pub enum Cmd {
     Run(CallArgs),
     /// Run code directly, for people at a terminal.
     Exec(ExecArgs),
+    /// Run python cells as the turns of one session (variables carry from
+    /// cell to cell), for people at a terminal. Cells are separated by
+    /// lines `# %%`; the session closes at the end.
+    Notebook(NotebookArgs),
     /// Print tool definitions for agent frameworks.
     Tools {
         #[arg(long, value_enum, default_value = "json-schema")]
@@ -192,6 +196,14 @@ pub struct ExecArgs {
     pub timeout: Option<String>,
     /// The code, or `-` to read it from stdin.
     pub code: String,
+}
+
+#[derive(Args)]
+pub struct NotebookArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// A file of cells, or `-` for stdin.
+    pub file: String,
 }
 
 #[derive(Subcommand)]

@@ -460,3 +460,35 @@ fn tools_definitions_in_three_formats() {
         }
     }
 }
+
+#[test]
+fn a_notebook_runs_its_cells_as_turns_of_one_session() {
+    let ws = workspace();
+    let cells = "import pandas as pd\ndf = pd.DataFrame({'a': [1, 2, 3]})\n# %%\nprint(int(df.a.sum()))\n# %%\nraise ValueError('boom')\n# %%\nprint('after', len(df))\n";
+    let o = toolgate(ws.path(), &["notebook", "-"], Some(cells));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "6\nafter 3\n",
+        "state carries from cell to cell"
+    );
+    let err = stderr(&o);
+    assert!(err.contains("ValueError: boom"), "{err}");
+    assert_eq!(o.status.code(), Some(1), "the failed cell's exit code");
+    // A cell that hits a limit ends the session and the notebook.
+    let o = toolgate(
+        ws.path(),
+        &["notebook", "--policy", "strict", "--json", "-"],
+        Some("x = 1\n# %%\nwhile True: pass\n# %%\nprint(x)\n"),
+    );
+    let v = stdout_json(&o);
+    let statuses: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["completed", "killed"], "{v}");
+    assert_eq!(o.status.code(), Some(exit::EXEC_TIMEOUT));
+    let o = toolgate(ws.path(), &["notebook", "-"], Some("\n# %%\n"));
+    assert_eq!(o.status.code(), Some(exit::BAD_INPUT), "{}", stderr(&o));
+}
