@@ -220,15 +220,22 @@ fn exec(a: ExecArgs) -> anyhow::Result<i32> {
     if a.common.json {
         print_json(&o)?;
     } else {
-        let mut out = std::io::stdout().lock();
-        out.write_all(o.stdout.as_bytes())?;
-        out.flush()?;
-        eprint!("{}", o.stderr);
-        for line in o.notes() {
-            eprintln!("toolgate: {line}");
-        }
+        print_program_output(&o)?;
     }
     Ok(exit::for_exec(&o))
+}
+
+/// A program's output as a terminal shows it: stdout, stderr, then what
+/// toolgate has to say about the run.
+fn print_program_output(o: &toolgate::Outcome) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(o.stdout.as_bytes())?;
+    out.flush()?;
+    eprint!("{}", o.stderr);
+    for line in o.notes() {
+        eprintln!("toolgate: {line}");
+    }
+    Ok(())
 }
 
 /// The cells of a notebook file: the text between lines `# %%` (or `%%`).
@@ -277,13 +284,7 @@ fn notebook(a: NotebookArgs) -> anyhow::Result<i32> {
     for call in &calls {
         let o = rt.block_on(exec.run(call))?;
         if !a.common.json {
-            let mut out = std::io::stdout().lock();
-            out.write_all(o.stdout.as_bytes())?;
-            out.flush()?;
-            eprint!("{}", o.stderr);
-            for line in o.notes() {
-                eprintln!("toolgate: {line}");
-            }
+            print_program_output(&o)?;
         }
         // The first cell that failed says how the notebook went.
         if code == exit::OK {

@@ -999,6 +999,30 @@ fn new_store(
     Ok(store)
 }
 
+/// Why an instance could not be made: the memory cap, named (the image
+/// alone is larger than it), or a sandbox failure.
+fn instantiate_failure(
+    shared: &Shared,
+    loaded: &Loaded,
+    profile: &Profile,
+    e: wasmtime::Error,
+) -> Result<RawOutput, SandboxError> {
+    if shared.memory_hit.load(Ordering::SeqCst) {
+        let mut out = RawOutput::default();
+        out.limits_hit.push(LimitHit::Memory);
+        out.detail = Some(format!(
+            "the {} runtime needs more memory to start than the {} MiB limit",
+            loaded.spec.name,
+            profile.memory_cap >> 20
+        ));
+        return Ok(out);
+    }
+    Err(SandboxError::Internal {
+        op: "instantiate",
+        detail: format!("{e:#}"),
+    })
+}
+
 /// Hands a guest its program: output caps, the clocks started, and its
 /// input written (and closed) in the background.
 fn deliver(
@@ -1083,23 +1107,7 @@ async fn guest(
     };
     let instance = match loaded.pre.instantiate_async(&mut store).await {
         Ok(i) => i,
-        Err(_) if shared.memory_hit.load(Ordering::SeqCst) => {
-            // The image alone is larger than the cap: a memory limit, named.
-            let mut out = RawOutput::default();
-            out.limits_hit.push(LimitHit::Memory);
-            out.detail = Some(format!(
-                "the {} runtime needs more memory to start than the {} MiB limit",
-                loaded.spec.name,
-                profile.memory_cap >> 20
-            ));
-            return Some(Ok(out));
-        }
-        Err(e) => {
-            return Some(Err(SandboxError::Internal {
-                op: "instantiate",
-                detail: format!("{e:#}"),
-            }));
-        }
+        Err(e) => return Some(instantiate_failure(&shared, &loaded, &profile, e)),
     };
     let finished = if loaded.reactor() {
         // Start-up happened at install: wait for the program, then one turn.

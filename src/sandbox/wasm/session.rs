@@ -17,8 +17,8 @@
 
 use super::io::Sink;
 use super::{
-    Loaded, Profile, RawOutput, SandboxError, Shared, TICK, classify, new_store, reactor,
-    thread_cpu_ns,
+    Loaded, Profile, RawOutput, SandboxError, Shared, TICK, classify, instantiate_failure,
+    new_store, reactor, thread_cpu_ns,
 };
 use crate::outcome::LimitHit;
 use crate::sandbox::SessionRef;
@@ -276,7 +276,7 @@ async fn life(
         .map_err(Err)?;
         let instance = match loaded.pre.instantiate_async(&mut store).await {
             Ok(i) => i,
-            Err(e) => return Err(start_failure(&shared, &loaded, &profile, e)),
+            Err(e) => return Err(instantiate_failure(&shared, &loaded, &profile, e)),
         };
         match reactor::turn(&mut store, &instance, OPEN).await {
             Ok(0) => Ok((store, instance)),
@@ -367,28 +367,4 @@ async fn life(
             }
         }
     }
-}
-
-/// Why a session's instance could not be made: the memory cap, named, or
-/// a sandbox failure.
-fn start_failure(
-    shared: &Shared,
-    loaded: &Loaded,
-    profile: &Profile,
-    e: wasmtime::Error,
-) -> Result<RawOutput, SandboxError> {
-    if shared.memory_hit.load(std::sync::atomic::Ordering::SeqCst) {
-        let mut out = RawOutput::default();
-        out.limits_hit.push(LimitHit::Memory);
-        out.detail = Some(format!(
-            "the {} runtime needs more memory to start than the {} MiB limit",
-            loaded.spec.name,
-            profile.memory_cap >> 20
-        ));
-        return Ok(out);
-    }
-    Err(SandboxError::Internal {
-        op: "instantiate",
-        detail: format!("{e:#}"),
-    })
 }
