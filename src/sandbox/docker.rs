@@ -626,6 +626,7 @@ impl DockerBackend {
             .first()
             .map(|m| m.host.clone())
             .unwrap_or_default();
+        // Checked against the stage before it was lent (`execute`).
         let parts = crate::workpath::resolve(&ws, cwd)
             .map_err(|e| SandboxError::Unsupported(format!("cwd {cwd}: {e}")))?;
         Ok(format!(
@@ -725,6 +726,9 @@ impl Backend for DockerBackend {
     async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError> {
         let profile = Profile::of(plan)?;
         Self::argv(job)?;
+        if let (Some(c), Some(m)) = (&job.cwd, plan.mounts.first()) {
+            super::working_dir(&m.host, c)?;
+        }
         let w = match self.inner.pool.lease(&profile, |_| true).await? {
             Lease::Warm(w) => w,
             Lease::Fresh(slot) => self.create(&profile, "call", slot).await?,

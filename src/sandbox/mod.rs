@@ -68,6 +68,25 @@ pub struct SessionRef {
     pub name: String,
 }
 
+/// The workspace components of a call's `cwd`, which must name a folder
+/// in the sandbox's view of the workspace (`host`: the stage or mount it is
+/// given): a missing one is the caller's mistake, said before anything runs.
+pub(crate) fn working_dir(host: &std::path::Path, cwd: &str) -> Result<Vec<String>, SandboxError> {
+    let parts = crate::workpath::resolve(host, cwd)
+        .map_err(|e| SandboxError::Unsupported(format!("cwd {cwd}: {e}")))?;
+    if !parts
+        .iter()
+        .fold(host.to_path_buf(), |p, c| p.join(c))
+        .is_dir()
+    {
+        return Err(SandboxError::Workspace {
+            path: crate::call::truncate_for_msg(cwd),
+            detail: "the working directory is not a folder in the workspace".into(),
+        });
+    }
+    Ok(parts)
+}
+
 /// The argv of a command: a shell line runs under `/bin/sh -c`.
 pub(crate) fn command_argv(c: &Command) -> Result<Vec<String>, SandboxError> {
     match c {

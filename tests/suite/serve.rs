@@ -1399,3 +1399,27 @@ fn sessions_over_http_belong_to_their_principal() {
         assert_eq!(st, StatusCode::NOT_FOUND);
     });
 }
+
+#[test]
+fn a_working_directory_that_is_not_in_the_workspace_is_the_callers_error() {
+    // Found by Schemathesis: a missing cwd reached the native sandbox's
+    // setup and came back as a 500.
+    rt().block_on(async {
+        let s = svc(Config::default(), Budgets::default());
+        for cwd in ["no-such-dir", "\u{10fbc0}"] {
+            let call = json!({"tool": "run_command", "args": {"command": "ls", "cwd": cwd}});
+            let (st, _, v) = send(&s.app, "POST", "/v1/calls", Some(OPERATOR), Some(call)).await;
+            assert_eq!(st, StatusCode::BAD_REQUEST, "{cwd:?}: {v}");
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("not a folder in the workspace"),
+                "{v}"
+            );
+        }
+        let call = json!({"tool": "run_command", "args": {"command": "pwd", "cwd": "src"}});
+        let (st, _, v) = send(&s.app, "POST", "/v1/calls", Some(OPERATOR), Some(call)).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    });
+}

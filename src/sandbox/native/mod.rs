@@ -459,11 +459,9 @@ impl NativeBackend {
         let guest_ws = PathBuf::from(&ws.guest);
         let cwd = match &job.cwd {
             None => guest_ws,
-            Some(c) => {
-                let parts = crate::workpath::resolve(&ws.host, c)
-                    .map_err(|e| SandboxError::Unsupported(format!("cwd {c}: {e}")))?;
-                parts.iter().fold(guest_ws, |p, c| p.join(c))
-            }
+            Some(c) => super::working_dir(&ws.host, c)?
+                .iter()
+                .fold(guest_ws, |p, c| p.join(c)),
         };
         let env = Self::env(plan, home);
         let envp: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -1165,6 +1163,9 @@ impl Backend for NativeBackend {
             ));
         }
         let argv = Self::argv(job)?;
+        if let (Some(c), Some(m)) = (&job.cwd, plan.mounts.first()) {
+            super::working_dir(&m.host, c)?;
+        }
         let profile = Profile::of(plan)?;
         let mut w = match self
             .shared
