@@ -920,6 +920,16 @@ impl Executor {
                 return Ok((o, Some(stage)));
             }
             Tool::RunCommand(a) => {
+                // A cwd that is not a folder is the tool failing, like a
+                // read_file of a missing file (the sandbox checks again
+                // against its own view, where hidden paths are absent).
+                if let Some(c) = &a.cwd
+                    && let Err(e) = crate::sandbox::working_dir(ws, c)
+                {
+                    o.status = Status::Failed;
+                    o.error = Some(e.to_string());
+                    return Ok((o, None));
+                }
                 let job = Job {
                     program: Program::Command(a.command.clone()),
                     stdin: None,
