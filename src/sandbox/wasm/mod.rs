@@ -732,87 +732,117 @@ impl WasmBackend {
                 detail: e.to_string(),
             })??;
         let mut notes = Vec::new();
-        let entry = match self.inner.sessions.live(r) {
-            (Some(e), _) => e,
-            (None, before) => {
-                let cfg = &self.inner.config;
-                if self.inner.sessions.open_count(&r.principal) >= cfg.sessions_per_principal {
-                    return Err(SandboxError::Unsupported(format!(
-                        "{} open sessions is the most one principal may hold; close one first",
-                        cfg.sessions_per_principal
-                    )));
-                }
-                let slot = self
-                    .inner
-                    .pool
-                    .try_slot()
-                    .ok_or_else(|| SandboxError::Unavailable {
-                        backend: "wasm",
-                        detail: "every sandbox slot is taken: no room for a new session".into(),
-                    })?;
-                let profile = Profile {
-                    runtime: "python".into(),
-                    workspace: plan.mounts.first().map(|m| (None, m.access)),
-                    memory_cap: plan.limits.memory_bytes,
-                };
-                let entry = session::spawn(
-                    r,
-                    session::Opening {
-                        engine: self.inner.engine.clone(),
-                        loaded,
-                        profile,
-                        idle: cfg.session_idle,
-                        lifetime: cfg.session_lifetime,
-                        slot,
-                    },
-                )?;
-                notes.push(match before {
-                    Some(why) => format!(
-                        "session {:?} had ended ({why}); this turn opened a new one",
-                        r.name
-                    ),
-                    None => format!("session {:?} opened", r.name),
-                });
-                self.inner.sessions.insert(r.clone(), entry.clone());
-                entry
+        // A session may end between being found open and taking the turn
+        // (its idle or lifetime bound passing): a turn it never started is
+        // given to a new session once.
+        for _ in 0..2 {
+            let entry = self.session_entry(r, plan, &loaded, &mut notes)?;
+            let _one_at_a_time = entry.turn.lock().await;
+            let started = Instant::now();
+            let lent = plan.mounts.first();
+            if let Some(m) = lent {
+                super::stage::lend(&m.host, entry.dir.path())?;
             }
-        };
-        let entry: Arc<session::Entry> = entry;
-        let _one_at_a_time = entry.turn.lock().await;
-        let started = Instant::now();
-        let lent = plan.mounts.first();
-        if let Some(m) = lent {
-            super::stage::lend(&m.host, entry.dir.path())?;
+            let (tx, rx) = oneshot::channel();
+            let ran = Arc::new(AtomicBool::new(false));
+            let turn = session::Turn {
+                code: code.to_string(),
+                cpu: plan.limits.cpu_time,
+                wall: plan.limits.wall_time,
+                output_cap: plan.limits.output_bytes as usize,
+                started: ran.clone(),
+                reply: tx,
+            };
+            let answer = match entry.tx.send(turn).await {
+                Ok(()) => rx.await.ok(),
+                Err(_) => None,
+            };
+            // The turn is over (its reply is sent after the guest stopped):
+            // the stage comes back, whatever happened.
+            if let Some(m) = lent {
+                super::stage::lend(entry.dir.path(), &m.host)?;
+            }
+            let result = match answer {
+                Some(result) => result,
+                None if !ran.load(Ordering::SeqCst) => {
+                    session::end(&entry.info, "it ended before the turn started".into());
+                    continue;
+                }
+                None => {
+                    return Err(SandboxError::Internal {
+                        op: "session",
+                        detail: format!("session {:?} ended during the turn", r.name),
+                    });
+                }
+            };
+            if let Ok(mut i) = entry.info.lock() {
+                i.turns += 1;
+                i.last_turn_at_ms = session::now_ms();
+            }
+            let mut out = result?;
+            out.duration = started.elapsed();
+            notes.append(&mut out.notes);
+            out.notes = notes;
+            return Ok(out);
         }
-        let (tx, rx) = oneshot::channel();
-        let turn = session::Turn {
-            code: code.to_string(),
-            cpu: plan.limits.cpu_time,
-            wall: plan.limits.wall_time,
-            output_cap: plan.limits.output_bytes as usize,
-            reply: tx,
+        Err(SandboxError::Unavailable {
+            backend: "wasm",
+            detail: format!("session {:?} could not take the turn", r.name),
+        })
+    }
+
+    /// `r`'s open session, or a new one (saying so in `notes`).
+    fn session_entry(
+        &self,
+        r: &SessionRef,
+        plan: &Plan,
+        loaded: &Arc<Loaded>,
+        notes: &mut Vec<String>,
+    ) -> Result<Arc<session::Entry>, SandboxError> {
+        let before = match self.inner.sessions.live(r) {
+            (Some(e), _) => return Ok(e),
+            (None, before) => before,
         };
-        let ended = |why: &str| SandboxError::Unsupported(format!("session {:?} {why}", r.name));
-        let result = match entry.tx.send(turn).await {
-            Ok(()) => rx
-                .await
-                .unwrap_or_else(|_| Err(ended("ended during the turn"))),
-            Err(_) => Err(ended("ended before the turn")),
+        let cfg = &self.inner.config;
+        if self.inner.sessions.open_count(&r.principal) >= cfg.sessions_per_principal {
+            return Err(SandboxError::Unsupported(format!(
+                "{} open sessions is the most one principal may hold; close one first",
+                cfg.sessions_per_principal
+            )));
+        }
+        let slot = self
+            .inner
+            .pool
+            .try_slot()
+            .ok_or_else(|| SandboxError::Unavailable {
+                backend: "wasm",
+                detail: "every sandbox slot is taken: no room for a new session".into(),
+            })?;
+        let profile = Profile {
+            runtime: "python".into(),
+            workspace: plan.mounts.first().map(|m| (None, m.access)),
+            memory_cap: plan.limits.memory_bytes,
         };
-        // The turn is over (its reply is sent after the guest stopped):
-        // the stage comes back, whatever happened.
-        if let Some(m) = lent {
-            super::stage::lend(entry.dir.path(), &m.host)?;
-        }
-        if let Ok(mut i) = entry.info.lock() {
-            i.turns += 1;
-            i.last_turn_at_ms = session::now_ms();
-        }
-        let mut out = result?;
-        out.duration = started.elapsed();
-        notes.append(&mut out.notes);
-        out.notes = notes;
-        Ok(out)
+        let entry = session::spawn(
+            r,
+            session::Opening {
+                engine: self.inner.engine.clone(),
+                loaded: loaded.clone(),
+                profile,
+                idle: cfg.session_idle,
+                lifetime: cfg.session_lifetime,
+                slot,
+            },
+        )?;
+        notes.push(match before {
+            Some(why) => format!(
+                "session {:?} had ended ({why}); this turn opened a new one",
+                r.name
+            ),
+            None => format!("session {:?} opened", r.name),
+        });
+        self.inner.sessions.insert(r.clone(), entry.clone());
+        Ok(entry)
     }
 
     /// Runs code directly (no policy): the primitive under `execute`.

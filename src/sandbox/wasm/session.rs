@@ -67,6 +67,9 @@ pub(super) struct Turn {
     pub cpu: Duration,
     pub wall: Duration,
     pub output_cap: usize,
+    /// Set when the session's thread takes the turn (a turn it never took
+    /// may go to another session).
+    pub started: Arc<std::sync::atomic::AtomicBool>,
     pub reply: oneshot::Sender<Result<RawOutput, SandboxError>>,
 }
 
@@ -216,10 +219,11 @@ pub(super) fn spawn(r: &SessionRef, o: Opening) -> Result<Arc<Entry>, SandboxErr
             let (why, last) = rt.block_on(life(
                 o.engine, o.loaded, o.profile, path, o.idle, o.lifetime, rx,
             ));
-            // Blocking host calls of a stopped turn end with the runtime:
-            // only then may the caller take its stage back.
-            rt.shutdown_timeout(Duration::from_secs(2));
+            // Ended as soon as it is (a new turn of the name opens a new
+            // session); blocking host calls of a stopped turn end with the
+            // runtime, and only then may the caller take its stage back.
             end(&thread_info, why);
+            rt.shutdown_timeout(Duration::from_secs(2));
             if let Some((reply, out)) = last {
                 let _ = reply.send(Ok(out));
             }
@@ -236,7 +240,8 @@ pub(super) fn spawn(r: &SessionRef, o: Opening) -> Result<Arc<Entry>, SandboxErr
     }))
 }
 
-fn end(info: &Mutex<SessionInfo>, why: String) {
+/// Marks a session ended with why, once.
+pub(super) fn end(info: &Mutex<SessionInfo>, why: String) {
     let mut i = info.lock().unwrap_or_else(|p| p.into_inner());
     if i.state == "open" {
         i.state = "ended";
@@ -313,6 +318,7 @@ async fn life(
             }
             Err(_) => return (format!("idle for {} s", idle.as_secs()), None),
         };
+        t.started.store(true, std::sync::atomic::Ordering::SeqCst);
         n += 1;
         shared.reset();
         stdout.set_cap(t.output_cap);
