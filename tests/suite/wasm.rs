@@ -821,3 +821,86 @@ fn as_many_python_guests_as_slots_run_at_once() {
         );
     }
 }
+
+#[test]
+fn artifacts_are_inlined_only_under_their_caps_and_at_most_sixteen_are_listed() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = executor(ws.path(), Policy::builtin_default(), 0);
+    // Just over each cap, and just under: sizes are reported either way.
+    let code = "import os\nopen('big.png', 'wb').write(os.urandom(512 * 1024 + 1))\nopen('ok.png', 'wb').write(os.urandom(512 * 1024))\nopen('big.csv', 'w').write('x' * (64 * 1024 + 1))\nopen('ok.csv', 'w').write('x' * (64 * 1024))";
+    let o = run(&e, "python", code);
+    assert_eq!(o.exit_code, Some(0), "{o:?}");
+    let by = |p: &str| o.artifacts.iter().find(|a| a.path == p).unwrap();
+    assert!(by("big.png").base64.is_none() && by("big.png").size == 512 * 1024 + 1);
+    assert_eq!(
+        by("ok.png").base64.as_ref().map(|b| b.len()),
+        Some((512 * 1024usize).div_ceil(3) * 4)
+    );
+    assert!(by("big.csv").text.is_none() && by("big.csv").size == 64 * 1024 + 1);
+    assert_eq!(by("ok.csv").text.as_ref().map(String::len), Some(64 * 1024));
+    let o = run(
+        &e,
+        "python",
+        "for i in range(20):\n    open(f'f{i:02}.txt', 'w').write(str(i))",
+    );
+    assert_eq!(o.changes.iter().filter(|c| c.applied).count(), 20);
+    assert_eq!(o.artifacts.len(), toolgate::Artifact::MAX);
+}
+
+#[test]
+fn a_sessions_turns_have_their_own_wall_and_output_limits_and_its_lifetime_ends_it() {
+    let ws = tempfile::tempdir().unwrap();
+    let e = session_executor(
+        ws.path(),
+        policy_with("wall_time = \"1s\"\noutput_bytes = \"1KiB\"", "rw"),
+        WasmConfig {
+            session_lifetime: Duration::from_secs(3),
+            ..WasmConfig::default()
+        },
+    );
+    let r = rt();
+    // Output is cut per turn and does not end the session.
+    let o = r.block_on(e.run(&turn("w", "print('x' * 5000)"))).unwrap();
+    assert_eq!(
+        (o.stdout.len(), o.limits_hit.as_slice()),
+        (1024, &[LimitHit::OutputTruncated][..])
+    );
+    let o = r.block_on(e.run(&turn("w", "print('y' * 10)"))).unwrap();
+    assert_eq!(
+        o.stdout, "yyyyyyyyyy\n",
+        "the next turn's output starts a new count"
+    );
+    // A turn blocked past the wall limit is stopped, and ends the session.
+    let t = Instant::now();
+    let o = r
+        .block_on(e.run(&turn("w", "import time\ntime.sleep(30)")))
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(o.limits_hit, vec![LimitHit::TimeoutWall], "{o:?}");
+    assert_eq!(
+        e.sessions("local")[0].ended.as_deref(),
+        Some("turn 3 hit a limit: timeout_wall")
+    );
+    // The lifetime ends a session that keeps being used.
+    for _ in 0..3 {
+        r.block_on(e.run(&turn("l", "1"))).unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let l = e
+        .sessions("local")
+        .into_iter()
+        .find(|s| s.name == "l")
+        .unwrap();
+    assert_eq!(
+        (l.state, l.turns, l.ended.as_deref()),
+        ("ended", 3, Some("its lifetime (3 s) ran out"))
+    );
+    let o = r.block_on(e.run(&turn("l", "1"))).unwrap();
+    assert!(
+        o.reasons
+            .iter()
+            .any(|m| m.contains("had ended (its lifetime (3 s) ran out)")),
+        "{o:?}"
+    );
+}
