@@ -677,6 +677,13 @@ impl Executor {
                         "redactions": o.redactions,
                         "error": o.error,
                         "changes": o.changes,
+                        // What went back to the caller, by digest (not content).
+                        "artifacts": o.artifacts.iter().map(|a| serde_json::json!({
+                            "path": a.path,
+                            "media_type": a.media_type,
+                            "size": a.size,
+                            "sha256": a.sha256,
+                        })).collect::<Vec<_>>(),
                     }),
                 );
                 m.insert("duration_ms".into(), o.duration_ms.into());

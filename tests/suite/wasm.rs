@@ -719,7 +719,15 @@ fn figures_and_files_come_back_as_artifacts_under_the_write_rules() {
     let ws = tempfile::tempdir().unwrap();
     std::fs::create_dir(ws.path().join(".git")).unwrap();
     std::fs::write(ws.path().join(".git/config"), "[core]\n").unwrap();
-    let e = executor(ws.path(), Policy::builtin_default(), 0);
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit = audit_dir.path().join("audit.jsonl");
+    let e = Executor::builder(Policy::builtin_default())
+        .workspace(ws.path())
+        .audit(Arc::new(
+            toolgate::audit::AuditLog::open(&audit, None).unwrap(),
+        ))
+        .build()
+        .unwrap();
     let token = "ghp_R8xQ2mZ7vK4pL9sT1wY6nB3cD5fG0hJ8kM2a";
     let code = format!(
         "import matplotlib.pyplot as plt, os\nos.makedirs('out', exist_ok=True)\nplt.plot([1, 3, 2])\nplt.savefig('out/fig.png')\nopen('out/table.csv', 'w').write('k,v\\ntoken,{token}\\n')\nfrom PIL import Image, PngImagePlugin\nmeta = PngImagePlugin.PngInfo()\nmeta.add_text('note', '{token}')\nImage.new('RGB', (4, 4)).save('out/tagged.png', pnginfo=meta)\ntry:\n    open('.git/config', 'w').write('[core]\\n\\thooksPath = x\\n')\nexcept OSError:\n    pass"
@@ -781,6 +789,21 @@ fn figures_and_files_come_back_as_artifacts_under_the_write_rules() {
     assert_eq!(
         std::fs::read_to_string(ws.path().join(".git/config")).unwrap(),
         "[core]\n"
+    );
+    // The audit entry records each artifact by digest, never its content.
+    let entries = toolgate::audit::read_entries(&audit).unwrap();
+    let call = entries.iter().find(|e| e["kind"] == "call").unwrap();
+    let audited = call["outcome"]["artifacts"].as_array().unwrap();
+    assert_eq!(audited.len(), 3);
+    assert!(
+        audited
+            .iter()
+            .any(|a| a["path"] == "out/fig.png" && a["sha256"] == fig.sha256.as_str())
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        !text.contains(token) && !text.contains("iVBOR"),
+        "no secret, no image bytes"
     );
 }
 
