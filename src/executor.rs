@@ -12,8 +12,9 @@ use crate::metrics::{Gauges, Metrics, Stage};
 use crate::outcome::{LimitHit, Outcome, Status, Truncation};
 use crate::plan::{BackendKind, Plan};
 use crate::policy::{Decision, Policy, Verdict};
+use crate::sandbox::SessionInfo;
 use crate::sandbox::hostfs::{FsError, Workspace};
-use crate::sandbox::wasm::{SessionInfo, WasmBackend, WasmConfig};
+use crate::sandbox::wasm::{WasmBackend, WasmConfig};
 use crate::sandbox::{Backend, Job, Program, SandboxError, SessionRef};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -242,19 +243,32 @@ impl Executor {
         self.wasm.as_ref()
     }
 
-    /// `principal`'s python sessions (opened by `run_code` turns naming a
-    /// `session`), open and ended, oldest first.
-    pub fn sessions(&self, principal: &str) -> Vec<SessionInfo> {
-        self.wasm
-            .as_ref()
-            .map(|w| w.sessions(principal))
-            .unwrap_or_default()
+    /// The backends that may hold sessions.
+    fn session_backends(&self) -> impl Iterator<Item = &dyn Backend> {
+        let wasm = self.wasm.as_ref().map(|w| w as &dyn Backend);
+        wasm.into_iter().chain(self.docker.as_deref())
     }
 
-    /// Closes `principal`'s session `name` (its state is gone); `None` if
-    /// that principal has none of that name.
+    /// `principal`'s python sessions (opened by `run_code` turns naming a
+    /// `session`) on every backend, open and ended, oldest first.
+    pub fn sessions(&self, principal: &str) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self
+            .session_backends()
+            .flat_map(|b| b.sessions(principal))
+            .collect();
+        v.sort_by(|a, b| {
+            a.opened_at_ms
+                .cmp(&b.opened_at_ms)
+                .then(a.name.cmp(&b.name))
+        });
+        v
+    }
+
+    /// Closes `principal`'s session `name` (its state is gone) wherever it
+    /// lives; `None` if that principal has none of that name.
     pub fn close_session(&self, principal: &str, name: &str) -> Option<SessionInfo> {
-        self.wasm.as_ref()?.close_session(principal, name)
+        self.session_backends()
+            .find_map(|b| b.close_session(principal, name))
     }
 
     /// Counters and stage latencies of the calls this executor ran.
@@ -995,9 +1009,10 @@ impl Executor {
                 });
             }
         };
-        if job.session.is_some() && plan.backend != BackendKind::Wasm {
+        if job.session.is_some() && !matches!(plan.backend, BackendKind::Wasm | BackendKind::Docker)
+        {
             return Err(SandboxError::Unsupported(format!(
-                "sessions run on the wasm backend; the policy runs this call on {}",
+                "sessions run on the wasm and docker backends; the policy runs this call on {}",
                 plan.backend.as_str()
             ))
             .into());

@@ -10,12 +10,14 @@ pub mod images;
 #[cfg(target_os = "linux")]
 pub mod native;
 pub mod pool;
+pub mod session;
 pub mod stage;
 pub mod wasm;
 
 use crate::call::{Command, Language};
 use crate::outcome::LimitHit;
 use crate::plan::{BackendKind, Plan};
+pub use session::SessionInfo;
 use std::time::Duration;
 
 /// Errors of running something in a sandbox.
@@ -56,7 +58,7 @@ pub struct Job {
     pub stdin: Option<String>,
     /// Working directory relative to the workspace.
     pub cwd: Option<String>,
-    /// A turn of this session (wasm python only), with its owner.
+    /// A turn of this session (python on wasm or docker), with its owner.
     pub session: Option<SessionRef>,
 }
 
@@ -144,6 +146,16 @@ pub trait Backend: Send + Sync {
     /// Warm sandboxes ready for a call (for metrics).
     fn warm(&self) -> usize {
         0
+    }
+
+    /// `principal`'s sessions on this backend, open and ended.
+    fn sessions(&self, _principal: &str) -> Vec<SessionInfo> {
+        Vec::new()
+    }
+
+    /// Closes `principal`'s session `name`; `None` if it has none here.
+    fn close_session(&self, _principal: &str, _name: &str) -> Option<SessionInfo> {
+        None
     }
 }
 

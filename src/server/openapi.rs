@@ -406,7 +406,7 @@ fn schemas() -> Value {
         "Confirmations": {"type": "array", "items": object(&["id", "call_id", "principal", "tool", "args", "reasons", "expires_unix_ms"])},
         "Answered": object(&["confirmation_id", "approved", "by"]),
         "Tools": {"type": "array", "items": object(&["name"])},
-        "Session": object(&["name", "language", "state", "turns", "opened_at_ms", "last_turn_at_ms", "memory_limit_bytes", "idle_timeout_s", "lifetime_s"]),
+        "Session": object(&["name", "language", "backend", "state", "turns", "opened_at_ms", "last_turn_at_ms", "memory_limit_bytes", "idle_timeout_s", "lifetime_s"]),
         "Sessions": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}},
         "AuditEntries": {"type": "array", "items": object(&["seq"])},
         "Health": object(&["status"]),

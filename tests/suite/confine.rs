@@ -165,6 +165,52 @@ fn path_rules_bind_inside_a_python_session_for_every_shipped_policy() {
 }
 
 #[test]
+fn path_rules_bind_inside_a_docker_session_for_every_shipped_policy() {
+    // A docker session keeps its container; each turn still gets its own
+    // stage, judged like any call's.
+    let rt = rt();
+    let Some(d) = docker(&rt) else { return };
+    for name in POLICIES {
+        let shipped = Policy::load(name).unwrap();
+        let writable = shipped.settings().docker.workspace == MountAccess::ReadWrite;
+        let policy = shipped
+            .with(|s| s.backends.python = BackendKind::Docker)
+            .unwrap();
+        let scene = Scene::new(&policy).unwrap();
+        let exec = Executor::builder(policy)
+            .workspace(scene.dir.path())
+            .approver(Arc::new(CallsOnly))
+            .wasm(None)
+            .docker(d.clone())
+            .build()
+            .unwrap();
+        let warm = ToolCall::parse(
+            r#"{"tool": "run_code", "args": {"language": "python", "code": "kept = 1", "session": "probe"}}"#,
+        )
+        .unwrap();
+        let first = rt.block_on(exec.run(&warm)).unwrap();
+        assert_eq!(first.exit_code, Some(0), "{name}: {first:?}");
+        let o = rt
+            .block_on(confine::run_in(
+                &exec,
+                &scene,
+                Language::Python,
+                Some("probe"),
+            ))
+            .unwrap();
+        let listed = exec.sessions("local");
+        assert_eq!(
+            (listed[0].backend, listed[0].turns),
+            ("docker", 2),
+            "{name}: the probe was a turn of the docker session"
+        );
+        exec.close_session("local", "probe");
+        assert_confined(name, "docker/python session", &scene, &o, writable);
+    }
+    rt.block_on(d.shutdown());
+}
+
+#[test]
 fn path_rules_bind_inside_docker_for_every_shipped_policy() {
     let rt = rt();
     let Some(d) = docker(&rt) else { return };

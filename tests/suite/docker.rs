@@ -561,3 +561,250 @@ fn the_same_analysis_code_runs_on_docker_and_wasm() {
         );
     }
 }
+
+fn turn(session: &str, code: &str) -> ToolCall {
+    ToolCall::parse(
+        &serde_json::json!({"tool": "run_code", "args": {"language": "python", "code": code, "session": session}})
+            .to_string(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_docker_session_keeps_one_container_and_its_state_across_turns() {
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    let ws = workspace();
+    let e = executor(ws.path(), policy(|_| {}), &b);
+    let o = rt
+        .block_on(e.run_as(
+            &turn(
+                "nb",
+                "import os, numpy as np\nx = np.arange(5)\npid = os.getpid()",
+            ),
+            "alice",
+        ))
+        .unwrap();
+    assert_eq!(o.exit_code, Some(0), "{o:?}");
+    assert!(
+        o.reasons.iter().any(|m| m == "session \"nb\" opened"),
+        "{o:?}"
+    );
+    let containers = rt.block_on(b.containers()).unwrap();
+    assert_eq!(containers.len(), 1, "one container holds the session");
+    // State, the process and the container carry over; the last value is shown.
+    let o = rt
+        .block_on(e.run_as(
+            &turn("nb", "print(os.getpid() == pid)\nint(x.sum()) + 32"),
+            "alice",
+        ))
+        .unwrap();
+    assert_eq!(
+        (o.exit_code, o.stdout.as_str()),
+        (Some(0), "True\n42\n"),
+        "{o:?}"
+    );
+    assert_eq!(rt.block_on(b.containers()).unwrap(), containers);
+    // Each turn's writes are judged and land like any call's, and the next
+    // turn sees the workspace as it is now.
+    let o = rt
+        .block_on(e.run_as(
+            &turn(
+                "nb",
+                "open('made.txt', 'w').write('by turn 3')\nprint(open('in.txt').read().strip())",
+            ),
+            "alice",
+        ))
+        .unwrap();
+    assert_eq!(o.stdout, "from the host\n", "{o:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("made.txt")).unwrap(),
+        "by turn 3"
+    );
+    std::fs::write(ws.path().join("in.txt"), "changed on the host\n").unwrap();
+    let o = rt
+        .block_on(e.run_as(&turn("nb", "print(open('in.txt').read().strip())"), "alice"))
+        .unwrap();
+    assert_eq!(o.stdout, "changed on the host\n", "{o:?}");
+    // Errors, exit statuses and input() are the turn's, not the session's.
+    let o = rt.block_on(e.run_as(&turn("nb", "1/0"), "alice")).unwrap();
+    assert_eq!(o.exit_code, Some(1));
+    assert!(
+        o.stderr.contains("ZeroDivisionError") && o.stderr.contains("<turn 5>"),
+        "{o:?}"
+    );
+    let o = rt
+        .block_on(e.run_as(&turn("nb", "import sys\nsys.exit(3)"), "alice"))
+        .unwrap();
+    assert_eq!(o.exit_code, Some(3), "{o:?}");
+    let o = rt
+        .block_on(e.run_as(
+            &turn(
+                "nb",
+                "try:\n    input()\nexcept EOFError:\n    print('no input')",
+            ),
+            "alice",
+        ))
+        .unwrap();
+    assert_eq!(o.stdout, "no input\n", "{o:?}");
+    // Another principal's session of the same name is another container.
+    let o = rt.block_on(e.run_as(&turn("nb", "x"), "bob")).unwrap();
+    assert!(o.stderr.contains("NameError"), "{o:?}");
+    assert_eq!(rt.block_on(b.containers()).unwrap().len(), 2);
+    let mine = e.sessions("alice");
+    assert_eq!(
+        (mine.len(), mine[0].backend, mine[0].state, mine[0].turns),
+        (1, "docker", "open", 7)
+    );
+    // Closing removes the container.
+    assert_eq!(e.close_session("bob", "nb").unwrap().state, "closed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rt.block_on(b.containers()).unwrap().len() != 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(rt.block_on(b.containers()).unwrap(), containers);
+    let o = rt
+        .block_on(e.run_as(&turn("nb", "print(x[-1])"), "alice"))
+        .unwrap();
+    assert_eq!(o.stdout, "4\n", "{o:?}");
+    rt.block_on(e.close());
+    assert!(rt.block_on(b.containers()).unwrap().is_empty());
+}
+
+#[test]
+fn a_docker_sessions_limits_bind_per_turn_and_end_it() {
+    let rt = rt();
+    let Some(b) = backend(
+        &rt,
+        DockerConfig {
+            session_idle: Duration::from_secs(3),
+            ..DockerConfig::default()
+        },
+    ) else {
+        return;
+    };
+    let ws = workspace();
+    let e = executor(
+        ws.path(),
+        policy(|p| {
+            p.limits.cpu_time = Duration::from_secs(1);
+            p.limits.wall_time = Duration::from_secs(3);
+            p.limits.output_bytes = 1000;
+        }),
+        &b,
+    );
+    let run = |code: &str| rt.block_on(e.run(&turn("k", code))).unwrap();
+    // CPU is per turn: three turns of 0.6 s each pass, though they add up
+    // past the 1 s limit.
+    for _ in 0..3 {
+        let o =
+            run("import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass");
+        assert_eq!(
+            (o.exit_code, o.limits_hit.as_slice()),
+            (Some(0), &[][..]),
+            "{o:?}"
+        );
+    }
+    // Output is cut per turn and does not end the session.
+    let o = run("print('x' * 5000)");
+    assert!(o.limits_hit.contains(&LimitHit::OutputTruncated), "{o:?}");
+    assert_eq!(o.stdout.len(), 1000);
+    let o = run("print('still here')");
+    assert_eq!(o.stdout, "still here\n", "{o:?}");
+    // A busy turn is stopped at 1 s of its own CPU, and ends the session.
+    let o = run("while True: pass");
+    assert_eq!(
+        (o.status, o.limits_hit.as_slice()),
+        (Status::Killed, &[LimitHit::TimeoutCpu][..]),
+        "{o:?}"
+    );
+    assert!(
+        o.reasons
+            .iter()
+            .any(|m| m == "the session ended: turn 6 hit a limit: timeout_cpu"),
+        "{o:?}"
+    );
+    assert!(
+        rt.block_on(b.containers()).unwrap().is_empty(),
+        "its container is gone"
+    );
+    // A sleeping turn is stopped at the wall limit.
+    let o = run("import time\ntime.sleep(30)");
+    assert!(
+        o.reasons.iter().any(|m| m
+            .contains("had ended (turn 6 hit a limit: timeout_cpu); this turn opened a new one")),
+        "{o:?}"
+    );
+    assert_eq!(o.limits_hit, vec![LimitHit::TimeoutWall], "{o:?}");
+    // Memory is the whole session's: each 48 MiB (written, so resident)
+    // fits, three do not.
+    let e = executor(ws.path(), policy(|p| p.limits.memory_bytes = 128 << 20), &b);
+    let mut last = None;
+    for name in ["a", "b", "c"] {
+        let o = rt
+            .block_on(e.run(&turn(
+                "m",
+                &format!("{name} = b'x' * (48 * 2**20)\nprint(len({name}))"),
+            )))
+            .unwrap();
+        last = Some(o);
+    }
+    let o = last.unwrap();
+    assert_eq!(o.limits_hit, vec![LimitHit::Memory], "{o:?}");
+    assert!(
+        o.reasons
+            .iter()
+            .any(|m| m == "the session ended: turn 3 hit a limit: memory"),
+        "{o:?}"
+    );
+    // An idle session ends and its container goes.
+    let o = rt.block_on(e.run(&turn("idle", "1"))).unwrap();
+    assert_eq!(o.stdout, "1\n");
+    std::thread::sleep(Duration::from_millis(3600));
+    let idle = e
+        .sessions("local")
+        .into_iter()
+        .find(|s| s.name == "idle")
+        .unwrap();
+    assert_eq!(
+        (idle.state, idle.ended.as_deref()),
+        ("ended", Some("idle for 3 s"))
+    );
+    assert!(rt.block_on(b.containers()).unwrap().is_empty());
+    rt.block_on(toolgate::sandbox::Backend::shutdown(&b));
+}
+
+#[test]
+fn between_turns_nothing_of_a_docker_session_runs() {
+    // A thread a turn leaves behind is frozen with the container until the
+    // next turn: it cannot write into the workspace while the stage is judged.
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    let ws = workspace();
+    let e = executor(ws.path(), policy(|_| {}), &b);
+    let o = rt
+        .block_on(e.run(&turn(
+            "bg",
+            "import threading, time\nn = [0]\ndef tick():\n    while True:\n        n[0] += 1\n        time.sleep(0.01)\nthreading.Thread(target=tick, daemon=True).start()\ntime.sleep(0.2)",
+        )))
+        .unwrap();
+    assert_eq!(o.exit_code, Some(0), "{o:?}");
+    let o = rt
+        .block_on(e.run(&turn("bg", "a = n[0]\nprint(a > 0)")))
+        .unwrap();
+    assert_eq!(o.stdout, "True\n", "{o:?}");
+    std::thread::sleep(Duration::from_millis(1000));
+    // One second passed between the turns; the thread ran only during them.
+    let o = rt
+        .block_on(e.run(&turn("bg", "print(n[0] - a < 50)")))
+        .unwrap();
+    assert_eq!(
+        o.stdout, "True\n",
+        "the thread was frozen between turns: {o:?}"
+    );
+    rt.block_on(e.close());
+}

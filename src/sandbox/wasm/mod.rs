@@ -27,7 +27,7 @@ mod reactor;
 pub mod runtime;
 mod session;
 
-pub use session::SessionInfo;
+pub use crate::sandbox::session::SessionInfo;
 
 use super::pool::{Lease, Slot, WarmPool};
 use super::{Backend, Job, Program, RawOutput, SandboxError, SessionRef};
@@ -701,10 +701,13 @@ impl WasmBackend {
 
     /// Closes `principal`'s session `name`; `None` if there is none.
     pub fn close_session(&self, principal: &str, name: &str) -> Option<SessionInfo> {
-        self.inner.sessions.close(&SessionRef {
+        // Its thread ends when the entry's channel closes (after a turn
+        // still running).
+        let (info, _) = self.inner.sessions.close(&SessionRef {
             principal: principal.to_string(),
             name: name.to_string(),
-        })
+        })?;
+        Some(info)
     }
 
     /// Runs `code` as the next turn of session `r`, opening it if needed.
@@ -778,10 +781,7 @@ impl WasmBackend {
                     });
                 }
             };
-            if let Ok(mut i) = entry.info.lock() {
-                i.turns += 1;
-                i.last_turn_at_ms = session::now_ms();
-            }
+            crate::sandbox::session::count_turn(&entry.info);
             let mut out = result?;
             out.duration = started.elapsed();
             notes.append(&mut out.notes);
@@ -837,13 +837,7 @@ impl WasmBackend {
                 slot,
             },
         )?;
-        notes.push(match before {
-            Some(why) => format!(
-                "session {:?} had ended ({why}); this turn opened a new one",
-                r.name
-            ),
-            None => format!("session {:?} opened", r.name),
-        });
+        notes.push(crate::sandbox::session::opened_note(&r.name, before));
         self.inner.sessions.insert(r.clone(), entry.clone());
         Ok(entry)
     }
@@ -941,6 +935,14 @@ impl Backend for WasmBackend {
 
     async fn shutdown(&self) {
         self.inner.sessions.close_all();
+    }
+
+    fn sessions(&self, principal: &str) -> Vec<SessionInfo> {
+        WasmBackend::sessions(self, principal)
+    }
+
+    fn close_session(&self, principal: &str, name: &str) -> Option<SessionInfo> {
+        WasmBackend::close_session(self, principal, name)
     }
 
     async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError> {

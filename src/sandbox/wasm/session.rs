@@ -23,43 +23,15 @@ use super::{
 use crate::outcome::LimitHit;
 use crate::sandbox::SessionRef;
 use crate::sandbox::pool::Slot;
-use serde::Serialize;
-use std::collections::HashMap;
+pub(super) use crate::sandbox::session::{SessionInfo, end, now_ms};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::Engine;
-
-/// Ended sessions kept per principal for listing (the oldest go first).
-const KEEP_ENDED: usize = 16;
 
 /// Run once when a session opens: fresh seeds (the image holds those of
 /// install) and an empty `__main__` (pre-init imported into it).
 const OPEN: &str = "import random as _r, sys as _s\n_r.seed()\n_n = _s.modules.get('numpy.random')\nif _n is not None:\n    _n.seed()\nfor _k in [k for k in globals() if not k.startswith('__')]:\n    del globals()[_k]\ndel _k\n";
-
-/// Where a session stands, as listed.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct SessionInfo {
-    pub name: String,
-    pub language: &'static str,
-    /// `open`, `ended` (a limit, an exit, idle or lifetime: see `ended`) or `closed`.
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ended: Option<String>,
-    pub turns: u64,
-    pub opened_at_ms: u64,
-    pub last_turn_at_ms: u64,
-    pub memory_limit_bytes: u64,
-    pub idle_timeout_s: u64,
-    pub lifetime_s: u64,
-}
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// One turn handed to a session's thread.
 pub(super) struct Turn {
@@ -83,8 +55,8 @@ pub(super) struct Entry {
     pub turn: tokio::sync::Mutex<()>,
 }
 
-impl Entry {
-    pub fn info(&self) -> SessionInfo {
+impl crate::sandbox::session::Entry for Entry {
+    fn info(&self) -> SessionInfo {
         self.info
             .lock()
             .map(|i| i.clone())
@@ -97,85 +69,7 @@ impl Entry {
 }
 
 /// Every session of this backend.
-#[derive(Default)]
-pub(super) struct Sessions {
-    map: Mutex<HashMap<SessionRef, Arc<Entry>>>,
-}
-
-impl Sessions {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionRef, Arc<Entry>>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The open session `r`, else `None` and why the last one of that name
-    /// ended (it is forgotten: the caller opens a new one).
-    pub fn live(&self, r: &SessionRef) -> (Option<Arc<Entry>>, Option<String>) {
-        let mut m = self.map();
-        match m.get(r) {
-            Some(e) if e.open() => (Some(e.clone()), None),
-            Some(e) => {
-                let why = e.info().ended.unwrap_or_else(|| "it ended".into());
-                m.remove(r);
-                (None, Some(why))
-            }
-            None => (None, None),
-        }
-    }
-
-    /// Open sessions of `principal`.
-    pub fn open_count(&self, principal: &str) -> usize {
-        self.map()
-            .iter()
-            .filter(|(k, e)| k.principal == principal && e.open())
-            .count()
-    }
-
-    pub fn insert(&self, r: SessionRef, e: Arc<Entry>) {
-        let mut m = self.map();
-        m.insert(r.clone(), e);
-        // Forget the oldest ended sessions of this principal beyond the bound.
-        let mut ended: Vec<(u64, SessionRef)> = m
-            .iter()
-            .filter(|(k, e)| k.principal == r.principal && !e.open())
-            .map(|(k, e)| (e.info().last_turn_at_ms, k.clone()))
-            .collect();
-        if ended.len() > KEEP_ENDED {
-            ended.sort_by_key(|(at, _)| *at);
-            for (_, k) in ended.iter().take(ended.len() - KEEP_ENDED) {
-                m.remove(k);
-            }
-        }
-    }
-
-    pub fn list(&self, principal: &str) -> Vec<SessionInfo> {
-        let mut v: Vec<SessionInfo> = self
-            .map()
-            .iter()
-            .filter(|(k, _)| k.principal == principal)
-            .map(|(_, e)| e.info())
-            .collect();
-        v.sort_by(|a, b| {
-            a.opened_at_ms
-                .cmp(&b.opened_at_ms)
-                .then(a.name.cmp(&b.name))
-        });
-        v
-    }
-
-    /// Removes a session; its thread ends when its channel closes.
-    pub fn close(&self, r: &SessionRef) -> Option<SessionInfo> {
-        let e = self.map().remove(r)?;
-        let mut info = e.info();
-        if info.state == "open" {
-            info.state = "closed";
-        }
-        Some(info)
-    }
-
-    pub fn close_all(&self) {
-        self.map().clear();
-    }
-}
+pub(super) type Sessions = crate::sandbox::session::Registry<Entry>;
 
 /// What a session is opened with.
 pub(super) struct Opening {
@@ -194,6 +88,7 @@ pub(super) fn spawn(r: &SessionRef, o: Opening) -> Result<Arc<Entry>, SandboxErr
     let info = Arc::new(Mutex::new(SessionInfo {
         name: r.name.clone(),
         language: "python",
+        backend: "wasm",
         state: "open",
         ended: None,
         turns: 0,
@@ -238,15 +133,6 @@ pub(super) fn spawn(r: &SessionRef, o: Opening) -> Result<Arc<Entry>, SandboxErr
         dir,
         turn: tokio::sync::Mutex::new(()),
     }))
-}
-
-/// Marks a session ended with why, once.
-pub(super) fn end(info: &Mutex<SessionInfo>, why: String) {
-    let mut i = info.lock().unwrap_or_else(|p| p.into_inner());
-    if i.state == "open" {
-        i.state = "ended";
-        i.ended = Some(why);
-    }
 }
 
 /// The reply to a session's last turn, held until its runtime is gone.

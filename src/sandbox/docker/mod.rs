@@ -10,7 +10,7 @@
 //! bind-mounted at `/workspace` read-only or read-write and nothing else
 //! from the host, an init process that reaps zombies, and labels that
 //! mark it as toolgate's. A container serves exactly one call and is then
-//! removed; a warm pool keeps started, idle containers per profile so a
+//! removed (a session's serves its turns: [`session`]); a warm pool keeps started, idle containers per profile so a
 //! call only pays for an `exec`. Leftovers of a crashed toolgate are
 //! reaped when a backend starts (`toolgate gc` on demand).
 //!
@@ -18,6 +18,8 @@
 //! `timeout_cpu` (RLIMIT_CPU: SIGXCPU, then SIGKILL), `memory` (the
 //! cgroup's OOM-kill counter), `pids` (the cgroup's pids `max` events),
 //! `output_truncated`.
+
+pub mod session;
 
 use super::pool::{Capped, Lease, Slot, WarmPool};
 use super::{Backend, Job, Program, RawOutput, SandboxError};
@@ -49,7 +51,7 @@ const LABEL_CALL: &str = "toolgate.call";
 /// The bridge network used for `network = "open"`.
 pub const OPEN_NETWORK: &str = "toolgate-open";
 /// The image recipe (no registry needed), embedded for `toolgate images build`.
-pub const BUILD_SCRIPT: &str = include_str!("../../sandboxes/docker/build-image.sh");
+pub const BUILD_SCRIPT: &str = include_str!("../../../sandboxes/docker/build-image.sh");
 
 /// Settings of the docker backend. Defaults grant nothing extra.
 #[derive(Debug, Clone)]
@@ -62,6 +64,12 @@ pub struct DockerConfig {
     pub nofile: i64,
     /// Containers alive at once (running or pooled); callers wait beyond it.
     pub max_containers: usize,
+    /// A session with no turn for this long ends (its container is removed).
+    pub session_idle: Duration,
+    /// A session ends this long after it opened (between turns).
+    pub session_lifetime: Duration,
+    /// Open sessions one principal may hold on this backend.
+    pub sessions_per_principal: usize,
 }
 
 impl Default for DockerConfig {
@@ -71,6 +79,9 @@ impl Default for DockerConfig {
             tmpfs_bytes: 64 << 20,
             nofile: 1024,
             max_containers: 32,
+            session_idle: Duration::from_secs(600),
+            session_lifetime: Duration::from_secs(3600),
+            sessions_per_principal: 4,
         }
     }
 }
@@ -146,6 +157,10 @@ struct Inner {
     /// Containers alive at once, and warm ones per profile.
     pool: WarmPool<Profile, Warm>,
     cleanup: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    sessions: session::Sessions,
+    /// The runtime the backend was connected on: work started from
+    /// synchronous calls (closing a session) runs there.
+    rt: tokio::runtime::Handle,
 }
 
 /// A started, idle container and the slot it holds until it is removed.
@@ -200,6 +215,8 @@ impl DockerBackend {
                 instance: uuid::Uuid::new_v4().simple().to_string(),
                 uid,
                 cleanup: Mutex::new(Vec::new()),
+                sessions: session::Sessions::default(),
+                rt: tokio::runtime::Handle::current(),
             }),
         };
         b.gc(false).await?;
@@ -724,6 +741,11 @@ impl Backend for DockerBackend {
     }
 
     async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError> {
+        if let (Some(r), Program::Code { language, code }) = (&job.session, &job.program) {
+            return self
+                .session_turn(r, *language, code, job.stdin.as_deref(), plan)
+                .await;
+        }
         let profile = Profile::of(plan)?;
         Self::argv(job)?;
         if let (Some(c), Some(m)) = (&job.cwd, plan.mounts.first()) {
@@ -766,7 +788,19 @@ impl Backend for DockerBackend {
         self.owner()
     }
 
+    fn sessions(&self, principal: &str) -> Vec<crate::sandbox::SessionInfo> {
+        self.inner.sessions.list(principal)
+    }
+
+    fn close_session(&self, principal: &str, name: &str) -> Option<crate::sandbox::SessionInfo> {
+        self.close_docker_session(principal, name)
+    }
+
     async fn shutdown(&self) {
+        // Sessions end with the backend (their containers go below).
+        for e in self.inner.sessions.close_all() {
+            e.close();
+        }
         // Wait for refills and removals in flight, then empty the pool; repeat
         // until nothing is left (a refill may finish while we remove).
         loop {
