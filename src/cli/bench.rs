@@ -468,6 +468,7 @@ impl Figures {
                 std::fs::set_permissions(ws, std::fs::Permissions::from_mode(0o777))?;
                 let policy = Policy::builtin_default().with(|s| {
                     s.backends.run_command = toolgate::BackendKind::Docker;
+                    s.backends.python = toolgate::BackendKind::Docker;
                 })?;
                 let exec = Executor::builder(policy)
                     .workspace(ws)
@@ -477,7 +478,17 @@ impl Figures {
                 let call =
                     ToolCall::parse(r#"{"tool":"run_command","args":{"command":"echo hi"}}"#)?;
                 let v = rt.block_on(time_calls(&exec, &call, n, Duration::from_millis(400)))?;
+                // A session keeps its container: a turn is an unpause, the
+                // code, a pause.
+                let turn = ToolCall::parse(
+                    r#"{"tool":"run_code","args":{"language":"python","code":"x = globals().get('x', 0) + 1","session":"bench"}}"#,
+                )?;
+                let turns = rt.block_on(time_calls(&exec, &turn, n, Duration::ZERO))?;
                 rt.block_on(exec.close());
+                self.rows.push(row(
+                    "docker python session turn (through the Executor)",
+                    turns,
+                ));
                 let pooled = row("docker run_command `echo hi` — warm pool", v);
                 let image = Policy::builtin_default().settings().docker.image.clone();
                 let mut v = Vec::new();
