@@ -137,6 +137,58 @@ fn render(o: &Outcome) -> String {
     s
 }
 
+/// Tools that manage this principal's python sessions (opened by
+/// `run_code` with `session`). They run nothing, so no policy decides them.
+fn session_tools() -> [Tool; 2] {
+    let obj = |v: serde_json::Value| Arc::new(v.as_object().cloned().unwrap_or_default());
+    [
+        Tool::new(
+            "list_sessions",
+            "List your python sessions (opened by run_code with `session`), open and ended, with why an ended one ended.",
+            obj(
+                serde_json::json!({"type": "object", "properties": {}, "additionalProperties": false}),
+            ),
+        ),
+        Tool::new(
+            "close_session",
+            "Close one of your python sessions: its interpreter and variables are gone.",
+            obj(serde_json::json!({
+                "type": "object",
+                "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}},
+                "required": ["name"],
+                "additionalProperties": false
+            })),
+        ),
+    ]
+}
+
+impl McpServer {
+    /// Answers `list_sessions` and `close_session`; `None` for other tools.
+    fn session_tool(&self, request: &CallToolRequestParams) -> Option<CallToolResult> {
+        let args = request.arguments.clone().unwrap_or_default();
+        match &*request.name {
+            "list_sessions" => {
+                let list = self.exec.sessions(&self.principal);
+                let text = serde_json::to_string_pretty(&list).unwrap_or_default();
+                Some(CallToolResult::success(vec![ContentBlock::text(text)]))
+            }
+            "close_session" => {
+                let name = args.get("name").and_then(|n| n.as_str()).unwrap_or("");
+                Some(match self.exec.close_session(&self.principal, name) {
+                    Some(info) => CallToolResult::success(vec![ContentBlock::text(
+                        serde_json::to_string_pretty(&info).unwrap_or_default(),
+                    )]),
+                    None => CallToolResult::error(vec![ContentBlock::text(format!(
+                        "no session named {:?}",
+                        crate::call::shorten(name, 64)
+                    ))]),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
         let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
@@ -165,6 +217,7 @@ impl ServerHandler for McpServer {
                 let schema = t["schema"].as_object()?.clone();
                 Some(Tool::new(name, desc, Arc::new(schema)))
             })
+            .chain(session_tools())
             .collect();
         Ok(ListToolsResult::with_all_items(tools))
     }
@@ -174,6 +227,9 @@ impl ServerHandler for McpServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if let Some(r) = self.session_tool(&request) {
+            return Ok(r.into());
+        }
         let body = serde_json::json!({
             "tool": request.name,
             "args": request.arguments.unwrap_or_default(),

@@ -53,7 +53,9 @@ fn mcp_server_lists_tools_runs_allowed_and_refuses_denied_calls() {
         assert_eq!(
             names,
             [
+                "close_session",
                 "list_dir",
+                "list_sessions",
                 "read_file",
                 "run_code",
                 "run_command",
@@ -83,6 +85,33 @@ fn mcp_server_lists_tools_runs_allowed_and_refuses_denied_calls() {
                 .unwrap();
             assert_eq!(text(&r), (false, want.to_string()));
         }
+        let r = client
+            .call_tool(CallToolRequestParams::new("list_sessions"))
+            .await
+            .unwrap();
+        let (is_error, t) = text(&r);
+        let listed: Value = serde_json::from_str(&t).unwrap();
+        assert!(!is_error);
+        assert_eq!(
+            (&listed[0]["name"], &listed[0]["state"], &listed[0]["turns"]),
+            (&json!("nb"), &json!("open"), &json!(2)),
+            "{t}"
+        );
+        let close = |name: &str| {
+            CallToolRequestParams::new("close_session").with_arguments(args(json!({"name": name})))
+        };
+        let r = client.call_tool(close("nb")).await.unwrap();
+        assert!(text(&r).1.contains("\"closed\""), "{r:?}");
+        let r = client.call_tool(close("nb")).await.unwrap();
+        assert_eq!(text(&r), (true, "no session named \"nb\"".to_string()));
+        // Closed: the next turn of the name starts clean.
+        let r = client
+            .call_tool(CallToolRequestParams::new("run_code").with_arguments(args(
+                json!({"language": "python", "code": "print('t' in globals())", "session": "nb"}),
+            )))
+            .await
+            .unwrap();
+        assert_eq!(text(&r), (false, "False\n".to_string()));
 
         // Denied: a tool error that tells the model why.
         let r = client
@@ -131,7 +160,14 @@ fn mcp_server_lists_tools_runs_allowed_and_refuses_denied_calls() {
         .collect();
     assert_eq!(
         calls,
-        ["completed", "completed", "completed", "denied", "denied"]
+        [
+            "completed",
+            "completed",
+            "completed",
+            "completed",
+            "denied",
+            "denied"
+        ]
     );
     assert!(e.iter().all(|e| e["principal"] == "mcp"));
 }
