@@ -5,6 +5,7 @@
 //! isolation and must report which limit stopped a run.
 
 pub mod docker;
+pub mod egress;
 pub mod hostfs;
 pub mod images;
 #[cfg(target_os = "linux")]

@@ -6,6 +6,7 @@ mod confine;
 mod corpus;
 mod docker;
 mod doctor;
+mod egress;
 mod gate;
 mod mcp;
 mod mutate;

@@ -1,0 +1,915 @@
+//! The egress proxy: the only way out of a sandbox under
+//! `network = "allowlist"` (issue 14; not yet wired into a backend, so a
+//! policy asking for `allowlist` is still refused when it loads).
+//!
+//! It speaks HTTP `CONNECT` (for TLS) and plain-HTTP forwarding, which is
+//! what pip, npm, cargo, git and curl use when the proxy variables are set.
+//! Every connection is decided here, and every decision is an [`Event`]:
+//!
+//! - the target must match an [`Allowlist`] entry: `host` (ports 80 and
+//!   443), `*.host` (subdomains only), `host:port`, or an address literal;
+//! - the proxy resolves the name itself and dials the address it resolved
+//!   — never one the client supplied;
+//! - a resolved address that is loopback, private, link-local (the cloud
+//!   metadata address among them), CGNAT, unique-local, multicast,
+//!   unspecified, or an IPv4-mapped/-compatible IPv6 form of those, is
+//!   refused unless an entry names that address itself;
+//! - a tunnel must carry TLS whose ClientHello names the `CONNECT` host
+//!   (SNI): anything else — no TLS, no SNI, another name — is refused, so
+//!   an allowed name cannot front for another;
+//! - a plain request must be in absolute form and its `Host` header must
+//!   name the same host and port;
+//! - connections and bytes (both ways) are capped per proxy, that is per
+//!   call.
+//!
+//! The proxy never resolves for the sandbox (it has no resolver and no
+//! UDP), so DNS carries nothing out; that part belongs to the backends.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Errors of setting up the proxy (a bad allowlist entry).
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    #[error("allowlist entry {entry:?}: {why}")]
+    Entry { entry: String, why: &'static str },
+}
+
+/// Longest request head or ClientHello read before deciding.
+const MAX_HEAD: usize = 16 << 10;
+/// How long a client may take to send what the decision needs.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    /// A name, lowercase, no trailing dot.
+    Host(String),
+    /// `*.suffix`: names strictly below `suffix`.
+    Below(String),
+    Addr(IpAddr),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    pattern: Pattern,
+    /// `None`: ports 80 and 443.
+    port: Option<u16>,
+}
+
+/// The hosts a sandbox may reach.
+#[derive(Debug, Clone, Default)]
+pub struct Allowlist {
+    entries: Vec<Entry>,
+}
+
+/// A name as compared: lowercase, without a trailing dot.
+fn canonical(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn valid_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// Splits `host:port`, `[v6]:port`, `v6`, `host`.
+fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']')?;
+        return match tail {
+            "" => Some((h, None)),
+            t => Some((h, Some(t.strip_prefix(':')?.parse().ok()?))),
+        };
+    }
+    if s.parse::<Ipv6Addr>().is_ok() {
+        return Some((s, None));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => Some((h, Some(p.parse().ok()?))),
+        None => Some((s, None)),
+    }
+}
+
+impl Allowlist {
+    /// Parses the policy's `network.allow_hosts`.
+    pub fn parse(entries: &[String]) -> Result<Allowlist, EgressError> {
+        let mut out = Vec::new();
+        for e in entries {
+            let bad = |why| EgressError::Entry {
+                entry: e.clone(),
+                why,
+            };
+            let (host, port) = split_host_port(e.trim()).ok_or_else(|| bad("not host[:port]"))?;
+            if port == Some(0) {
+                return Err(bad("port 0"));
+            }
+            let pattern = if let Ok(a) = host.parse::<IpAddr>() {
+                Pattern::Addr(a)
+            } else if let Some(s) = host.strip_prefix("*.") {
+                let s = canonical(s);
+                if !valid_name(&s) || !s.contains('.') {
+                    return Err(bad("a wildcard needs a domain of two labels or more"));
+                }
+                Pattern::Below(s)
+            } else {
+                let h = canonical(host);
+                if !valid_name(&h) {
+                    return Err(bad("not a host name or an address"));
+                }
+                Pattern::Host(h)
+            };
+            out.push(Entry { pattern, port });
+        }
+        Ok(Allowlist { entries: out })
+    }
+
+    fn port_ok(e: &Entry, port: u16) -> bool {
+        match e.port {
+            Some(p) => p == port,
+            None => port == 80 || port == 443,
+        }
+    }
+
+    /// Whether a name (or address literal) and port are listed; the reason if not.
+    fn target(&self, host: &str, port: u16) -> Result<(), Refusal> {
+        let h = canonical(host);
+        let addr = h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok();
+        let named: Vec<&Entry> = self
+            .entries
+            .iter()
+            .filter(|e| match (&e.pattern, addr) {
+                (Pattern::Addr(a), Some(b)) => same_addr(*a, b),
+                (Pattern::Host(n), None) => *n == h,
+                (Pattern::Below(s), None) => {
+                    h.len() > s.len() + 1
+                        && h.ends_with(s.as_str())
+                        && h[..h.len() - s.len()].ends_with('.')
+                }
+                _ => false,
+            })
+            .collect();
+        if named.is_empty() {
+            return Err(if addr.is_some() {
+                Refusal::AddressNotListed
+            } else {
+                Refusal::HostNotListed
+            });
+        }
+        if !named.iter().any(|e| Self::port_ok(e, port)) {
+            return Err(Refusal::PortNotListed);
+        }
+        Ok(())
+    }
+
+    /// Whether an entry names this address itself (letting a special one through).
+    fn names_address(&self, a: IpAddr) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(e.pattern, Pattern::Addr(b) if same_addr(a, b)))
+    }
+}
+
+/// Equal, counting an IPv4-mapped IPv6 address as its IPv4 address.
+fn same_addr(a: IpAddr, b: IpAddr) -> bool {
+    unmap(a) == unmap(b)
+}
+
+fn unmap(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// Why an address is not a public one, if it is not.
+pub fn special(a: IpAddr) -> Option<&'static str> {
+    match unmap(a) {
+        IpAddr::V4(v4) => special_v4(v4),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else if s[0] & 0xfe00 == 0xfc00 {
+                Some("unique-local")
+            } else if s[0] & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if s[0] & 0xffc0 == 0xfec0 {
+                Some("site-local")
+            } else if s[..6] == [0; 6] {
+                // IPv4-compatible (::a.b.c.d, deprecated): judge the IPv4 inside.
+                special_v4(Ipv4Addr::new(
+                    (s[6] >> 8) as u8,
+                    s[6] as u8,
+                    (s[7] >> 8) as u8,
+                    s[7] as u8,
+                ))
+                .or(Some("IPv4-compatible"))
+            } else if s[0] == 0x64 && s[1] == 0xff9b {
+                // NAT64 (64:ff9b::/96) reaches the IPv4 address inside.
+                special_v4(Ipv4Addr::new(
+                    (s[6] >> 8) as u8,
+                    s[6] as u8,
+                    (s[7] >> 8) as u8,
+                    s[7] as u8,
+                ))
+            } else if s[0] == 0x2002 {
+                // 6to4 carries an IPv4 address too.
+                special_v4(Ipv4Addr::new(
+                    (s[1] >> 8) as u8,
+                    s[1] as u8,
+                    (s[2] >> 8) as u8,
+                    s[2] as u8,
+                ))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn special_v4(a: Ipv4Addr) -> Option<&'static str> {
+    let o = a.octets();
+    if a.is_loopback() {
+        Some("loopback")
+    } else if a.is_unspecified() || o[0] == 0 {
+        Some("unspecified")
+    } else if a.is_private() {
+        Some("private")
+    } else if a.is_link_local() {
+        // 169.254.169.254 is the cloud metadata service.
+        Some("link-local")
+    } else if o[0] == 100 && (64..128).contains(&o[1]) {
+        Some("CGNAT")
+    } else if a.is_multicast() || a.is_broadcast() || o[0] >= 240 {
+        Some("reserved")
+    } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
+        Some("IETF protocol assignments")
+    } else if o[0] == 198 && (o[1] == 18 || o[1] == 19) {
+        Some("benchmarking")
+    } else {
+        None
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    HostNotListed,
+    AddressNotListed,
+    PortNotListed,
+    /// The name resolved only to addresses of this kind.
+    Special {
+        addr: IpAddr,
+        kind: &'static str,
+    },
+    Unresolved(String),
+    NotTls,
+    NoSni,
+    SniMismatch(String),
+    HostHeaderMismatch(String),
+    BadRequest(&'static str),
+    ConnectionCap,
+    ByteCap,
+    Upstream(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::HostNotListed => write!(f, "the host is not on the allowlist"),
+            Refusal::AddressNotListed => {
+                write!(f, "a raw address is not on the allowlist (name the host)")
+            }
+            Refusal::PortNotListed => write!(f, "the port is not on the allowlist for this host"),
+            Refusal::Special { addr, kind } => write!(
+                f,
+                "the host resolves to a {kind} address ({addr}), which only an entry naming that address allows"
+            ),
+            Refusal::Unresolved(e) => write!(f, "the host does not resolve: {e}"),
+            Refusal::NotTls => write!(f, "a tunnel must carry TLS"),
+            Refusal::NoSni => write!(f, "the TLS ClientHello names no server (SNI)"),
+            Refusal::SniMismatch(s) => {
+                write!(f, "the TLS ClientHello names {s:?}, not the CONNECT host")
+            }
+            Refusal::HostHeaderMismatch(h) => {
+                write!(f, "the Host header {h:?} is not the request's target")
+            }
+            Refusal::BadRequest(w) => write!(f, "not a proxy request: {w}"),
+            Refusal::ConnectionCap => write!(f, "the call's connection cap is reached"),
+            Refusal::ByteCap => write!(f, "the call's byte cap is reached"),
+            Refusal::Upstream(e) => write!(f, "the host could not be reached: {e}"),
+        }
+    }
+}
+
+/// One decision, for the audit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Event {
+    /// `connect` (a tunnel) or `http` (a forwarded request).
+    pub kind: &'static str,
+    pub host: String,
+    pub port: u16,
+    /// The address dialled, when one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Resolves names for the proxy (tests give their own).
+#[async_trait::async_trait]
+pub trait Resolve: Send + Sync {
+    async fn resolve(&self, host: &str) -> std::io::Result<Vec<IpAddr>>;
+}
+
+/// The host's resolver.
+pub struct SystemResolver;
+
+#[async_trait::async_trait]
+impl Resolve for SystemResolver {
+    async fn resolve(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
+        Ok(tokio::net::lookup_host((host, 0))
+            .await?
+            .map(|a| a.ip())
+            .collect())
+    }
+}
+
+/// Opens the proxy's connections to hosts (tests give their own).
+#[async_trait::async_trait]
+pub trait Dial: Send + Sync {
+    async fn dial(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream>;
+}
+
+/// The host's network.
+pub struct SystemDialer;
+
+#[async_trait::async_trait]
+impl Dial for SystemDialer {
+    async fn dial(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+        tokio::net::TcpStream::connect(addr).await
+    }
+}
+
+/// Per-call bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub connections: u64,
+    /// Bytes both ways, over all connections.
+    pub bytes: u64,
+}
+
+impl Default for Caps {
+    fn default() -> Caps {
+        Caps {
+            connections: 256,
+            bytes: 1 << 30,
+        }
+    }
+}
+
+/// One call's proxy: its allowlist, caps and the decisions made.
+pub struct Proxy {
+    allow: Allowlist,
+    resolver: Arc<dyn Resolve>,
+    dialer: Arc<dyn Dial>,
+    caps: Caps,
+    connections: AtomicU64,
+    bytes: AtomicU64,
+    events: Mutex<Vec<Event>>,
+}
+
+impl Proxy {
+    pub fn new(
+        allow: Allowlist,
+        resolver: Arc<dyn Resolve>,
+        dialer: Arc<dyn Dial>,
+        caps: Caps,
+    ) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            allow,
+            resolver,
+            dialer,
+            caps,
+            connections: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            events: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The decisions so far, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, kind: &'static str, host: &str, port: u16, r: &Result<SocketAddr, Refusal>) {
+        let e = Event {
+            kind,
+            host: crate::call::truncate_for_msg(host),
+            port,
+            addr: r.as_ref().ok().map(|a| a.to_string()),
+            allowed: r.is_ok(),
+            reason: r.as_ref().err().map(|r| r.to_string()),
+        };
+        if let Ok(mut v) = self.events.lock() {
+            v.push(e);
+        }
+    }
+
+    /// Serves clients from `listener` until it fails or the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        while let Ok((s, _)) = listener.accept().await {
+            let p = self.clone();
+            tokio::spawn(async move { p.handle(s).await });
+        }
+    }
+
+    /// The same over a Unix socket (the bridge into a sandbox's namespace).
+    pub async fn serve_unix(self: Arc<Self>, listener: tokio::net::UnixListener) {
+        while let Ok((s, _)) = listener.accept().await {
+            let p = self.clone();
+            tokio::spawn(async move { p.handle(s).await });
+        }
+    }
+
+    /// One client connection: one tunnel or one forwarded request.
+    pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(&self, mut client: S) {
+        let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await {
+            Ok(Ok(h)) => h,
+            _ => {
+                let _ = client
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                    .await;
+                return;
+            }
+        };
+        let req = match Request::parse(&head.head) {
+            Ok(r) => r,
+            Err(w) => {
+                self.record("http", "", 0, &Err(Refusal::BadRequest(w)));
+                let _ = client
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                    .await;
+                return;
+            }
+        };
+        let kind = if req.connect { "connect" } else { "http" };
+        let addr = match self.decide(&req).await {
+            Ok(a) => a,
+            Err(r) => {
+                self.record(kind, &req.host, req.port, &Err(r.clone()));
+                refuse(&mut client, &r).await;
+                return;
+            }
+        };
+        // A tunnel's first bytes decide before anything is dialled: TLS
+        // whose ClientHello names the CONNECT host.
+        let mut hello = Vec::new();
+        if req.connect {
+            let _ = client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await;
+            hello = head.rest.clone();
+            let sni =
+                tokio::time::timeout(HEAD_TIMEOUT, client_hello_sni(&mut client, &mut hello)).await;
+            let checked = match sni {
+                Ok(Ok(Some(name))) if canonical(&name) == canonical(&req.host) => Ok(addr),
+                Ok(Ok(Some(name))) => {
+                    Err(Refusal::SniMismatch(crate::call::truncate_for_msg(&name)))
+                }
+                Ok(Ok(None)) => Err(Refusal::NoSni),
+                Ok(Err(r)) => Err(r),
+                Err(_) => Err(Refusal::NotTls),
+            };
+            if let Err(r) = checked {
+                self.record(kind, &req.host, req.port, &Err(r));
+                let _ = client.shutdown().await;
+                return;
+            }
+        }
+        let dialled = match tokio::time::timeout(CONNECT_TIMEOUT, self.dialer.dial(addr)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(Refusal::Upstream(e.to_string())),
+            Err(_) => Err(Refusal::Upstream("timed out".into())),
+        };
+        let mut up = match dialled {
+            Ok(s) => s,
+            Err(r) => {
+                self.record(kind, &req.host, req.port, &Err(r.clone()));
+                if !req.connect {
+                    refuse(&mut client, &r).await;
+                }
+                return;
+            }
+        };
+        self.record(kind, &req.host, req.port, &Ok(addr));
+        if req.connect {
+            if !self.count(hello.len() as u64) || up.write_all(&hello).await.is_err() {
+                return;
+            }
+            self.pipe(client, up).await;
+        } else {
+            let out = req.origin_form_head();
+            if !self.count(out.len() as u64) || up.write_all(&out).await.is_err() {
+                return;
+            }
+            self.forward_body(client, up, &head.rest, req.body_len)
+                .await;
+        }
+    }
+
+    /// Allowed, listed, resolved, public (or named): the address to dial.
+    async fn decide(&self, req: &Request) -> Result<SocketAddr, Refusal> {
+        if self.connections.fetch_add(1, Ordering::SeqCst) >= self.caps.connections {
+            return Err(Refusal::ConnectionCap);
+        }
+        if self.bytes.load(Ordering::SeqCst) >= self.caps.bytes {
+            return Err(Refusal::ByteCap);
+        }
+        self.allow.target(&req.host, req.port)?;
+        if let Some(h) = &req.host_header {
+            let (hh, hp) = split_host_port(h).ok_or(Refusal::HostHeaderMismatch(h.clone()))?;
+            let default = if req.connect { 443 } else { 80 };
+            if canonical(hh) != canonical(&req.host) || hp.unwrap_or(default) != req.port {
+                return Err(Refusal::HostHeaderMismatch(crate::call::truncate_for_msg(
+                    h,
+                )));
+            }
+        } else if !req.connect {
+            return Err(Refusal::BadRequest("no Host header"));
+        }
+        let bare = req.host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<IpAddr> = match bare.parse::<IpAddr>() {
+            Ok(a) => vec![a],
+            Err(_) => self
+                .resolver
+                .resolve(bare)
+                .await
+                .map_err(|e| Refusal::Unresolved(e.to_string()))?,
+        };
+        let mut refused = None;
+        for a in addrs {
+            match special(a) {
+                Some(kind) if !self.allow.names_address(a) => {
+                    refused.get_or_insert(Refusal::Special { addr: a, kind });
+                }
+                _ => return Ok(SocketAddr::new(unmap(a), req.port)),
+            }
+        }
+        Err(refused.unwrap_or_else(|| Refusal::Unresolved("no address".into())))
+    }
+
+    fn count(&self, n: u64) -> bool {
+        self.bytes.fetch_add(n, Ordering::SeqCst) + n <= self.caps.bytes
+    }
+
+    /// Copies both ways until either side closes or the byte cap is reached.
+    async fn pipe<C: AsyncRead + AsyncWrite + Unpin>(&self, client: C, up: tokio::net::TcpStream) {
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let (mut ur, mut uw) = up.into_split();
+        let one = async {
+            let mut buf = vec![0u8; 16 << 10];
+            loop {
+                let n = match cr.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if !self.count(n as u64) || uw.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            let _ = uw.shutdown().await;
+        };
+        let other = async {
+            let mut buf = vec![0u8; 16 << 10];
+            loop {
+                let n = match ur.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if !self.count(n as u64) || cw.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            let _ = cw.shutdown().await;
+        };
+        tokio::join!(one, other);
+    }
+
+    /// A forwarded request's body (exactly `len` bytes, `rest` first), then
+    /// the response until the host closes: nothing else the client sends
+    /// reaches the host (a second request could name another).
+    async fn forward_body<C: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut client: C,
+        mut up: tokio::net::TcpStream,
+        rest: &[u8],
+        len: u64,
+    ) {
+        let first = &rest[..rest.len().min(len as usize)];
+        if !self.count(first.len() as u64) || up.write_all(first).await.is_err() {
+            return;
+        }
+        let mut left = len - first.len() as u64;
+        let mut buf = vec![0u8; 16 << 10];
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = match client.read(&mut buf[..want]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if !self.count(n as u64) || up.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            left -= n as u64;
+        }
+        loop {
+            let n = match up.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if !self.count(n as u64) || client.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = client.shutdown().await;
+    }
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(client: &mut S, r: &Refusal) {
+    let body = format!("toolgate egress: refused: {r}\n");
+    let msg = format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.write_all(msg.as_bytes()).await;
+    let _ = client.shutdown().await;
+}
+
+/// A request head and what came after it in the same reads.
+struct Head {
+    head: Vec<u8>,
+    rest: Vec<u8>,
+}
+
+async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Head> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Ok(Head { head: buf, rest });
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(std::io::Error::other("head too long"));
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("closed"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A parsed proxy request.
+#[derive(Debug)]
+struct Request {
+    connect: bool,
+    method: String,
+    host: String,
+    port: u16,
+    /// Path and query, for a plain request.
+    path: String,
+    version: String,
+    host_header: Option<String>,
+    /// Other header lines, as sent (hop-by-hop proxy headers dropped).
+    headers: Vec<String>,
+    /// `Content-Length` of a plain request's body.
+    body_len: u64,
+}
+
+impl Request {
+    fn parse(head: &[u8]) -> Result<Request, &'static str> {
+        let text = std::str::from_utf8(head).map_err(|_| "not text")?;
+        let mut lines = text.split("\r\n");
+        let first = lines.next().ok_or("empty")?;
+        let mut parts = first.split(' ');
+        let (method, target, version) = (
+            parts.next().ok_or("no method")?,
+            parts.next().ok_or("no target")?,
+            parts.next().ok_or("no version")?,
+        );
+        if parts.next().is_some() || !version.starts_with("HTTP/1.") {
+            return Err("not HTTP/1.x");
+        }
+        let mut host_header = None;
+        let mut headers = Vec::new();
+        let mut body_len = None;
+        for l in lines.filter(|l| !l.is_empty()) {
+            let (k, v) = l.split_once(':').ok_or("a header without a colon")?;
+            let k_l = k.trim().to_ascii_lowercase();
+            if k_l == "host" {
+                if host_header.is_some() {
+                    return Err("two Host headers");
+                }
+                host_header = Some(v.trim().to_string());
+            } else if k_l == "transfer-encoding" {
+                return Err("chunked request bodies are not forwarded");
+            } else if !k_l.starts_with("proxy-") && k_l != "connection" && k_l != "keep-alive" {
+                if k_l == "content-length" {
+                    let n = v
+                        .trim()
+                        .parse::<u64>()
+                        .map_err(|_| "a bad Content-Length")?;
+                    if body_len.replace(n).is_some_and(|m| m != n) {
+                        return Err("two Content-Lengths");
+                    }
+                }
+                headers.push(l.to_string());
+            }
+        }
+        if method.eq_ignore_ascii_case("CONNECT") {
+            let (h, p) = split_host_port(target).ok_or("bad CONNECT target")?;
+            return Ok(Request {
+                connect: true,
+                method: method.into(),
+                host: h.to_string(),
+                port: p.ok_or("a CONNECT target needs a port")?,
+                path: String::new(),
+                version: version.into(),
+                host_header,
+                headers,
+                body_len: 0,
+            });
+        }
+        let rest = target
+            .strip_prefix("http://")
+            .ok_or("only absolute http:// targets are forwarded (https goes through CONNECT)")?;
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.contains('@') {
+            return Err("credentials in the target");
+        }
+        let (h, p) = split_host_port(authority).ok_or("bad target")?;
+        Ok(Request {
+            connect: false,
+            method: method.into(),
+            host: h.to_string(),
+            port: p.unwrap_or(80),
+            path: if path.starts_with('?') {
+                format!("/{path}")
+            } else {
+                path.to_string()
+            },
+            version: version.into(),
+            host_header,
+            headers,
+            body_len: body_len.unwrap_or(0),
+        })
+    }
+
+    /// The head sent upstream: origin form, one request per connection.
+    fn origin_form_head(&self) -> Vec<u8> {
+        let mut s = format!("{} {} {}\r\n", self.method, self.path, self.version);
+        if let Some(h) = &self.host_header {
+            s.push_str(&format!("Host: {h}\r\n"));
+        }
+        for h in &self.headers {
+            s.push_str(h);
+            s.push_str("\r\n");
+        }
+        s.push_str("Connection: close\r\n\r\n");
+        s.into_bytes()
+    }
+}
+
+/// Reads the tunnel's first TLS record into `buf` (which may already hold
+/// its start) and returns the ClientHello's server name.
+async fn client_hello_sni<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<Option<String>, Refusal> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if buf.len() >= 5 {
+            if buf[0] != 0x16 || buf[1] != 0x03 {
+                return Err(Refusal::NotTls);
+            }
+            let len = u16::from_be_bytes([buf[3], buf[4]]) as usize;
+            if buf.len() >= 5 + len {
+                return parse_sni(&buf[5..5 + len]).ok_or(Refusal::NotTls);
+            }
+        }
+        if buf.len() > MAX_HEAD + 5 {
+            return Err(Refusal::NotTls);
+        }
+        let n = s.read(&mut chunk).await.map_err(|_| Refusal::NotTls)?;
+        if n == 0 {
+            return Err(Refusal::NotTls);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The server name of a ClientHello handshake message (`Some(None)`: none);
+/// `None` when it is not a well-formed ClientHello.
+fn parse_sni(h: &[u8]) -> Option<Option<String>> {
+    let mut r = Reader(h);
+    if r.u8()? != 1 {
+        return None;
+    }
+    let n = r.u24()?;
+    let body = r.take(n)?;
+    let mut r = Reader(body);
+    r.take(2 + 32)?; // version, random
+    let n = r.u8()? as usize;
+    r.take(n)?; // session id
+    let n = r.u16()? as usize;
+    r.take(n)?; // cipher suites
+    let n = r.u8()? as usize;
+    r.take(n)?; // compression
+    if r.0.is_empty() {
+        return Some(None);
+    }
+    let n = r.u16()? as usize;
+    let mut ext = Reader(r.take(n)?);
+    let mut seen = BTreeSet::new();
+    let mut name = None;
+    while !ext.0.is_empty() {
+        let (t, n) = (ext.u16()?, ext.u16()? as usize);
+        let data = ext.take(n)?;
+        if !seen.insert(t) {
+            return None; // a repeated extension is malformed
+        }
+        if t == 0 {
+            let mut l = Reader(data);
+            let n = l.u16()? as usize;
+            let mut list = Reader(l.take(n)?);
+            let mut names = Vec::new();
+            while !list.0.is_empty() {
+                let kind = list.u8()?;
+                let n = list.u16()? as usize;
+                let v = list.take(n)?;
+                if kind == 0 {
+                    names.push(std::str::from_utf8(v).ok()?.to_string());
+                }
+            }
+            // One host name, or the hello is not one we can judge.
+            if names.len() != 1 {
+                return None;
+            }
+            name = names.pop();
+        }
+    }
+    Some(name)
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        let b = self.take(2)?;
+        Some(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u24(&mut self) -> Option<usize> {
+        let b = self.take(3)?;
+        Some(((b[0] as usize) << 16) | ((b[1] as usize) << 8) | b[2] as usize)
+    }
+}
