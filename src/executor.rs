@@ -691,6 +691,8 @@ impl Executor {
                         "redactions": o.redactions,
                         "error": o.error,
                         "changes": o.changes,
+                        // Every connection the egress proxy allowed or refused.
+                        "egress": o.egress,
                         // What went back to the caller, by digest (not content).
                         "artifacts": o.artifacts.iter().map(|a| serde_json::json!({
                             "path": a.path,
@@ -1020,6 +1022,12 @@ impl Executor {
         let (stage, plan) = self.stage_for(plan, backend.sandbox_user()).await?;
         let raw = backend.execute(&plan, job).await?;
         o.reasons.extend(raw.notes.iter().cloned());
+        // Host names are the guest's words: filtered like its output.
+        o.egress = raw.egress.clone();
+        let redactor = self.redactor();
+        for e in &mut o.egress {
+            redactor.redact_secrets_into(&mut e.host, &mut Default::default());
+        }
         o.exit_code = raw.exit_code;
         o.cpu_ms = raw.cpu_time.map(|d| d.as_secs_f64() * 1e3);
         o.stdout = String::from_utf8_lossy(&raw.stdout).into_owned();

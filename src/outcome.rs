@@ -102,6 +102,25 @@ pub struct Outcome {
     /// What the output filter removed (kinds and counts, never values).
     #[serde(skip_serializing_if = "crate::filter::Report::is_empty")]
     pub redactions: crate::filter::Report,
+    /// Each connection the sandbox asked the egress proxy for, allowed or
+    /// refused (under `network = "allowlist"`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<Egress>,
+}
+
+/// One decision of the egress proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Egress {
+    /// `connect` (a tunnel) or `http` (a forwarded request).
+    pub kind: &'static str,
+    pub host: String,
+    pub port: u16,
+    /// The address dialled, when one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A file a call left in the workspace, as the caller sees it.
@@ -201,6 +220,7 @@ impl Outcome {
             confirmation: None,
             changes: Vec::new(),
             redactions: crate::filter::Report::default(),
+            egress: Vec::new(),
         }
     }
 

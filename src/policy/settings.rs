@@ -106,11 +106,10 @@ impl BackendKind {
     /// another is refused at load rather than silently widened.
     pub fn supports_network(self, n: &NetworkMode) -> bool {
         match self {
-            // Native: a network namespace with only `lo` (egress needs the
-            // proxy of the egress issue).
-            BackendKind::Wasm | BackendKind::Host | BackendKind::Native => {
-                matches!(n, NetworkMode::None)
-            }
+            BackendKind::Wasm | BackendKind::Host => matches!(n, NetworkMode::None),
+            // Native: a network namespace with only `lo`, where under an
+            // allowlist the egress proxy listens.
+            BackendKind::Native => matches!(n, NetworkMode::None | NetworkMode::Allowlist(_)),
             BackendKind::Docker => matches!(n, NetworkMode::None | NetworkMode::Open),
         }
     }

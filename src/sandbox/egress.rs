@@ -325,20 +325,8 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// One decision, for the audit.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Event {
-    /// `connect` (a tunnel) or `http` (a forwarded request).
-    pub kind: &'static str,
-    pub host: String,
-    pub port: u16,
-    /// The address dialled, when one was.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub addr: Option<String>,
-    pub allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
+/// One decision, for the Outcome and the audit.
+pub use crate::outcome::Egress as Event;
 
 /// Resolves names for the proxy (tests give their own).
 #[async_trait::async_trait]
@@ -440,19 +428,21 @@ impl Proxy {
         }
     }
 
-    /// Serves clients from `listener` until it fails or the task is dropped.
+    /// Serves clients from `listener` until it fails or this future is
+    /// dropped (or its task aborted), which ends every connection it opened.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
-        while let Ok((s, _)) = listener.accept().await {
-            let p = self.clone();
-            tokio::spawn(async move { p.handle(s).await });
-        }
-    }
-
-    /// The same over a Unix socket (the bridge into a sandbox's namespace).
-    pub async fn serve_unix(self: Arc<Self>, listener: tokio::net::UnixListener) {
-        while let Ok((s, _)) = listener.accept().await {
-            let p = self.clone();
-            tokio::spawn(async move { p.handle(s).await });
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                a = listener.accept() => match a {
+                    Ok((s, _)) => {
+                        let p = self.clone();
+                        conns.spawn(async move { p.handle(s).await });
+                    }
+                    Err(_) => break,
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
         }
     }
 

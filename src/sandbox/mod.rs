@@ -125,6 +125,8 @@ pub struct RawOutput {
     pub cpu_time: Option<Duration>,
     /// What the caller should know beyond the output (a session opened).
     pub notes: Vec<String>,
+    /// The egress proxy's decisions, under a host allowlist.
+    pub egress: Vec<egress::Event>,
 }
 
 /// A sandbox backend.

@@ -679,3 +679,101 @@ fn the_tool_reads_the_calls_input_or_an_immediate_end_of_file() {
     }
     rt().block_on(warm.shutdown());
 }
+
+#[test]
+fn under_an_allowlist_the_egress_proxy_is_the_only_way_out() {
+    if native().is_none() {
+        return;
+    }
+    // A host on this machine's loopback, listed by its address (a name
+    // resolving to loopback would be refused): it answers with the request
+    // line it got.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for c in l.incoming().take(8) {
+            let Ok(mut c) = c else { continue };
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = String::from_utf8_lossy(&got)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{line}",
+                line.len()
+            );
+        }
+    });
+    let ws = tempfile::tempdir().unwrap();
+    let listed = vec![format!("127.0.0.1:{port}")];
+    let e = executor(
+        ws.path(),
+        policy(|s| {
+            s.network.run_command = toolgate::NetworkMode::Allowlist(listed.clone());
+            s.network.allow_hosts = listed.clone();
+        }),
+    );
+    // Through the proxy (the sandbox's environment names it): the listed host.
+    let o = ok(
+        &e,
+        &format!("curl -s --max-time 10 http://127.0.0.1:{port}/pkg"),
+    );
+    assert_eq!(o.stdout, "GET /pkg HTTP/1.1", "{o:?}");
+    assert_eq!(o.egress.len(), 1, "{o:?}");
+    assert!(o.egress[0].allowed);
+    assert_eq!(o.egress[0].addr, Some(format!("127.0.0.1:{port}")));
+    // Another address, or the listed one on another port: refused, with why.
+    for target in [format!("127.0.0.2:{port}"), "127.0.0.1:9".to_string()] {
+        let o = ok(&e, &format!("curl -s --max-time 10 http://{target}/"));
+        assert!(
+            o.stdout.starts_with("toolgate egress: refused:"),
+            "{target}: {o:?}"
+        );
+        assert!(!o.egress[0].allowed, "{o:?}");
+        assert!(o.egress[0].reason.is_some());
+    }
+    // Around the proxy: nothing. The namespace has only lo, where only the
+    // proxy listens; curl's "could not connect" is exit 7.
+    let o = run(
+        &e,
+        &format!("curl -s --max-time 5 --noproxy '*' http://127.0.0.1:{port}/"),
+    );
+    assert_eq!(o.exit_code, Some(7), "{o:?}");
+    assert!(o.egress.is_empty());
+    // The decisions are in the audit entry of their call.
+    let audit = tempfile::tempdir().unwrap();
+    let log = audit.path().join("a.jsonl");
+    let e = Executor::builder(policy(|s| {
+        s.network.run_command = toolgate::NetworkMode::Allowlist(listed.clone());
+    }))
+    .workspace(ws.path())
+    .wasm(None)
+    .approver(Arc::new(AllowAll))
+    .audit(Arc::new(
+        toolgate::audit::AuditLog::open(&log, None).unwrap(),
+    ))
+    .build()
+    .unwrap();
+    ok(
+        &e,
+        &format!("curl -s --max-time 10 http://127.0.0.2:{port}/x"),
+    );
+    let entries = toolgate::audit::read_entries(&log).unwrap();
+    let call = entries.iter().find(|e| e["kind"] == "call").unwrap();
+    let eg = &call["outcome"]["egress"][0];
+    assert_eq!(
+        (eg["host"].as_str(), eg["allowed"].as_bool()),
+        (Some("127.0.0.2"), Some(false)),
+        "{call}"
+    );
+}

@@ -226,6 +226,32 @@ impl Drop for Warm {
 }
 
 /// Whether C has exited (without reaping it).
+/// Where the egress proxy listens inside a sandbox.
+const PROXY_ADDR: &str = "127.0.0.1:3128";
+
+/// A listener on `PROXY_ADDR` in the network namespace of process `pid`:
+/// a socket belongs to the namespace it was made in, so one thread joins
+/// that namespace to make it and ends; the socket then serves from any.
+#[allow(unsafe_code)]
+fn egress_listener(pid: u32) -> std::io::Result<tokio::net::TcpListener> {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    let l = std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on a namespace file this thread opened; it
+            // changes only this thread, which ends right after.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::net::TcpListener::bind(PROXY_ADDR)
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("the listener thread panicked"))?
+    })?;
+    l.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(l)
+}
+
 fn exited(child: &std::process::Child) -> bool {
     let pid: libc::id_t = child.id();
     // SAFETY: waitid with WNOWAIT only reads C's state into `info`.
@@ -421,6 +447,25 @@ impl NativeBackend {
             .collect();
         env.push(("HOME".into(), home.display().to_string()));
         env.push(("TMPDIR".into(), "/tmp".into()));
+        if matches!(plan.network, NetworkMode::Allowlist(_)) {
+            // The one way out: the egress proxy's listener on this
+            // namespace's `lo` (`egress_listener`). Tools read these.
+            let url = format!("http://{PROXY_ADDR}");
+            for k in [
+                "HTTP_PROXY",
+                "HTTPS_PROXY",
+                "ALL_PROXY",
+                "http_proxy",
+                "https_proxy",
+                "all_proxy",
+                "npm_config_proxy",
+                "npm_config_https_proxy",
+            ] {
+                env.retain(|(n, _)| n != k);
+                env.push((k.into(), url.clone()));
+            }
+            env.retain(|(n, _)| !n.eq_ignore_ascii_case("no_proxy"));
+        }
         if !env.iter().any(|(k, _)| k == "PATH") {
             env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
         }
@@ -1157,11 +1202,21 @@ impl Backend for NativeBackend {
     async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError> {
         let started = Instant::now();
         self.shared.usable()?;
-        if plan.network != NetworkMode::None {
-            return Err(SandboxError::Unsupported(
-                "the native backend offers no network but lo".into(),
-            ));
-        }
+        let egress = match &plan.network {
+            NetworkMode::None => None,
+            NetworkMode::Allowlist(hosts) => Some(super::egress::Proxy::new(
+                super::egress::Allowlist::parse(hosts)
+                    .map_err(|e| SandboxError::Unsupported(e.to_string()))?,
+                Arc::new(super::egress::SystemResolver),
+                Arc::new(super::egress::SystemDialer),
+                super::egress::Caps::default(),
+            )),
+            NetworkMode::Open => {
+                return Err(SandboxError::Unsupported(
+                    "the native backend offers lo, or the egress proxy under an allowlist; not an open network".into(),
+                ));
+            }
+        };
         let argv = Self::argv(job)?;
         if let (Some(c), Some(m)) = (&job.cwd, plan.mounts.first()) {
             super::working_dir(&m.host, c)?;
@@ -1183,7 +1238,30 @@ impl Backend for NativeBackend {
                 w
             }
         };
-        let result = self.run(&mut w, plan, job, &argv, started).await;
+        // The proxy listens inside the sandbox's network namespace, on its
+        // `lo`; it dials from toolgate's own. It stops with the call.
+        let serving = match &egress {
+            Some(p) => match egress_listener(w.child.id()) {
+                Ok(l) => Some(tokio::spawn(p.clone().serve(l))),
+                Err(e) => {
+                    self.dispose(w, Duration::ZERO);
+                    return Err(SandboxError::Unavailable {
+                        backend: "native",
+                        detail: format!(
+                            "the egress proxy cannot listen in the sandbox's network namespace (this needs toolgate to run as root): {e}"
+                        ),
+                    });
+                }
+            },
+            None => None,
+        };
+        let mut result = self.run(&mut w, plan, job, &argv, started).await;
+        if let Some(t) = serving {
+            t.abort();
+        }
+        if let (Some(p), Ok(out)) = (&egress, &mut result) {
+            out.egress = p.events();
+        }
         // Never reused: torn down after this one call, whatever happened.
         self.dispose(w, AFTER_CALL);
         self.refill(&profile, AFTER_CALL);
