@@ -110,7 +110,9 @@ impl BackendKind {
             // Native: a network namespace with only `lo`, where under an
             // allowlist the egress proxy listens.
             BackendKind::Native => matches!(n, NetworkMode::None | NetworkMode::Allowlist(_)),
-            BackendKind::Docker => matches!(n, NetworkMode::None | NetworkMode::Open),
+            // Docker: `none` with the egress proxy on the container's `lo`
+            // under an allowlist, or the `toolgate-open` bridge.
+            BackendKind::Docker => true,
         }
     }
 }

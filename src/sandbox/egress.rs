@@ -39,6 +39,60 @@ pub enum EgressError {
     Entry { entry: String, why: &'static str },
 }
 
+/// Where the proxy listens inside a sandbox's network namespace.
+pub const LISTEN: &str = "127.0.0.1:3128";
+
+/// The variables that point a sandbox's tools (curl, pip, git, cargo, npm)
+/// at the proxy.
+pub fn proxy_env() -> Vec<(String, String)> {
+    let url = format!("http://{LISTEN}");
+    PROXY_VARS
+        .iter()
+        .map(|k| (k.to_string(), url.clone()))
+        .collect()
+}
+
+const PROXY_VARS: [&str; 8] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "npm_config_proxy",
+    "npm_config_https_proxy",
+];
+
+/// A variable the sandbox must not bring from elsewhere under a proxy
+/// (another proxy, or a `NO_PROXY` that sends traffic around it).
+pub fn replaced_by_proxy_env(name: &str) -> bool {
+    PROXY_VARS.contains(&name) || name.eq_ignore_ascii_case("no_proxy")
+}
+
+/// A listener on [`LISTEN`] in the network namespace of process `pid`. A
+/// socket belongs to the namespace it was made in, so one thread joins
+/// that namespace (`setns`: root, or the namespace's owner with
+/// `CAP_SYS_ADMIN`), makes it and ends; the socket then serves from any.
+#[allow(unsafe_code)]
+pub fn listen_in(pid: u32) -> std::io::Result<tokio::net::TcpListener> {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    let l = std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on a namespace file opened above; it changes
+            // only this thread, which ends right after.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::net::TcpListener::bind(LISTEN)
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("the listener thread panicked"))?
+    })?;
+    l.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(l)
+}
+
 /// Longest request head or ClientHello read before deciding.
 const MAX_HEAD: usize = 16 << 10;
 /// How long a client may take to send what the decision needs.

@@ -772,6 +772,11 @@ fn a_docker_sessions_limits_bind_per_turn_and_end_it() {
         (idle.state, idle.ended.as_deref()),
         ("ended", Some("idle for 3 s"))
     );
+    // Its container goes right after it is marked ended.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !rt.block_on(b.containers()).unwrap().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(rt.block_on(b.containers()).unwrap().is_empty());
     rt.block_on(toolgate::sandbox::Backend::shutdown(&b));
 }
@@ -807,4 +812,100 @@ fn between_turns_nothing_of_a_docker_session_runs() {
         "the thread was frozen between turns: {o:?}"
     );
     rt.block_on(e.close());
+}
+
+#[test]
+fn under_an_allowlist_the_egress_proxy_is_a_containers_only_way_out() {
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    // A host on this machine's loopback, listed by its address; it answers
+    // with the request line it got.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for c in l.incoming().take(8) {
+            let Ok(mut c) = c else { continue };
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = String::from_utf8_lossy(&got)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{line}",
+                line.len()
+            );
+        }
+    });
+    let ws = workspace();
+    std::fs::write(
+        ws.path().join("fetch.py"),
+        "import sys, urllib.request, urllib.error\ntry:\n    print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())\nexcept urllib.error.HTTPError as e:\n    print(e.code, e.read().decode().strip())\nexcept OSError as e:\n    print('no way out:', type(e).__name__)\n",
+    )
+    .unwrap();
+    let listed = vec![format!("127.0.0.1:{port}")];
+    let p = policy(|p| {
+        p.network.run_command = toolgate::NetworkMode::Allowlist(listed.clone());
+        p.network.allow_hosts = listed.clone();
+    });
+    let e = executor(ws.path(), p.clone(), &b);
+    let run = |c: String| rt.block_on(e.run(&cmd(&c))).unwrap();
+    let o = run(format!("python3 fetch.py http://127.0.0.1:{port}/pkg"));
+    assert_eq!(o.stdout, "GET /pkg HTTP/1.1\n", "{o:?}");
+    assert!(o.egress.len() == 1 && o.egress[0].allowed, "{o:?}");
+    let o = run(format!("python3 fetch.py http://127.0.0.2:{port}/"));
+    assert!(
+        o.stdout.starts_with("403 toolgate egress: refused:"),
+        "{o:?}"
+    );
+    assert!(!o.egress[0].allowed);
+    // Around the proxy: only lo, where nothing else listens.
+    let o = run(format!(
+        "env -u http_proxy -u HTTP_PROXY python3 fetch.py http://127.0.0.1:{port}/"
+    ));
+    assert!(o.stdout.starts_with("no way out"), "{o:?}");
+    assert!(o.egress.is_empty());
+    // A session's turns go through the proxy too (straight on the backend:
+    // javascript, which has no docker, keeps run_code's network at none).
+    let code = format!(
+        "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:{port}/s', timeout=10).read().decode()"
+    );
+    let call = ToolCall::parse(
+        &serde_json::json!({"tool": "run_code", "args": {"language": "python", "code": code, "session": "net"}}).to_string(),
+    )
+    .unwrap();
+    let mut plan = toolgate::Plan::prepare(&p, &call, ws.path(), false);
+    plan.network = toolgate::NetworkMode::Allowlist(listed.clone());
+    let job = toolgate::sandbox::Job {
+        program: toolgate::sandbox::Program::Code {
+            language: toolgate::Language::Python,
+            code,
+        },
+        stdin: None,
+        cwd: None,
+        session: Some(toolgate::sandbox::SessionRef {
+            principal: "local".into(),
+            name: "net".into(),
+        }),
+    };
+    use toolgate::sandbox::Backend;
+    let out = rt.block_on(b.execute(&plan, &job)).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "'GET /s HTTP/1.1'\n",
+        "{out:?}"
+    );
+    assert!(out.egress.len() == 1 && out.egress[0].allowed, "{out:?}");
+    rt.block_on(b.shutdown());
 }

@@ -105,11 +105,8 @@ impl Profile {
         let network = match &plan.network {
             NetworkMode::None => "none".to_string(),
             NetworkMode::Open => OPEN_NETWORK.to_string(),
-            NetworkMode::Allowlist(_) => {
-                return Err(SandboxError::Unsupported(
-                    "the docker backend cannot enforce a host allowlist (no egress proxy); the policy should have been refused".into(),
-                ));
-            }
+            // No network but `lo`, where the call's egress proxy listens.
+            NetworkMode::Allowlist(_) => "none".to_string(),
         };
         Ok(Profile {
             image: plan
@@ -528,6 +525,85 @@ impl DockerBackend {
         })
     }
 
+    /// A program's environment in the container, `extra` added; under an
+    /// allowlist the proxy variables name the egress proxy.
+    fn env(plan: &Plan, extra: &[&str]) -> Vec<String> {
+        let mut env: Vec<String> = [
+            "PATH=/usr/local/bin:/usr/bin:/bin",
+            "HOME=/tmp",
+            "LANG=C.UTF-8",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+        if matches!(plan.network, NetworkMode::Allowlist(_)) {
+            env.extend(
+                super::egress::proxy_env()
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}")),
+            );
+        }
+        env
+    }
+
+    /// Under an allowlist, the call's egress proxy, serving on the `lo` of
+    /// container `id` until the returned task is aborted. The container
+    /// must run on this host: its process is found by the id in its
+    /// cgroup, and its namespace must not be toolgate's own.
+    async fn egress(
+        &self,
+        id: &str,
+        plan: &Plan,
+    ) -> Result<Option<(Arc<super::egress::Proxy>, tokio::task::JoinHandle<()>)>, SandboxError>
+    {
+        let NetworkMode::Allowlist(hosts) = &plan.network else {
+            return Ok(None);
+        };
+        let allow = super::egress::Allowlist::parse(hosts)
+            .map_err(|e| SandboxError::Unsupported(e.to_string()))?;
+        let pid = self
+            .inner
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(internal("inspect container"))?
+            .state
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .ok_or_else(|| SandboxError::Internal {
+                op: "egress proxy",
+                detail: "the container has no process".into(),
+            })? as u32;
+        let local = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| c.contains(id))
+            && std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
+                != std::fs::read_link("/proc/self/ns/net").ok();
+        if !local {
+            return Err(SandboxError::Unavailable {
+                backend: "docker",
+                detail: "the egress proxy needs the docker engine on this host (a network allowlist is enforced from inside the container's network namespace)".into(),
+            });
+        }
+        let l = super::egress::listen_in(pid).map_err(|e| SandboxError::Unavailable {
+            backend: "docker",
+            detail: format!(
+                "the egress proxy cannot listen in the container's network namespace (this needs toolgate to run as root): {e}"
+            ),
+        })?;
+        let proxy = super::egress::Proxy::new(
+            allow,
+            Arc::new(super::egress::SystemResolver),
+            Arc::new(super::egress::SystemDialer),
+            super::egress::Caps::default(),
+        );
+        let task = tokio::spawn(proxy.clone().serve(l));
+        Ok(Some((proxy, task)))
+    }
+
     /// Reads a cgroup v1/v2 counter of a local container (`key value` lines).
     fn cgroup_counter(id: &str, v1: (&str, &str), v2: &str, key: &str) -> Option<u64> {
         let paths = [
@@ -555,11 +631,7 @@ impl DockerBackend {
                     cmd: Some(Self::argv(job)?),
                     user: Some(self.inner.uid.clone()),
                     working_dir: Some(workdir),
-                    env: Some(vec![
-                        "PATH=/usr/local/bin:/usr/bin:/bin".into(),
-                        "HOME=/tmp".into(),
-                        "LANG=C.UTF-8".into(),
-                    ]),
+                    env: Some(Self::env(plan, &[])),
                     ..Default::default()
                 },
             )
@@ -759,7 +831,19 @@ impl Backend for DockerBackend {
         if let Some((d, m)) = lent {
             super::stage::lend(&m.host, d.path())?;
         }
-        let result = self.run_in(&w.id, job, plan).await;
+        let result = match self.egress(&w.id, plan).await {
+            Ok(egress) => {
+                let mut r = self.run_in(&w.id, job, plan).await;
+                if let Some((proxy, task)) = egress {
+                    task.abort();
+                    if let Ok(out) = &mut r {
+                        out.egress = proxy.events();
+                    }
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
         let mut removed = false;
         if let Some((d, m)) = lent {
             // Nothing of the call may still run when its stage comes back to

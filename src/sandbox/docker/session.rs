@@ -298,7 +298,21 @@ impl DockerBackend {
             if let (Some(d), Some(host)) = (&k.dir, &stage) {
                 crate::sandbox::stage::lend(host, d.path())?;
             }
-            let ran = self.turn(k, code, plan).await;
+            // Under an allowlist the turn's own egress proxy serves the
+            // container's `lo` while the turn runs.
+            let ran = match self.egress(&k.id, plan).await {
+                Ok(egress) => {
+                    let mut r = self.turn(k, code, plan).await;
+                    if let Some((proxy, task)) = egress {
+                        task.abort();
+                        if let Ok((out, _)) = &mut r {
+                            out.egress = proxy.events();
+                        }
+                    }
+                    r
+                }
+                Err(e) => Err(e),
+            };
             k.turns += 1;
             k.last = Instant::now();
             session::count_turn(&entry.info);
@@ -374,7 +388,7 @@ impl DockerBackend {
         // adds up over turns) only backs the per-turn limit up.
         let mut profile = profile.clone();
         profile.cpu_secs = cfg.session_lifetime.as_secs().max(1);
-        let kernel = self.open_kernel(&profile, slot).await?;
+        let kernel = self.open_kernel(&profile, plan, slot).await?;
         let opened = session::now_ms();
         let entry = Arc::new(Entry {
             info: Arc::new(Mutex::new(SessionInfo {
@@ -404,10 +418,15 @@ impl DockerBackend {
     }
 
     /// A container for a session, its kernel started and ready, paused.
-    async fn open_kernel(&self, profile: &Profile, slot: Slot) -> Result<Kernel, SandboxError> {
+    async fn open_kernel(
+        &self,
+        profile: &Profile,
+        plan: &Plan,
+        slot: Slot,
+    ) -> Result<Kernel, SandboxError> {
         let w = self.create(profile, "session", slot).await?;
         let id = w.id.clone();
-        match self.start_kernel(&w.id).await {
+        match self.start_kernel(&w.id, plan).await {
             Ok((exec_id, input, output, carry)) => {
                 let k = Kernel {
                     oom_kills: Self::oom_kills(&id),
@@ -435,6 +454,7 @@ impl DockerBackend {
     async fn start_kernel(
         &self,
         id: &str,
+        plan: &Plan,
     ) -> Result<(String, Pin<Box<dyn AsyncWrite + Send>>, Output, Vec<u8>), SandboxError> {
         if Self::cpu_used(id).is_none() {
             return Err(SandboxError::Unavailable {
@@ -460,16 +480,16 @@ impl DockerBackend {
                     ]),
                     user: Some(self.inner.uid.clone()),
                     working_dir: Some(crate::plan::GUEST_WORKSPACE.into()),
-                    env: Some(vec![
-                        "PATH=/usr/local/bin:/usr/bin:/bin".into(),
-                        "HOME=/tmp".into(),
-                        "LANG=C.UTF-8".into(),
-                        "MPLBACKEND=Agg".into(),
+                    env: Some(Self::env(
+                        plan,
                         // One CPU per container: BLAS threads would only
                         // contend (and count against the pids limit).
-                        "OPENBLAS_NUM_THREADS=1".into(),
-                        "OMP_NUM_THREADS=1".into(),
-                    ]),
+                        &[
+                            "MPLBACKEND=Agg",
+                            "OPENBLAS_NUM_THREADS=1",
+                            "OMP_NUM_THREADS=1",
+                        ],
+                    )),
                     ..Default::default()
                 },
             )

@@ -226,32 +226,6 @@ impl Drop for Warm {
 }
 
 /// Whether C has exited (without reaping it).
-/// Where the egress proxy listens inside a sandbox.
-const PROXY_ADDR: &str = "127.0.0.1:3128";
-
-/// A listener on `PROXY_ADDR` in the network namespace of process `pid`:
-/// a socket belongs to the namespace it was made in, so one thread joins
-/// that namespace to make it and ends; the socket then serves from any.
-#[allow(unsafe_code)]
-fn egress_listener(pid: u32) -> std::io::Result<tokio::net::TcpListener> {
-    use std::os::fd::AsRawFd;
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-    let l = std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns on a namespace file this thread opened; it
-            // changes only this thread, which ends right after.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            std::net::TcpListener::bind(PROXY_ADDR)
-        })
-        .join()
-        .map_err(|_| std::io::Error::other("the listener thread panicked"))?
-    })?;
-    l.set_nonblocking(true)?;
-    tokio::net::TcpListener::from_std(l)
-}
-
 fn exited(child: &std::process::Child) -> bool {
     let pid: libc::id_t = child.id();
     // SAFETY: waitid with WNOWAIT only reads C's state into `info`.
@@ -449,22 +423,9 @@ impl NativeBackend {
         env.push(("TMPDIR".into(), "/tmp".into()));
         if matches!(plan.network, NetworkMode::Allowlist(_)) {
             // The one way out: the egress proxy's listener on this
-            // namespace's `lo` (`egress_listener`). Tools read these.
-            let url = format!("http://{PROXY_ADDR}");
-            for k in [
-                "HTTP_PROXY",
-                "HTTPS_PROXY",
-                "ALL_PROXY",
-                "http_proxy",
-                "https_proxy",
-                "all_proxy",
-                "npm_config_proxy",
-                "npm_config_https_proxy",
-            ] {
-                env.retain(|(n, _)| n != k);
-                env.push((k.into(), url.clone()));
-            }
-            env.retain(|(n, _)| !n.eq_ignore_ascii_case("no_proxy"));
+            // namespace's `lo`. Tools read these.
+            env.retain(|(n, _)| !super::egress::replaced_by_proxy_env(n));
+            env.extend(super::egress::proxy_env());
         }
         if !env.iter().any(|(k, _)| k == "PATH") {
             env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
@@ -1241,7 +1202,7 @@ impl Backend for NativeBackend {
         // The proxy listens inside the sandbox's network namespace, on its
         // `lo`; it dials from toolgate's own. It stops with the call.
         let serving = match &egress {
-            Some(p) => match egress_listener(w.child.id()) {
+            Some(p) => match super::egress::listen_in(w.child.id()) {
                 Ok(l) => Some(tokio::spawn(p.clone().serve(l))),
                 Err(e) => {
                     self.dispose(w, Duration::ZERO);
