@@ -469,3 +469,176 @@ async fn proxy_with_bytes(allow: &[String], bytes: u64) -> (u16, Arc<Proxy>) {
     )
     .await
 }
+
+/// A little internet of the test's own: a network namespace joined to this
+/// one by a veth pair (198.51.100.1 here, 198.51.100.2 there; addresses
+/// from a documentation range, so public-looking to the proxy) with an HTTP
+/// server inside. Removed on drop. `None` (skip) without root or `ip`,
+/// unless `TOOLGATE_REQUIRE_NATIVE=1`.
+pub(super) struct Internet {
+    ns: String,
+    /// This side of the veth pair.
+    here: String,
+    server: std::process::Child,
+    _files: tempfile::TempDir,
+    /// One little internet at a time (they share a name and addresses).
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+pub(super) const THERE: &str = "198.51.100.2";
+
+impl Internet {
+    #[allow(clippy::disallowed_methods)] // ip(8) and python3 are the test's tools
+    pub(super) fn new() -> Option<Internet> {
+        static ONE: Mutex<()> = Mutex::new(());
+        let one = ONE.lock().unwrap_or_else(|p| p.into_inner());
+        let required = std::env::var_os("TOOLGATE_REQUIRE_NATIVE").is_some_and(|v| v == "1");
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let tag = format!("tg{}", std::process::id() % 100_000);
+        let ns = format!("{tag}-net");
+        let (here, there) = (format!("{tag}h"), format!("{tag}n"));
+        // Leftovers of a run that was killed.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &here])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .stderr(std::process::Stdio::null())
+            .status();
+        if !ip(&["netns", "add", &ns]) {
+            assert!(
+                !required,
+                "cannot create a network namespace (root and iproute2 needed)"
+            );
+            eprintln!("SKIPPED: the little internet needs root and iproute2");
+            return None;
+        }
+        let files = tempfile::tempdir().unwrap();
+        std::fs::write(
+            files.path().join("hello.txt"),
+            "hello from the little internet\n",
+        )
+        .unwrap();
+        let ok = ip(&["link", "add", &here, "type", "veth", "peer", "name", &there])
+            && ip(&["link", "set", &there, "netns", &ns])
+            && ip(&["addr", "add", "198.51.100.1/30", "dev", &here])
+            && ip(&["link", "set", &here, "up"])
+            && ip(&["-n", &ns, "addr", "add", "198.51.100.2/30", "dev", &there])
+            && ip(&["-n", &ns, "link", "set", &there, "up"])
+            && ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let server = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                THERE,
+            ])
+            .arg("--directory")
+            .arg(files.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let net = Internet {
+            ns,
+            here: here.clone(),
+            server,
+            _files: files,
+            _one: one,
+        };
+        assert!(ok, "setting up the veth pair failed");
+        // Up when it answers (the one non-loopback address this suite dials,
+        // inside the namespace it made).
+        let up = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::net::TcpStream::connect((THERE, 8080)).is_ok()
+        });
+        assert!(up, "the little internet's server did not start");
+        Some(net)
+    }
+}
+
+impl Drop for Internet {
+    #[allow(clippy::disallowed_methods)]
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        // Deleting one end deletes the pair, now (a namespace's own devices
+        // go later, in the background, and the next one would clash).
+        for args in [
+            vec!["link", "del", self.here.as_str()],
+            vec!["netns", "del", self.ns.as_str()],
+        ] {
+            let _ = std::process::Command::new("ip").args(args).status();
+        }
+    }
+}
+
+/// Dials loopback and the little internet only.
+struct OursOnly;
+
+#[async_trait::async_trait]
+impl Dial for OursOnly {
+    async fn dial(&self, addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+        assert!(
+            addr.ip().is_loopback() || addr.ip().to_string() == THERE,
+            "the proxy dialled {addr}"
+        );
+        TcpStream::connect(addr).await
+    }
+}
+
+#[test]
+fn a_listed_name_with_a_public_address_is_reached_without_naming_the_address() {
+    let Some(_net) = Internet::new() else { return };
+    let rt = rt();
+    rt.block_on(async {
+        let resolver = Arc::new(Names(HashMap::from([
+            ("pkgs.test", THERE.parse().unwrap()),
+            ("inside.test", "10.9.9.9".parse().unwrap()),
+        ])));
+        let p = Proxy::new(
+            Allowlist::parse(&["pkgs.test:8080".into(), "inside.test:8080".into()]).unwrap(),
+            resolver,
+            Arc::new(OursOnly),
+            Caps::default(),
+        );
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(p.clone().serve(l));
+        let got = through(
+            port,
+            "GET http://pkgs.test:8080/hello.txt HTTP/1.1\r\nHost: pkgs.test:8080\r\n\r\n",
+            &[],
+        )
+        .await;
+        assert!(
+            got.starts_with("HTTP/1.0 200") || got.starts_with("HTTP/1.1 200"),
+            "{got}"
+        );
+        assert!(got.ends_with("hello from the little internet\n"), "{got}");
+        assert_eq!(last(&p).addr, Some(format!("{THERE}:8080")));
+        // A listed name that resolves to a private address is not dialled.
+        let got = through(
+            port,
+            "GET http://inside.test:8080/hello.txt HTTP/1.1\r\nHost: inside.test:8080\r\n\r\n",
+            &[],
+        )
+        .await;
+        assert!(
+            got.starts_with("HTTP/1.1 403") && got.contains("private address"),
+            "{got}"
+        );
+    });
+}

@@ -777,3 +777,58 @@ fn under_an_allowlist_the_egress_proxy_is_the_only_way_out() {
         "{call}"
     );
 }
+
+#[test]
+fn a_sandbox_reaches_a_listed_host_of_the_little_internet_only_through_the_proxy() {
+    let Some(b) = native() else {
+        return;
+    };
+    let Some(_net) = super::egress::Internet::new() else {
+        return;
+    };
+    let there = super::egress::THERE;
+    let ws = tempfile::tempdir().unwrap();
+    let listed = vec![format!("{there}:8080")];
+    let p = policy(|s| {
+        s.network.run_command = toolgate::NetworkMode::Allowlist(listed.clone());
+        s.network.allow_hosts = listed.clone();
+    });
+    let e = executor(ws.path(), p.clone());
+    let o = ok(
+        &e,
+        &format!("curl -s --max-time 10 http://{there}:8080/hello.txt"),
+    );
+    assert_eq!(o.stdout, "hello from the little internet\n", "{o:?}");
+    assert_eq!(o.egress[0].addr, Some(format!("{there}:8080")));
+    // The sandbox's own view: only lo, no route; so around the proxy a
+    // connect fails in the sandbox (no packet leaves it), and UDP, DNS and
+    // IPv6 have nowhere to go. (Straight on the backend: the policy keeps
+    // /proc from commands.)
+    let ows = open_workspace();
+    let raw = sh_on(
+        &b,
+        ows.path(),
+        &p,
+        MountAccess::ReadWrite,
+        "cat /proc/net/dev /proc/net/route",
+    );
+    let out = text(&raw.stdout);
+    let ifaces: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(i, _)| i.trim()))
+        .filter(|i| !i.contains('|'))
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{out}");
+    let routes = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Iface"))
+        .skip(1)
+        .count();
+    assert_eq!(routes, 0, "no route: {out}");
+    let o = run(
+        &e,
+        &format!("curl -s --max-time 5 --noproxy '*' http://{there}:8080/hello.txt"),
+    );
+    assert_eq!(o.exit_code, Some(7), "{o:?}");
+    assert!(o.egress.is_empty());
+}
