@@ -14,6 +14,7 @@
 //! | tool definitions | [`tools`] | JSON Schemas for agent frameworks |
 //! | policy | [`policy`] | TOML rules, path rules, shell parsing, input flags, limits; pure |
 //! | workspace paths | [`workpath`] | agent paths → workspace components; shared by policy and sandboxes |
+//! | host lists | [`hosts`] | `network.allow_hosts` entries; shared by policy, egress proxy and output filter |
 //! | units | [`units`] | sizes and durations as people write them |
 //! | plan | [`plan`] | the per-call profile a backend enforces: backend, limits, network, mounts |
 //! | gate | [`gate`] | pending confirmations, approvers (terminal, callback, HTTP), expiry that denies |
@@ -48,6 +49,7 @@ mod error;
 mod executor;
 pub mod filter;
 pub mod gate;
+pub mod hosts;
 pub mod metrics;
 mod outcome;
 pub mod plan;

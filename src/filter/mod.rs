@@ -997,17 +997,19 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|a| a.is_loopback() || a.is_unspecified())
 }
 
+/// A link may point at a listed host, at any port, or below a plain
+/// entry (`example.com` lets `docs.example.com` links stay; the egress
+/// proxy is stricter: it connects to a plain entry's own name only).
 fn host_allowed(host: &str, allow: &[String]) -> bool {
     let host = host.rsplit('@').next().unwrap_or(host);
-    let host = host
-        .split(':')
-        .next()
-        .unwrap_or(host)
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let host = crate::hosts::split_host_port(host).map_or(host, |(h, _)| h);
+    let host = crate::hosts::canonical(host);
     allow
         .iter()
         .any(|a| host == *a || host.ends_with(&format!(".{a}")))
+        // Entries only the list's own grammar reads (`*.x`, `x:port`, `[v6]`).
+        || (allow.iter().any(|a| a.contains(['*', ':', '[']))
+            && crate::hosts::HostList::parse(allow).is_ok_and(|l| l.names_host(&host)))
 }
 
 /// A secret value and the encodings it commonly travels in.

@@ -263,6 +263,8 @@ impl Ctx<'_> {
                 if hosts.is_empty() {
                     return Err(self.err(span, key, "allowlist mode needs network.allow_hosts"));
                 }
+                crate::hosts::HostList::parse(hosts)
+                    .map_err(|e| self.err(span.clone(), key, e.to_string()))?;
                 Ok(NetworkMode::Allowlist(hosts.to_vec()))
             }
             Some((other, span)) => Err(self.err(

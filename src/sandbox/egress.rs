@@ -26,18 +26,11 @@
 //! UDP), so DNS carries nothing out; that part belongs to the backends.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-/// Errors of setting up the proxy (a bad allowlist entry).
-#[derive(Debug, thiserror::Error)]
-pub enum EgressError {
-    #[error("allowlist entry {entry:?}: {why}")]
-    Entry { entry: String, why: &'static str },
-}
 
 /// Where the proxy listens inside a sandbox's network namespace.
 pub const LISTEN: &str = "127.0.0.1:3128";
@@ -99,158 +92,17 @@ const MAX_HEAD: usize = 16 << 10;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Pattern {
-    /// A name, lowercase, no trailing dot.
-    Host(String),
-    /// `*.suffix`: names strictly below `suffix`.
-    Below(String),
-    Addr(IpAddr),
-}
+pub use crate::hosts::HostList as Allowlist;
+pub use crate::hosts::HostsError as EgressError;
+use crate::hosts::{Miss, canonical, split_host_port, unmap};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    pattern: Pattern,
-    /// `None`: ports 80 and 443.
-    port: Option<u16>,
-}
-
-/// The hosts a sandbox may reach.
-#[derive(Debug, Clone, Default)]
-pub struct Allowlist {
-    entries: Vec<Entry>,
-}
-
-/// A name as compared: lowercase, without a trailing dot.
-fn canonical(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
-}
-
-fn valid_name(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
-}
-
-/// Splits `host:port`, `[v6]:port`, `v6`, `host`.
-fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (h, tail) = rest.split_once(']')?;
-        return match tail {
-            "" => Some((h, None)),
-            t => Some((h, Some(t.strip_prefix(':')?.parse().ok()?))),
-        };
-    }
-    if s.parse::<Ipv6Addr>().is_ok() {
-        return Some((s, None));
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) => Some((h, Some(p.parse().ok()?))),
-        None => Some((s, None)),
-    }
-}
-
-impl Allowlist {
-    /// Parses the policy's `network.allow_hosts`.
-    pub fn parse(entries: &[String]) -> Result<Allowlist, EgressError> {
-        let mut out = Vec::new();
-        for e in entries {
-            let bad = |why| EgressError::Entry {
-                entry: e.clone(),
-                why,
-            };
-            let (host, port) = split_host_port(e.trim()).ok_or_else(|| bad("not host[:port]"))?;
-            if port == Some(0) {
-                return Err(bad("port 0"));
-            }
-            let pattern = if let Ok(a) = host.parse::<IpAddr>() {
-                Pattern::Addr(a)
-            } else if let Some(s) = host.strip_prefix("*.") {
-                let s = canonical(s);
-                if !valid_name(&s) || !s.contains('.') {
-                    return Err(bad("a wildcard needs a domain of two labels or more"));
-                }
-                Pattern::Below(s)
-            } else {
-                let h = canonical(host);
-                if !valid_name(&h) {
-                    return Err(bad("not a host name or an address"));
-                }
-                Pattern::Host(h)
-            };
-            out.push(Entry { pattern, port });
+impl From<Miss> for Refusal {
+    fn from(m: Miss) -> Refusal {
+        match m {
+            Miss::Host => Refusal::HostNotListed,
+            Miss::Address => Refusal::AddressNotListed,
+            Miss::Port => Refusal::PortNotListed,
         }
-        Ok(Allowlist { entries: out })
-    }
-
-    fn port_ok(e: &Entry, port: u16) -> bool {
-        match e.port {
-            Some(p) => p == port,
-            None => port == 80 || port == 443,
-        }
-    }
-
-    /// Whether a name (or address literal) and port are listed; the reason if not.
-    fn target(&self, host: &str, port: u16) -> Result<(), Refusal> {
-        let h = canonical(host);
-        let addr = h
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .ok();
-        let named: Vec<&Entry> = self
-            .entries
-            .iter()
-            .filter(|e| match (&e.pattern, addr) {
-                (Pattern::Addr(a), Some(b)) => same_addr(*a, b),
-                (Pattern::Host(n), None) => *n == h,
-                (Pattern::Below(s), None) => {
-                    h.len() > s.len() + 1
-                        && h.ends_with(s.as_str())
-                        && h[..h.len() - s.len()].ends_with('.')
-                }
-                _ => false,
-            })
-            .collect();
-        if named.is_empty() {
-            return Err(if addr.is_some() {
-                Refusal::AddressNotListed
-            } else {
-                Refusal::HostNotListed
-            });
-        }
-        if !named.iter().any(|e| Self::port_ok(e, port)) {
-            return Err(Refusal::PortNotListed);
-        }
-        Ok(())
-    }
-
-    /// Whether an entry names this address itself (letting a special one through).
-    fn names_address(&self, a: IpAddr) -> bool {
-        self.entries
-            .iter()
-            .any(|e| matches!(e.pattern, Pattern::Addr(b) if same_addr(a, b)))
-    }
-}
-
-/// Equal, counting an IPv4-mapped IPv6 address as its IPv4 address.
-fn same_addr(a: IpAddr, b: IpAddr) -> bool {
-    unmap(a) == unmap(b)
-}
-
-fn unmap(a: IpAddr) -> IpAddr {
-    match a {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
     }
 }
 
@@ -594,7 +446,7 @@ impl Proxy {
         if self.bytes.load(Ordering::SeqCst) >= self.caps.bytes {
             return Err(Refusal::ByteCap);
         }
-        self.allow.target(&req.host, req.port)?;
+        self.allow.permits(&req.host, req.port)?;
         if let Some(h) = &req.host_header {
             let (hh, hp) = split_host_port(h).ok_or(Refusal::HostHeaderMismatch(h.clone()))?;
             let default = if req.connect { 443 } else { 80 };

@@ -352,3 +352,24 @@ fn decision_and_execution_read_dot_dot_after_a_link_like_the_kernel() {
     let o = read("down/../x");
     assert_eq!(o.stdout, "beside the target\n", "{o:?}");
 }
+
+#[test]
+fn an_allowlist_entry_that_is_not_a_host_is_refused_when_the_policy_loads() {
+    let text = |hosts: &str| {
+        format!(
+            "version = 1\n[tools]\nrun_command = \"allow\"\n[backends]\nrun_command = \"native\"\n[network]\nrun_command = \"allowlist\"\nallow_hosts = {hosts}\n"
+        )
+    };
+    let ok = toolgate::Policy::from_toml(
+        &text(r#"["pkgs.example", "*.cdn.example", "10.0.0.5:8080"]"#),
+        "p.toml",
+    );
+    assert!(ok.is_ok(), "{:?}", ok.err());
+    let err = toolgate::Policy::from_toml(&text(r#"["https://pkgs.example/simple"]"#), "p.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("network.run_command") && err.contains("allow_hosts entry"),
+        "{err}"
+    );
+}
