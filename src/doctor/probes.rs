@@ -426,6 +426,17 @@ routes = len(route.splitlines()) - 1 if route else 0
 r6 = read('/proc/net/ipv6_route')
 routes6 = len([l for l in r6.splitlines() if not l.split()[-1] == 'lo']) if r6 else 0
 print('socket=%s ifaces=%s routes=%d routes6=%d' % (sock, ','.join(ifaces) or '-', routes, routes6))
+import os
+proxy = os.environ.get('HTTPS_PROXY', '')
+# Under an allowlist: the proxy on lo refuses a name it does not list
+# (before resolving it: nothing leaves).
+try:
+    c = socket.create_connection(('127.0.0.1', 3128), timeout=5)
+    c.sendall(b'CONNECT toolgate-doctor.invalid:443 HTTP/1.1\r\nHost: toolgate-doctor.invalid:443\r\n\r\n')
+    refused = c.recv(64).split(b' ')[1].decode()
+except Exception as e:
+    refused = type(e).__name__
+print('proxy=%s unlisted=%s' % (proxy or '-', refused))
 "#;
     let o = p
         .py(code)
@@ -449,7 +460,18 @@ print('socket=%s ifaces=%s routes=%d routes6=%d' % (sock, ','.join(ifaces) or '-
             }
         }
         NetworkMode::Open => Status::Unavailable,
-        NetworkMode::Allowlist(_) => Status::Failed,
+        // Only lo and no route, as under none, and the one way out is the
+        // proxy, which refuses what is not listed.
+        NetworkMode::Allowlist(_) => {
+            let only_lo = field("ifaces") == "lo";
+            let no_routes = field("routes") == "0" && field("routes6") == "0";
+            let proxied = field("proxy").ends_with(":3128") && field("unlisted") == "403";
+            if only_lo && no_routes && proxied {
+                Status::Enforced
+            } else {
+                Status::Failed
+            }
+        }
     };
     let ev = if t.is_empty() {
         format!("probe did not report ({})", how(&o))

@@ -122,3 +122,55 @@ fn doctor_proves_the_native_limits_bind() {
             .contains("canary-5f1e9c2a7b")
     );
 }
+
+#[test]
+fn doctor_proves_an_allowlist_leaves_only_the_proxy_on_native_and_docker() {
+    if super::native::native().is_none() {
+        return;
+    }
+    let _heavy = super::common::heavy();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/default.toml"
+    ))
+    .unwrap()
+    .replace(
+        "run_command = \"none\"\nrun_code = \"none\"\nallow_hosts = []",
+        "run_command = \"allowlist\"\nrun_code = \"none\"\nallow_hosts = [\"pkgs.example\"]",
+    );
+    assert!(text.contains("run_command = \"allowlist\""));
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("allowlist.toml");
+    std::fs::write(&policy, text).unwrap();
+    let docker = std::env::var_os("TOOLGATE_REQUIRE_DOCKER").is_some_and(|v| v == "1");
+    let backends = if docker { "native,docker" } else { "native" };
+    let out = bin()
+        .args([
+            "doctor",
+            "--json",
+            "--backends",
+            backends,
+            "--require",
+            backends,
+        ])
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let v = stdout_json(&out);
+    let nets: Vec<&Value> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["limit"] == "network")
+        .collect();
+    assert_eq!(nets.len(), backends.split(',').count(), "{v}");
+    for r in nets {
+        assert_eq!(r["status"], "enforced", "{r}");
+        let ev = r["evidence"].as_str().unwrap();
+        assert!(
+            ev.contains("ifaces=lo ") && ev.contains("unlisted=403"),
+            "{ev}"
+        );
+    }
+}
