@@ -427,6 +427,17 @@ impl Figures {
             }
             let per_session = rss_kib().saturating_sub(rss_before) / 4;
             self.extra.insert("rss_kib_per_idle_session".into(), per_session.into());
+            // Recorded by the last `runtimes install` that compiled python.
+            if let Some((secs, peak)) = toolgate::sandbox::wasm::manage::install_cost("python") {
+                self.extra.insert(
+                    "python_install_s (download, pre-init, compile; last install)".into(),
+                    ((secs * 10.0).round() / 10.0).into(),
+                );
+                self.extra.insert(
+                    "python_install_peak_rss_mib (last install)".into(),
+                    (peak >> 10).into(),
+                );
+            }
             let next = turn("a", "x += 1")?;
             self.rows.push(row(
                 "python session turn `x += 1` (through the Executor)",

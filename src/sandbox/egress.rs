@@ -626,7 +626,15 @@ impl Request {
         let mut headers = Vec::new();
         let mut body_len = None;
         for l in lines.filter(|l| !l.is_empty()) {
+            // A lone CR or LF, or a folded line, would let the host read a
+            // header (another Host) this parser did not see.
+            if l.contains(['\r', '\n']) || l.starts_with([' ', '\t']) {
+                return Err("a bare CR or LF, or a folded header line");
+            }
             let (k, v) = l.split_once(':').ok_or("a header without a colon")?;
+            if k.is_empty() || k.contains(|c: char| c.is_ascii_whitespace()) {
+                return Err("a malformed header name");
+            }
             let k_l = k.trim().to_ascii_lowercase();
             if k_l == "host" {
                 if host_header.is_some() {

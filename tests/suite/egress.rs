@@ -393,6 +393,14 @@ fn plain_http_is_forwarded_one_request_with_its_host_checked() {
                 format!("GET http://u:p@pkgs.test:{web}/ HTTP/1.1\r\nHost: pkgs.test:{web}\r\n\r\n"),
                 "credentials",
             ),
+            (
+                format!("GET http://pkgs.test:{web}/ HTTP/1.1\r\nHost: pkgs.test:{web}\r\nX: a\nHost: evil.test\r\n\r\n"),
+                "bare CR or LF",
+            ),
+            (
+                format!("GET http://pkgs.test:{web}/ HTTP/1.1\r\nHost: pkgs.test:{web}\r\nX: a\r\n Host: evil.test\r\n\r\n"),
+                "folded",
+            ),
         ] {
             let answer = through(p, &req, &[]).await;
             assert!(

@@ -64,8 +64,12 @@ pub fn install(
     let backend = WasmBackend::new(WasmConfig::default())?;
     let mut out = Vec::new();
     for spec in &chosen {
+        let started = std::time::Instant::now();
         let path = runtime::install(&dir, spec, from, sha256, progress)?;
         let compiled_now = backend.ensure_compiled(&spec.name, progress)?;
+        if compiled_now {
+            record_install(&dir, &spec.name, started.elapsed());
+        }
         progress.step(&format!("installed {} at {}", spec.name, path.display()));
         out.push(Installed {
             name: spec.name.clone(),
@@ -74,6 +78,31 @@ pub fn install(
         });
     }
     Ok(out)
+}
+
+/// What the last install that compiled a runtime cost: `NAME.install.json`
+/// beside it (seconds, and this process's peak resident memory so far),
+/// read by `toolgate bench`. Losing it loses a figure, nothing else.
+fn record_install(dir: &Path, name: &str, took: std::time::Duration) {
+    let peak_kib: u64 = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0);
+    let v = serde_json::json!({"seconds": took.as_secs_f64(), "peak_rss_kib": peak_kib});
+    let _ = std::fs::write(dir.join(format!("{name}.install.json")), v.to_string());
+}
+
+/// What the last compiling install of `name` cost, if recorded.
+pub fn install_cost(name: &str) -> Option<(f64, u64)> {
+    let text =
+        std::fs::read_to_string(runtime::cache_dir().join(format!("{name}.install.json"))).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some((v["seconds"].as_f64()?, v["peak_rss_kib"].as_u64()?))
 }
 
 /// Every runtime of the manifest, with where it stands here.
