@@ -86,6 +86,53 @@ pub fn listen_in(pid: u32) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::from_std(l)
 }
 
+/// The call's proxy serving the sandbox of process `pid` (see
+/// [`listen_in`]) for `hosts`, until the returned guard is dropped.
+pub fn serve_in(
+    pid: u32,
+    hosts: &[String],
+    backend: &'static str,
+) -> Result<Serving, super::SandboxError> {
+    let allow =
+        Allowlist::parse(hosts).map_err(|e| super::SandboxError::Unsupported(e.to_string()))?;
+    let l = listen_in(pid).map_err(|e| super::SandboxError::Unavailable {
+        backend,
+        detail: format!(
+            "the egress proxy cannot listen in the sandbox's network namespace (this needs toolgate to run as root): {e}"
+        ),
+    })?;
+    let proxy = Proxy::new(
+        allow,
+        Arc::new(SystemResolver),
+        Arc::new(SystemDialer),
+        Caps::default(),
+    );
+    Ok(Serving {
+        task: tokio::spawn(proxy.clone().serve(l)),
+        proxy,
+    })
+}
+
+/// A proxy serving one sandbox; dropping it closes the listener and every
+/// connection it opened.
+pub struct Serving {
+    proxy: Arc<Proxy>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    /// Stops serving; the decisions it made.
+    pub fn finish(self) -> Vec<Event> {
+        self.proxy.events()
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Longest request head or ClientHello read before deciding.
 const MAX_HEAD: usize = 16 << 10;
 /// How long a client may take to send what the decision needs.

@@ -68,6 +68,30 @@ pub(crate) fn opened_note(name: &str, before: Option<String>) -> String {
     }
 }
 
+/// Why turn `n` ends its session, if it does: a limit (other than cut
+/// output), a quit or a dead interpreter leaves nothing known to go on with.
+pub(crate) fn why_ended(
+    out: &crate::sandbox::RawOutput,
+    n: u64,
+    quit: bool,
+    died: bool,
+) -> Option<String> {
+    use crate::outcome::LimitHit;
+    if let Some(h) = out
+        .limits_hit
+        .iter()
+        .find(|h| **h != LimitHit::OutputTruncated)
+    {
+        Some(format!("turn {n} hit a limit: {}", h.as_str()))
+    } else if quit {
+        Some(format!("turn {n} quit the interpreter"))
+    } else if died {
+        Some(format!("turn {n} ended the interpreter"))
+    } else {
+        None
+    }
+}
+
 /// A backend's session as the registry sees it.
 pub(crate) trait Entry {
     fn info(&self) -> SessionInfo;
@@ -114,6 +138,16 @@ impl<E: Entry> Registry<E> {
             .iter()
             .filter(|(k, e)| k.principal == principal && e.open())
             .count()
+    }
+
+    /// Refuses a new session to a principal already holding `max`.
+    pub fn room_for(&self, principal: &str, max: usize) -> Result<(), super::SandboxError> {
+        if self.open_count(principal) >= max {
+            return Err(super::SandboxError::Unsupported(format!(
+                "{max} open sessions is the most one principal may hold; close one first"
+            )));
+        }
+        Ok(())
     }
 
     pub fn insert(&self, r: SessionRef, e: Arc<E>) {

@@ -822,32 +822,7 @@ fn under_an_allowlist_the_egress_proxy_is_a_containers_only_way_out() {
     };
     // A host on this machine's loopback, listed by its address; it answers
     // with the request line it got.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for c in l.incoming().take(8) {
-            let Ok(mut c) = c else { continue };
-            let mut got = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match c.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
-            let line = String::from_utf8_lossy(&got)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string();
-            let _ = write!(
-                c,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{line}",
-                line.len()
-            );
-        }
-    });
+    let port = super::common::request_line_host();
     let ws = workspace();
     std::fs::write(
         ws.path().join("fetch.py"),

@@ -548,20 +548,17 @@ impl DockerBackend {
     }
 
     /// Under an allowlist, the call's egress proxy, serving on the `lo` of
-    /// container `id` until the returned task is aborted. The container
+    /// container `id` until the returned guard is dropped. The container
     /// must run on this host: its process is found by the id in its
     /// cgroup, and its namespace must not be toolgate's own.
     async fn egress(
         &self,
         id: &str,
         plan: &Plan,
-    ) -> Result<Option<(Arc<super::egress::Proxy>, tokio::task::JoinHandle<()>)>, SandboxError>
-    {
+    ) -> Result<Option<super::egress::Serving>, SandboxError> {
         let NetworkMode::Allowlist(hosts) = &plan.network else {
             return Ok(None);
         };
-        let allow = super::egress::Allowlist::parse(hosts)
-            .map_err(|e| SandboxError::Unsupported(e.to_string()))?;
         let pid = self
             .inner
             .docker
@@ -588,20 +585,7 @@ impl DockerBackend {
                 detail: "the egress proxy needs the docker engine on this host (a network allowlist is enforced from inside the container's network namespace)".into(),
             });
         }
-        let l = super::egress::listen_in(pid).map_err(|e| SandboxError::Unavailable {
-            backend: "docker",
-            detail: format!(
-                "the egress proxy cannot listen in the container's network namespace (this needs toolgate to run as root): {e}"
-            ),
-        })?;
-        let proxy = super::egress::Proxy::new(
-            allow,
-            Arc::new(super::egress::SystemResolver),
-            Arc::new(super::egress::SystemDialer),
-            super::egress::Caps::default(),
-        );
-        let task = tokio::spawn(proxy.clone().serve(l));
-        Ok(Some((proxy, task)))
+        super::egress::serve_in(pid, hosts, "docker").map(Some)
     }
 
     /// Reads a cgroup v1/v2 counter of a local container (`key value` lines).
@@ -832,13 +816,10 @@ impl Backend for DockerBackend {
             super::stage::lend(&m.host, d.path())?;
         }
         let result = match self.egress(&w.id, plan).await {
-            Ok(egress) => {
+            Ok(serving) => {
                 let mut r = self.run_in(&w.id, job, plan).await;
-                if let Some((proxy, task)) = egress {
-                    task.abort();
-                    if let Ok(out) = &mut r {
-                        out.egress = proxy.events();
-                    }
+                if let (Some(s), Ok(out)) = (serving, &mut r) {
+                    out.egress = s.finish();
                 }
                 r
             }

@@ -301,13 +301,10 @@ impl DockerBackend {
             // Under an allowlist the turn's own egress proxy serves the
             // container's `lo` while the turn runs.
             let ran = match self.egress(&k.id, plan).await {
-                Ok(egress) => {
+                Ok(serving) => {
                     let mut r = self.turn(k, code, plan).await;
-                    if let Some((proxy, task)) = egress {
-                        task.abort();
-                        if let Ok((out, _)) = &mut r {
-                            out.egress = proxy.events();
-                        }
+                    if let (Some(s), Ok((out, _))) = (serving, &mut r) {
+                        out.egress = s.finish();
                     }
                     r
                 }
@@ -370,12 +367,9 @@ impl DockerBackend {
             (None, before) => before,
         };
         let cfg = &self.inner.cfg;
-        if self.inner.sessions.open_count(&r.principal) >= cfg.sessions_per_principal {
-            return Err(SandboxError::Unsupported(format!(
-                "{} open sessions is the most one principal may hold; close one first",
-                cfg.sessions_per_principal
-            )));
-        }
+        self.inner
+            .sessions
+            .room_for(&r.principal, cfg.sessions_per_principal)?;
         let slot = self
             .inner
             .pool
@@ -654,18 +648,7 @@ impl DockerBackend {
         if out.stdout_truncated || out.stderr_truncated {
             out.limits_hit.push(LimitHit::OutputTruncated);
         }
-        // A limit or a dead kernel leaves nothing known to go on with.
-        let why = if let Some(h) = out
-            .limits_hit
-            .iter()
-            .find(|h| **h != LimitHit::OutputTruncated)
-        {
-            Some(format!("turn {n} hit a limit: {}", h.as_str()))
-        } else if matches!(ended, Ended::Died) {
-            Some(format!("turn {n} ended the interpreter"))
-        } else {
-            None
-        };
+        let why = session::why_ended(&out, n, false, matches!(ended, Ended::Died));
         if why.is_none() {
             self.inner
                 .docker

@@ -1163,21 +1163,11 @@ impl Backend for NativeBackend {
     async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError> {
         let started = Instant::now();
         self.shared.usable()?;
-        let egress = match &plan.network {
-            NetworkMode::None => None,
-            NetworkMode::Allowlist(hosts) => Some(super::egress::Proxy::new(
-                super::egress::Allowlist::parse(hosts)
-                    .map_err(|e| SandboxError::Unsupported(e.to_string()))?,
-                Arc::new(super::egress::SystemResolver),
-                Arc::new(super::egress::SystemDialer),
-                super::egress::Caps::default(),
-            )),
-            NetworkMode::Open => {
-                return Err(SandboxError::Unsupported(
-                    "the native backend offers lo, or the egress proxy under an allowlist; not an open network".into(),
-                ));
-            }
-        };
+        if plan.network == NetworkMode::Open {
+            return Err(SandboxError::Unsupported(
+                "the native backend offers lo, or the egress proxy under an allowlist; not an open network".into(),
+            ));
+        }
         let argv = Self::argv(job)?;
         if let (Some(c), Some(m)) = (&job.cwd, plan.mounts.first()) {
             super::working_dir(&m.host, c)?;
@@ -1199,29 +1189,23 @@ impl Backend for NativeBackend {
                 w
             }
         };
-        // The proxy listens inside the sandbox's network namespace, on its
-        // `lo`; it dials from toolgate's own. It stops with the call.
-        let serving = match &egress {
-            Some(p) => match super::egress::listen_in(w.child.id()) {
-                Ok(l) => Some(tokio::spawn(p.clone().serve(l))),
-                Err(e) => {
-                    self.dispose(w, Duration::ZERO);
-                    return Err(SandboxError::Unavailable {
-                        backend: "native",
-                        detail: format!(
-                            "the egress proxy cannot listen in the sandbox's network namespace (this needs toolgate to run as root): {e}"
-                        ),
-                    });
+        // Under an allowlist the call's egress proxy listens on the
+        // sandbox's `lo` and dials from toolgate's own network.
+        let serving = match &plan.network {
+            NetworkMode::Allowlist(hosts) => {
+                match super::egress::serve_in(w.child.id(), hosts, "native") {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.dispose(w, Duration::ZERO);
+                        return Err(e);
+                    }
                 }
-            },
-            None => None,
+            }
+            _ => None,
         };
         let mut result = self.run(&mut w, plan, job, &argv, started).await;
-        if let Some(t) = serving {
-            t.abort();
-        }
-        if let (Some(p), Ok(out)) = (&egress, &mut result) {
-            out.egress = p.events();
+        if let (Some(s), Ok(out)) = (serving, &mut result) {
+            out.egress = s.finish();
         }
         // Never reused: torn down after this one call, whatever happened.
         self.dispose(w, AFTER_CALL);

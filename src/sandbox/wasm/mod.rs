@@ -821,12 +821,9 @@ impl WasmBackend {
             (None, before) => before,
         };
         let cfg = &self.inner.config;
-        if self.inner.sessions.open_count(&r.principal) >= cfg.sessions_per_principal {
-            return Err(SandboxError::Unsupported(format!(
-                "{} open sessions is the most one principal may hold; close one first",
-                cfg.sessions_per_principal
-            )));
-        }
+        self.inner
+            .sessions
+            .room_for(&r.principal, cfg.sessions_per_principal)?;
         let slot = self
             .inner
             .pool

@@ -236,19 +236,7 @@ async fn life(
             out.limits_hit.push(LimitHit::OutputTruncated);
         }
         // A limit, a trap, an exit or a quit leaves no interpreter to go on with.
-        let why = if let Some(h) = out
-            .limits_hit
-            .iter()
-            .find(|h| **h != LimitHit::OutputTruncated)
-        {
-            Some(format!("turn {n} hit a limit: {}", h.as_str()))
-        } else if quit {
-            Some(format!("turn {n} quit the interpreter"))
-        } else if out.exit_code.is_none() {
-            Some(format!("turn {n} ended the interpreter"))
-        } else {
-            None
-        };
+        let why = crate::sandbox::session::why_ended(&out, n, quit, out.exit_code.is_none());
         match why {
             Some(why) => {
                 out.notes.push(format!("the session ended: {why}"));
