@@ -864,3 +864,88 @@ impl<'a> Reader<'a> {
         Some(((b[0] as usize) << 16) | ((b[1] as usize) << 8) | b[2] as usize)
     }
 }
+
+/// Runs one client's bytes through a proxy with a fixed list, a resolver
+/// that maps every name to a public address and a dialler that refuses,
+/// and panics if an invariant breaks: nothing is dialled that was not
+/// decided allowed, and nothing is allowed that the list does not name.
+/// For the fuzz target `egress_request` and the seed mutation test.
+#[doc(hidden)]
+pub fn check_input(data: &[u8]) {
+    struct Public;
+    #[async_trait::async_trait]
+    impl Resolve for Public {
+        async fn resolve(&self, _: &str) -> std::io::Result<Vec<IpAddr>> {
+            Ok(vec![IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7))])
+        }
+    }
+    struct Refuse(Mutex<Vec<SocketAddr>>);
+    #[async_trait::async_trait]
+    impl Dial for Refuse {
+        async fn dial(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+            if let Ok(mut d) = self.0.lock() {
+                d.push(addr);
+            }
+            Err(std::io::Error::other("the fuzz dialler dials nothing"))
+        }
+    }
+    let entries: Vec<String> = ["pkgs.test", "*.cdn.test:8443", "10.0.0.5"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let Ok(list) = Allowlist::parse(&entries) else {
+        return;
+    };
+    let dialler = Arc::new(Refuse(Mutex::new(Vec::new())));
+    let proxy = Proxy::new(
+        list.clone(),
+        Arc::new(Public),
+        dialler.clone(),
+        Caps::default(),
+    );
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let (mut client, server) = tokio::io::duplex(64 << 10);
+        let send = async {
+            let _ = client.write_all(data).await;
+            let _ = client.shutdown().await;
+        };
+        tokio::join!(send, proxy.handle(server));
+    });
+    let events = proxy.events();
+    for e in &events {
+        // An unlisted target is refused as unlisted: the list is read
+        // before anything else is (a parse error or a cap may come first).
+        if list.permits(&e.host, e.port).is_err() {
+            let why = e.reason.as_deref().unwrap_or("");
+            assert!(
+                !e.allowed
+                    && e.addr.is_none()
+                    && [
+                        "not on the allowlist",
+                        "raw address",
+                        "not a proxy request",
+                        "cap is reached"
+                    ]
+                    .iter()
+                    .any(|w| why.contains(w)),
+                "an unlisted target got past the list: {e:?}"
+            );
+        }
+    }
+    let dialled = dialler.0.lock().map(|d| d.len()).unwrap_or(0);
+    assert!(dialled <= 1, "one client, one connection at most");
+    if dialled == 1 {
+        assert!(
+            events
+                .last()
+                .is_some_and(|e| list.permits(&e.host, e.port).is_ok()),
+            "dialled for an unlisted target: {events:?}"
+        );
+    }
+}

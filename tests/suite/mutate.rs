@@ -145,3 +145,10 @@ fn seeded_secrets_never_survive_and_filtering_is_idempotent() {
         assert_eq!(r.redact(&out).0, out, "not idempotent on {seeded:?}");
     }
 }
+
+#[test]
+fn the_egress_proxy_dials_and_allows_only_what_it_lists() {
+    for text in mutants("egress_request", 3_000, 0xe9e55) {
+        toolgate::sandbox::egress::check_input(text.as_bytes());
+    }
+}
