@@ -18,7 +18,7 @@
 //! | units | [`units`] | sizes and durations as people write them |
 //! | plan | [`plan`] | the per-call profile a backend enforces: backend, limits, network, mounts |
 //! | gate | [`gate`] | pending confirmations, approvers (terminal, callback, HTTP), expiry that denies |
-//! | sandboxes | [`sandbox`] | one [`Backend`](sandbox::Backend) trait: host file tools (cap-std), [`wasm`](sandbox::wasm) (Wasmtime + WASI; python pre-initialised with numpy/pandas, sessions), [`docker`](sandbox::docker) (bollard; sessions keep one container), `native` (namespaces, Landlock, seccomp; Linux); warm pools |
+//! | sandboxes | [`sandbox`] | one [`Backend`](sandbox::Backend) trait: host file tools (cap-std), [`wasm`](sandbox::wasm) (Wasmtime + WASI; python pre-initialised with numpy/pandas, sessions), [`docker`](sandbox::docker) (bollard; sessions keep one container), `native` (namespaces, Landlock, seccomp; Linux); warm pools; the [`egress`](sandbox::egress) proxy under a host allowlist |
 //! | output filter | [`filter`] | secret rules, host secrets, URL allowlist; pure |
 //! | audit | [`audit`] | hash-chained, fsynced JSON lines; `verify` |
 //! | pipeline | [`Executor`] | decide → confirm → prepare → execute → filter → audit |
