@@ -431,7 +431,14 @@ impl Policy {
             .map_err(|e| cx.err(0..0, "input.injection_patterns", e.to_string()))?;
 
         let paths = Self::path_policy(&cx, &raw.paths)?;
-        let commands = Self::command_policy(&cx, &raw.commands)?;
+        // Commands whose only danger is the network are judged again when
+        // the network is the egress proxy's (rules' `under_allowlist`).
+        let egress = raw
+            .network
+            .run_command
+            .as_ref()
+            .is_some_and(|v| v.get_ref() == "allowlist");
+        let commands = Self::command_policy(&cx, &raw.commands, egress)?;
 
         let settings = Self::parse_settings(&cx, &raw)?;
         if let Err((key, message)) = settings.validate() {
@@ -667,7 +674,11 @@ impl Policy {
             .map_err(|e| cx.err(0..0, "paths.rules", e.to_string()))
     }
 
-    fn command_policy(cx: &Ctx, raw: &raw::RawCommands) -> Result<CommandPolicy, PolicyError> {
+    fn command_policy(
+        cx: &Ctx,
+        raw: &raw::RawCommands,
+        egress: bool,
+    ) -> Result<CommandPolicy, PolicyError> {
         let mut rules = Vec::new();
         for (i, r) in raw.rules.iter().enumerate() {
             let key = format!("commands.rules[{i}]");
@@ -699,6 +710,22 @@ impl Policy {
                     .transpose()?,
                 decision: cx.decision(&r.decision, &format!("{key}.decision"))?,
                 reason: r.reason.clone(),
+            };
+            let under = r
+                .under_allowlist
+                .as_ref()
+                .map(|d| cx.decision(d, &format!("{key}.under_allowlist")))
+                .transpose()?;
+            let rule = match under {
+                Some(d) if egress => CommandRule {
+                    decision: d,
+                    reason: format!(
+                        "{} (network = \"allowlist\": only network.allow_hosts are reachable)",
+                        rule.reason
+                    ),
+                    ..rule
+                },
+                _ => rule,
             };
             // Examples are judged against this rule alone, through the real parser.
             let single = CommandPolicy {

@@ -104,6 +104,9 @@ pub struct RawCommandRule {
     pub except_args: Option<Spanned<String>>,
     pub pattern: Option<Spanned<String>>,
     pub decision: Spanned<String>,
+    /// The decision instead when `network.run_command = "allowlist"` (the
+    /// egress proxy then lets only listed hosts be reached).
+    pub under_allowlist: Option<Spanned<String>>,
     pub reason: String,
     #[serde(default)]
     pub examples: RawExamples,
