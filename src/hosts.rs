@@ -55,7 +55,8 @@ pub fn canonical(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
-fn valid_name(h: &str) -> bool {
+/// A DNS name: labels of letters, digits and `-`, at most 253 characters.
+pub fn valid_name(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
         && h.split('.').all(|l| {

@@ -141,7 +141,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub use crate::hosts::HostList as Allowlist;
 pub use crate::hosts::HostsError as EgressError;
-use crate::hosts::{Miss, canonical, split_host_port, unmap};
+use crate::hosts::{Miss, canonical, split_host_port, unmap, valid_name};
 
 impl From<Miss> for Refusal {
     fn from(m: Miss) -> Refusal {
@@ -370,7 +370,8 @@ impl Proxy {
     fn record(&self, kind: &'static str, host: &str, port: u16, r: &Result<SocketAddr, Refusal>) {
         let e = Event {
             kind,
-            host: crate::call::truncate_for_msg(host),
+            // Checked to be a name or an address when the request was read.
+            host: host.to_string(),
             port,
             addr: r.as_ref().ok().map(|a| a.to_string()),
             allowed: r.is_ok(),
@@ -705,6 +706,7 @@ impl Request {
         }
         if method.eq_ignore_ascii_case("CONNECT") {
             let (h, p) = split_host_port(target).ok_or("bad CONNECT target")?;
+            check_host(h)?;
             return Ok(Request {
                 connect: true,
                 method: method.into(),
@@ -728,6 +730,7 @@ impl Request {
             return Err("credentials in the target");
         }
         let (h, p) = split_host_port(authority).ok_or("bad target")?;
+        check_host(h)?;
         Ok(Request {
             connect: false,
             method: method.into(),
@@ -757,6 +760,16 @@ impl Request {
         }
         s.push_str("Connection: close\r\n\r\n");
         s.into_bytes()
+    }
+}
+
+/// A target must be a DNS name or an address literal: anything else is
+/// refused as malformed (and what is recorded is then short and plain).
+fn check_host(h: &str) -> Result<(), &'static str> {
+    if h.parse::<IpAddr>().is_ok() || valid_name(h.trim_end_matches('.')) {
+        Ok(())
+    } else {
+        Err("the target is not a host name or an address")
     }
 }
 
