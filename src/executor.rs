@@ -1022,11 +1022,15 @@ impl Executor {
         let (stage, plan) = self.stage_for(plan, backend.sandbox_user()).await?;
         let raw = backend.execute(&plan, job).await?;
         o.reasons.extend(raw.notes.iter().cloned());
-        // Host names are the guest's words: filtered like its output.
+        // Host names (and the SNI a refusal quotes) are the guest's words:
+        // filtered like its output.
         o.egress = raw.egress.clone();
         let redactor = self.redactor();
         for e in &mut o.egress {
             redactor.redact_secrets_into(&mut e.host, &mut Default::default());
+            if let Some(r) = &mut e.reason {
+                redactor.redact_secrets_into(r, &mut Default::default());
+            }
         }
         o.exit_code = raw.exit_code;
         o.cpu_ms = raw.cpu_time.map(|d| d.as_secs_f64() * 1e3);
