@@ -155,7 +155,9 @@ pub struct Redactor {
     /// Host secret values and their encodings: patterns of `keywords`
     /// after the rules' keywords.
     literals: Vec<String>,
-    url: Option<(Regex, Vec<String>)>,
+    /// The link pattern, the allowed hosts as written (lowercase) and as
+    /// the `hosts` grammar reads them (parsed once).
+    url: Option<(Regex, Vec<String>, crate::hosts::HostList)>,
     /// URLs to this machine pass the URL filter (see [`is_loopback`]).
     loopback_urls: bool,
     /// Keywords of the rules that read across lines, with the rule each
@@ -267,6 +269,9 @@ impl Redactor {
                 )
                 .map_err(|e| FilterError::Rules(e.to_string()))?,
                 h.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                // A list that is not the grammar's (no allowlist mode checks
+                // it) still works by the plain rule below.
+                crate::hosts::HostList::parse(h).unwrap_or_default(),
             )),
             None => None,
         };
@@ -383,13 +388,13 @@ impl Redactor {
                     }
                 }
             }
-            if let Some((url, allow)) = self.url.as_ref().filter(|_| urls) {
+            if let Some((url, allow, list)) = self.url.as_ref().filter(|_| urls) {
                 for caps in url.captures_iter(sub) {
                     let (Some(all), Some(host)) = (caps.get(0), caps.get(1)) else {
                         continue;
                     };
                     let local = self.loopback_urls && is_loopback(host.as_str());
-                    if !local && !host_allowed(host.as_str(), allow) {
+                    if !local && !host_allowed(host.as_str(), allow, list) {
                         spans.push((rs + all.start(), rs + all.end(), Kind::Url));
                     }
                 }
@@ -1000,7 +1005,7 @@ fn is_loopback(host: &str) -> bool {
 /// A link may point at a listed host, at any port, or below a plain
 /// entry (`example.com` lets `docs.example.com` links stay; the egress
 /// proxy is stricter: it connects to a plain entry's own name only).
-fn host_allowed(host: &str, allow: &[String]) -> bool {
+fn host_allowed(host: &str, allow: &[String], list: &crate::hosts::HostList) -> bool {
     let host = host.rsplit('@').next().unwrap_or(host);
     let host = crate::hosts::split_host_port(host).map_or(host, |(h, _)| h);
     let host = crate::hosts::canonical(host);
@@ -1008,8 +1013,7 @@ fn host_allowed(host: &str, allow: &[String]) -> bool {
         .iter()
         .any(|a| host == *a || host.ends_with(&format!(".{a}")))
         // Entries only the list's own grammar reads (`*.x`, `x:port`, `[v6]`).
-        || (allow.iter().any(|a| a.contains(['*', ':', '[']))
-            && crate::hosts::HostList::parse(allow).is_ok_and(|l| l.names_host(&host)))
+        || list.names_host(&host)
 }
 
 /// A secret value and the encodings it commonly travels in.
@@ -1274,6 +1278,26 @@ mod tests {
         let strict = Redactor::with(&[], Some(&[])).unwrap().loopback_urls(false);
         let (out, _) = strict.redact("Listening on http://127.0.0.1:8080");
         assert_eq!(out, "Listening on [BLOCKED-URL]");
+    }
+
+    #[test]
+    fn links_follow_the_allow_hosts_grammar_too() {
+        let allow = ["*.cdn.example".to_string(), "git.example:8443".to_string()];
+        let r = Redactor::with(&[], Some(&allow)).unwrap();
+        for keep in [
+            "https://a.cdn.example/x.tgz",
+            "https://git.example:8443/r.git",
+        ] {
+            let (out, rep) = r.redact(keep);
+            assert_eq!((out.as_str(), rep.blocked_urls), (keep, 0));
+        }
+        for block in [
+            "https://cdn.example/",
+            "https://evil.example/",
+            "https://a.cdn.example.evil/",
+        ] {
+            assert_eq!(r.redact(block).1.blocked_urls, 1, "{block}");
+        }
     }
 
     #[test]

@@ -531,34 +531,39 @@ impl Proxy {
         self.bytes.fetch_add(n, Ordering::SeqCst) + n <= self.caps.bytes
     }
 
+    /// Copies `from` to `to` until `from` ends, `limit` bytes went by or
+    /// the byte cap is reached; every byte counts against the cap.
+    async fn copy<R, W>(&self, from: &mut R, to: &mut W, limit: Option<u64>) -> bool
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut left = limit.unwrap_or(u64::MAX);
+        let mut buf = vec![0u8; 16 << 10];
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = match from.read(&mut buf[..want]).await {
+                Ok(0) | Err(_) => return limit.is_none(),
+                Ok(n) => n,
+            };
+            if !self.count(n as u64) || to.write_all(&buf[..n]).await.is_err() {
+                return false;
+            }
+            left -= n as u64;
+        }
+        true
+    }
+
     /// Copies both ways until either side closes or the byte cap is reached.
     async fn pipe<C: AsyncRead + AsyncWrite + Unpin>(&self, client: C, up: tokio::net::TcpStream) {
         let (mut cr, mut cw) = tokio::io::split(client);
         let (mut ur, mut uw) = up.into_split();
         let one = async {
-            let mut buf = vec![0u8; 16 << 10];
-            loop {
-                let n = match cr.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                if !self.count(n as u64) || uw.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
+            self.copy(&mut cr, &mut uw, None).await;
             let _ = uw.shutdown().await;
         };
         let other = async {
-            let mut buf = vec![0u8; 16 << 10];
-            loop {
-                let n = match ur.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                if !self.count(n as u64) || cw.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
+            self.copy(&mut ur, &mut cw, None).await;
             let _ = cw.shutdown().await;
         };
         tokio::join!(one, other);
@@ -574,31 +579,13 @@ impl Proxy {
         rest: &[u8],
         len: u64,
     ) {
-        let first = &rest[..rest.len().min(len as usize)];
+        let first = &rest[..rest.len().min(usize::try_from(len).unwrap_or(usize::MAX))];
         if !self.count(first.len() as u64) || up.write_all(first).await.is_err() {
             return;
         }
-        let mut left = len - first.len() as u64;
-        let mut buf = vec![0u8; 16 << 10];
-        while left > 0 {
-            let want = buf.len().min(left as usize);
-            let n = match client.read(&mut buf[..want]).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if !self.count(n as u64) || up.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-            left -= n as u64;
-        }
-        loop {
-            let n = match up.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if !self.count(n as u64) || client.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
+        let left = len - first.len() as u64;
+        if self.copy(&mut client, &mut up, Some(left)).await {
+            self.copy(&mut up, &mut client, None).await;
         }
         let _ = client.shutdown().await;
     }

@@ -53,6 +53,33 @@ pub(crate) fn end(info: &Mutex<SessionInfo>, why: String) {
     }
 }
 
+/// A copy of how a session stands (the lock is never held across work).
+pub(crate) fn snapshot(info: &Mutex<SessionInfo>) -> SessionInfo {
+    info.lock()
+        .map(|i| i.clone())
+        .unwrap_or_else(|p| p.into_inner().clone())
+}
+
+/// What every backend refuses as a turn: sessions run python, and a turn
+/// reads no stdin.
+pub(crate) fn check_turn(
+    language: crate::call::Language,
+    stdin: Option<&str>,
+) -> Result<(), super::SandboxError> {
+    if language != crate::call::Language::Python {
+        return Err(super::SandboxError::Unsupported(format!(
+            "sessions run python; this call is {}",
+            language.as_str()
+        )));
+    }
+    if stdin.is_some() {
+        return Err(super::SandboxError::Unsupported(
+            "a session turn reads no stdin: pass data in files or in the code".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Counts a turn that ran.
 pub(crate) fn count_turn(info: &Mutex<SessionInfo>) {
     let mut i = info.lock().unwrap_or_else(|p| p.into_inner());

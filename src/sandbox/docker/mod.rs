@@ -42,6 +42,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
+/// An attached exec's output stream and stdin.
+type Output = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
+type Input = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
 /// Label on everything toolgate creates.
 pub const LABEL: &str = "toolgate";
 const LABEL_INSTANCE: &str = "toolgate.instance";
@@ -623,28 +629,7 @@ impl DockerBackend {
             .map_err(internal("create exec"))?;
         let cap = plan.limits.output_bytes as usize;
         let mut out = RawOutput::default();
-        let StartExecResults::Attached {
-            mut output,
-            mut input,
-        } = self
-            .inner
-            .docker
-            .start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: None,
-                }),
-            )
-            .await
-            .map_err(internal("start exec"))?
-        else {
-            return Err(SandboxError::Internal {
-                op: "start exec",
-                detail: "detached".into(),
-            });
-        };
+        let (mut output, mut input) = self.attach(&exec.id).await?;
         if let Some(s) = job.stdin.clone() {
             tokio::spawn(async move {
                 let _ = input.write_all(s.as_bytes()).await;
@@ -686,6 +671,28 @@ impl DockerBackend {
         out.duration = started.elapsed();
         out.cpu_time = Self::cpu_used(id);
         Ok(out)
+    }
+
+    /// Starts exec `id` attached: its output stream and its stdin.
+    async fn attach(&self, id: &str) -> Result<(Output, Input), SandboxError> {
+        let options = StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: None,
+        };
+        match self
+            .inner
+            .docker
+            .start_exec(id, Some(options))
+            .await
+            .map_err(internal("start exec"))?
+        {
+            StartExecResults::Attached { output, input } => Ok((output, input)),
+            StartExecResults::Detached => Err(SandboxError::Internal {
+                op: "start exec",
+                detail: "detached".into(),
+            }),
+        }
     }
 
     /// The guest's working directory: the call's `cwd`, resolved in the

@@ -23,7 +23,7 @@
 //! never reach another session or outrun a limit, which is enforced from
 //! outside the container.
 
-use super::{DockerBackend, Profile, internal};
+use super::{DockerBackend, Input, Output, Profile, internal};
 use crate::call::Language;
 use crate::outcome::LimitHit;
 use crate::plan::Plan;
@@ -31,14 +31,12 @@ use crate::sandbox::pool::{Capped, Slot};
 use crate::sandbox::session::{self, SessionInfo};
 use crate::sandbox::{RawOutput, SandboxError, SessionRef};
 use bollard::container::LogOutput;
-use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
-use futures_util::{Stream, StreamExt};
-use std::pin::Pin;
+use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// The kernel: reads turns from a private copy of its stdin (fd 0 becomes
 /// `/dev/null`, so a turn's `input()` reads nothing instead of the next
@@ -121,8 +119,6 @@ const START: Duration = Duration::from_secs(30);
 /// How often a turn's CPU time is read from the cgroup.
 const CPU_POLL: Duration = Duration::from_millis(20);
 
-type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
-
 /// A live session's container and kernel.
 struct Kernel {
     id: String,
@@ -131,7 +127,7 @@ struct Kernel {
     _slot: Slot,
     /// The session's workspace folder (bound at `/workspace`).
     dir: Option<tempfile::TempDir>,
-    input: Pin<Box<dyn AsyncWrite + Send>>,
+    input: Input,
     output: Output,
     born: Instant,
     last: Instant,
@@ -168,10 +164,7 @@ impl Entry {
 
 impl session::Entry for Entry {
     fn info(&self) -> SessionInfo {
-        self.info
-            .lock()
-            .map(|i| i.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        crate::sandbox::session::snapshot(&self.info)
     }
 
     fn open(&self) -> bool {
@@ -262,17 +255,7 @@ impl DockerBackend {
         stdin: Option<&str>,
         plan: &Plan,
     ) -> Result<RawOutput, SandboxError> {
-        if language != Language::Python {
-            return Err(SandboxError::Unsupported(format!(
-                "sessions run python; this call is {}",
-                language.as_str()
-            )));
-        }
-        if stdin.is_some() {
-            return Err(SandboxError::Unsupported(
-                "a session turn reads no stdin: pass data in files or in the code".into(),
-            ));
-        }
+        crate::sandbox::session::check_turn(language, stdin)?;
         let profile = Profile::of(plan)?;
         let mut notes = Vec::new();
         // A session may end (idle, lifetime) between being found and being
@@ -449,7 +432,7 @@ impl DockerBackend {
         &self,
         id: &str,
         plan: &Plan,
-    ) -> Result<(String, Pin<Box<dyn AsyncWrite + Send>>, Output, Vec<u8>), SandboxError> {
+    ) -> Result<(String, Input, Output, Vec<u8>), SandboxError> {
         if Self::cpu_used(id).is_none() {
             return Err(SandboxError::Unavailable {
                 backend: "docker",
@@ -489,25 +472,7 @@ impl DockerBackend {
             )
             .await
             .map_err(internal("create exec"))?;
-        let StartExecResults::Attached { mut output, input } = self
-            .inner
-            .docker
-            .start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: None,
-                }),
-            )
-            .await
-            .map_err(internal("start exec"))?
-        else {
-            return Err(SandboxError::Internal {
-                op: "start exec",
-                detail: "detached".into(),
-            });
-        };
+        let (mut output, input) = self.attach(&exec.id).await?;
         let mut scan = Scan::new(
             String::from_utf8_lossy(READY).into_owned(),
             64 << 10,

@@ -733,17 +733,7 @@ impl WasmBackend {
         stdin: Option<&str>,
         plan: &Plan,
     ) -> Result<RawOutput, SandboxError> {
-        if language != Language::Python {
-            return Err(SandboxError::Unsupported(format!(
-                "sessions run python; this call is {}",
-                language.as_str()
-            )));
-        }
-        if stdin.is_some() {
-            return Err(SandboxError::Unsupported(
-                "a session turn reads no stdin: pass data in files or in the code".into(),
-            ));
-        }
+        crate::sandbox::session::check_turn(language, stdin)?;
         let this = self.clone();
         let loaded = tokio::task::spawn_blocking(move || this.load("python"))
             .await

@@ -57,10 +57,7 @@ pub(super) struct Entry {
 
 impl crate::sandbox::session::Entry for Entry {
     fn info(&self) -> SessionInfo {
-        self.info
-            .lock()
-            .map(|i| i.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        crate::sandbox::session::snapshot(&self.info)
     }
 
     fn open(&self) -> bool {
