@@ -403,9 +403,34 @@ async fn pids(p: &Prober<'_>) -> Result<Finding, Finding> {
 async fn network(p: &Prober<'_>) -> Result<Finding, Finding> {
     let promised = match &p.network {
         NetworkMode::None => "network: none".to_string(),
-        NetworkMode::Open => "network: open (by policy)".to_string(),
+        NetworkMode::Open(_) => {
+            "network: any public host through the egress proxy; not the host, another sandbox or the metadata service".to_string()
+        }
         NetworkMode::Allowlist(h) => format!("network: only {}", h.join(", ")),
     };
+    // What the proxy must refuse before it dials (nothing leaves): under
+    // an allowlist a name it does not list (refused before it is
+    // resolved); under both, the host's loopback and the metadata
+    // address, unless the policy names them (then they are not probed).
+    let named = |a: &str| {
+        crate::hosts::HostList::parse(match &p.network {
+            NetworkMode::Allowlist(h) | NetworkMode::Open(h) => h,
+            NetworkMode::None => &[],
+        })
+        .is_ok_and(|l| a.parse().is_ok_and(|a| l.names_address(a)))
+    };
+    let mut refuse: Vec<&str> = Vec::new();
+    if matches!(p.network, NetworkMode::Allowlist(_)) {
+        refuse.push("toolgate-doctor.invalid:443");
+    }
+    for (addr, target) in [
+        ("127.0.0.1", "127.0.0.1:9"),
+        ("169.254.169.254", "169.254.169.254:80"),
+    ] {
+        if !named(addr) {
+            refuse.push(target);
+        }
+    }
     let code = r#"
 import socket
 def read(p):
@@ -428,18 +453,20 @@ routes6 = len([l for l in r6.splitlines() if not l.split()[-1] == 'lo']) if r6 e
 print('socket=%s ifaces=%s routes=%d routes6=%d' % (sock, ','.join(ifaces) or '-', routes, routes6))
 import os
 proxy = os.environ.get('HTTPS_PROXY', '')
-# Under an allowlist: the proxy on lo refuses a name it does not list
-# (before resolving it: nothing leaves).
-try:
-    c = socket.create_connection(('127.0.0.1', 3128), timeout=5)
-    c.sendall(b'CONNECT toolgate-doctor.invalid:443 HTTP/1.1\r\nHost: toolgate-doctor.invalid:443\r\n\r\n')
-    refused = c.recv(64).split(b' ')[1].decode()
-except Exception as e:
-    refused = type(e).__name__
-print('proxy=%s unlisted=%s' % (proxy or '-', refused))
-"#;
+# Under a proxy: what it must refuse, each answered before anything is dialled.
+answers = []
+for t in TARGETS:
+    try:
+        c = socket.create_connection(('127.0.0.1', 3128), timeout=5)
+        c.sendall(('CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n' % (t, t)).encode())
+        answers.append(c.recv(64).split(b' ')[1].decode())
+    except Exception as e:
+        answers.append(type(e).__name__)
+print('proxy=%s refused=%s' % (proxy or '-', ','.join(answers) or '-'))
+"#
+    .replace("TARGETS", &format!("{refuse:?}"));
     let o = p
-        .py(code)
+        .py(&code)
         .await
         .map_err(|e| Finding::sandbox_failed(&promised, e))?;
     let t = out(&o);
@@ -459,13 +486,16 @@ print('proxy=%s unlisted=%s' % (proxy or '-', refused))
                 Status::Failed
             }
         }
-        NetworkMode::Open => Status::Unavailable,
         // Only lo and no route, as under none, and the one way out is the
-        // proxy, which refuses what is not listed.
-        NetworkMode::Allowlist(_) => {
+        // proxy, which refuses what it must.
+        NetworkMode::Allowlist(_) | NetworkMode::Open(_) => {
             let only_lo = field("ifaces") == "lo";
             let no_routes = field("routes") == "0" && field("routes6") == "0";
-            let proxied = field("proxy").ends_with(":3128") && field("unlisted") == "403";
+            let refused = field("refused");
+            let answers: Vec<&str> = refused.split(',').filter(|a| *a != "-").collect();
+            let proxied = field("proxy").ends_with(":3128")
+                && answers.len() == refuse.len()
+                && answers.iter().all(|a| *a == "403");
             if only_lo && no_routes && proxied {
                 Status::Enforced
             } else {

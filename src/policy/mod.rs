@@ -258,7 +258,11 @@ impl Ctx<'_> {
     ) -> Result<NetworkMode, PolicyError> {
         match v.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
             None | Some(("none", _)) => Ok(NetworkMode::None),
-            Some(("open", _)) => Ok(NetworkMode::Open),
+            Some(("open", span)) => {
+                crate::hosts::HostList::parse(hosts)
+                    .map_err(|e| self.err(span.clone(), key, e.to_string()))?;
+                Ok(NetworkMode::Open(hosts.to_vec()))
+            }
             Some(("allowlist", span)) => {
                 if hosts.is_empty() {
                     return Err(self.err(span, key, "allowlist mode needs network.allow_hosts"));

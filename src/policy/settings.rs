@@ -63,10 +63,20 @@ impl Serialize for Limits {
 pub enum NetworkMode {
     /// No interface but loopback.
     None,
-    /// Only these hosts (needs an egress proxy; backends refuse it until then).
+    /// Only these hosts, through the call's egress proxy.
     Allowlist(Vec<String>),
-    /// Unrestricted egress on a dedicated bridge (never the host network).
-    Open,
+    /// Any public host, through the call's egress proxy; loopback, private,
+    /// link-local (metadata) and other special addresses only where these
+    /// entries (the policy's `allow_hosts`) name them. Another sandbox,
+    /// the host and the metadata service are therefore unreachable.
+    Open(Vec<String>),
+}
+
+impl NetworkMode {
+    /// Whether the call's way out is the egress proxy.
+    pub fn proxied(&self) -> bool {
+        !matches!(self, NetworkMode::None)
+    }
 }
 
 /// Where a call runs.
@@ -107,12 +117,9 @@ impl BackendKind {
     pub fn supports_network(self, n: &NetworkMode) -> bool {
         match self {
             BackendKind::Wasm | BackendKind::Host => matches!(n, NetworkMode::None),
-            // Native: a network namespace with only `lo`, where under an
-            // allowlist the egress proxy listens.
-            BackendKind::Native => matches!(n, NetworkMode::None | NetworkMode::Allowlist(_)),
-            // Docker: `none` with the egress proxy on the container's `lo`
-            // under an allowlist, or the `toolgate-open` bridge.
-            BackendKind::Docker => true,
+            // Native and docker: a network namespace with only `lo`, where
+            // under `allowlist` and `open` the call's egress proxy listens.
+            BackendKind::Native | BackendKind::Docker => true,
         }
     }
 }

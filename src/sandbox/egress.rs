@@ -1,22 +1,28 @@
 //! The egress proxy: the only way out of a sandbox under
-//! `network = "allowlist"` (issue 14; not yet wired into a backend, so a
-//! policy asking for `allowlist` is still refused when it loads).
+//! `network = "allowlist"` or `"open"`. The sandbox's network namespace
+//! has only `lo`, where this proxy listens; it dials from toolgate's own
+//! network.
 //!
 //! It speaks HTTP `CONNECT` (for TLS) and plain-HTTP forwarding, which is
 //! what pip, npm, cargo, git and curl use when the proxy variables are set.
 //! Every connection is decided here, and every decision is an [`Event`]:
 //!
-//! - the target must match an [`Allowlist`] entry: `host` (ports 80 and
-//!   443), `*.host` (subdomains only), `host:port`, or an address literal;
+//! - under `allowlist` ([`Scope::Only`]) the target must match an
+//!   [`Allowlist`] entry: `host` (ports 80 and 443), `*.host` (subdomains
+//!   only), `host:port`, or an address literal; under `open`
+//!   ([`Scope::Public`]) any host and port may be asked for;
 //! - the proxy resolves the name itself and dials the address it resolved
 //!   — never one the client supplied;
 //! - a resolved address that is loopback, private, link-local (the cloud
 //!   metadata address among them), CGNAT, unique-local, multicast,
 //!   unspecified, or an IPv4-mapped/-compatible IPv6 form of those, is
-//!   refused unless an entry names that address itself;
-//! - a tunnel must carry TLS whose ClientHello names the `CONNECT` host
-//!   (SNI): anything else — no TLS, no SNI, another name — is refused, so
-//!   an allowed name cannot front for another;
+//!   refused unless an entry names that address itself — in both scopes,
+//!   so neither the host, nor another sandbox, nor the metadata service is
+//!   reached by a sandbox whose policy does not name them;
+//! - under `allowlist` a tunnel must carry TLS whose ClientHello names the
+//!   `CONNECT` host (SNI): anything else — no TLS, no SNI, another name —
+//!   is refused, so an allowed name cannot front for another (under
+//!   `open` every public name is allowed, so a tunnel may carry anything);
 //! - a plain request must be in absolute form and its `Host` header must
 //!   name the same host and port;
 //! - connections and bytes (both ways) are capped per proxy, that is per
@@ -31,6 +37,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::plan::NetworkMode;
 
 /// Where the proxy listens inside a sandbox's network namespace.
 pub const LISTEN: &str = "127.0.0.1:3128";
@@ -86,15 +94,44 @@ pub fn listen_in(pid: u32) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::from_std(l)
 }
 
+/// What a proxy lets through: only listed hosts, or any public one. In
+/// both, the list names the special addresses that may be reached.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    Only(Allowlist),
+    Public(Allowlist),
+}
+
+impl Scope {
+    /// The scope of a network mode; `None` when the mode has no way out.
+    pub fn of(mode: &NetworkMode) -> Result<Option<Scope>, EgressError> {
+        Ok(match mode {
+            NetworkMode::None => None,
+            NetworkMode::Allowlist(h) => Some(Scope::Only(Allowlist::parse(h)?)),
+            NetworkMode::Open(h) => Some(Scope::Public(Allowlist::parse(h)?)),
+        })
+    }
+
+    fn list(&self) -> &Allowlist {
+        match self {
+            Scope::Only(l) | Scope::Public(l) => l,
+        }
+    }
+}
+
 /// The call's proxy serving the sandbox of process `pid` (see
-/// [`listen_in`]) for `hosts`, until the returned guard is dropped.
+/// [`listen_in`]) under `mode`, until the returned guard is dropped; `None`
+/// when the mode has no way out.
 pub fn serve_in(
     pid: u32,
-    hosts: &[String],
+    mode: &NetworkMode,
     backend: &'static str,
-) -> Result<Serving, super::SandboxError> {
-    let allow =
-        Allowlist::parse(hosts).map_err(|e| super::SandboxError::Unsupported(e.to_string()))?;
+) -> Result<Option<Serving>, super::SandboxError> {
+    let Some(scope) =
+        Scope::of(mode).map_err(|e| super::SandboxError::Unsupported(e.to_string()))?
+    else {
+        return Ok(None);
+    };
     let l = listen_in(pid).map_err(|e| super::SandboxError::Unavailable {
         backend,
         detail: format!(
@@ -102,15 +139,15 @@ pub fn serve_in(
         ),
     })?;
     let proxy = Proxy::new(
-        allow,
+        scope,
         Arc::new(SystemResolver),
         Arc::new(SystemDialer),
         Caps::default(),
     );
-    Ok(Serving {
+    Ok(Some(Serving {
         task: tokio::spawn(proxy.clone().serve(l)),
         proxy,
-    })
+    }))
 }
 
 /// A proxy serving one sandbox; dropping it closes the listener and every
@@ -333,9 +370,9 @@ impl Default for Caps {
     }
 }
 
-/// One call's proxy: its allowlist, caps and the decisions made.
+/// One call's proxy: its scope, caps and the decisions made.
 pub struct Proxy {
-    allow: Allowlist,
+    scope: Scope,
     resolver: Arc<dyn Resolve>,
     dialer: Arc<dyn Dial>,
     caps: Caps,
@@ -346,13 +383,13 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(
-        allow: Allowlist,
+        scope: Scope,
         resolver: Arc<dyn Resolve>,
         dialer: Arc<dyn Dial>,
         caps: Caps,
     ) -> Arc<Proxy> {
         Arc::new(Proxy {
-            allow,
+            scope,
             resolver,
             dialer,
             caps,
@@ -433,7 +470,12 @@ impl Proxy {
         // A tunnel's first bytes decide before anything is dialled: TLS
         // whose ClientHello names the CONNECT host.
         let mut hello = Vec::new();
-        if req.connect {
+        if req.connect && matches!(self.scope, Scope::Public(_)) {
+            let _ = client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await;
+            hello = head.rest.clone();
+        } else if req.connect {
             let _ = client
                 .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 .await;
@@ -494,7 +536,9 @@ impl Proxy {
         if self.bytes.load(Ordering::SeqCst) >= self.caps.bytes {
             return Err(Refusal::ByteCap);
         }
-        self.allow.permits(&req.host, req.port)?;
+        if let Scope::Only(list) = &self.scope {
+            list.permits(&req.host, req.port)?;
+        }
         if let Some(h) = &req.host_header {
             let (hh, hp) = split_host_port(h).ok_or(Refusal::HostHeaderMismatch(h.clone()))?;
             let default = if req.connect { 443 } else { 80 };
@@ -518,7 +562,7 @@ impl Proxy {
         let mut refused = None;
         for a in addrs {
             match special(a) {
-                Some(kind) if !self.allow.names_address(a) => {
+                Some(kind) if !self.scope.list().names_address(a) => {
                     refused.get_or_insert(Refusal::Special { addr: a, kind });
                 }
                 _ => return Ok(SocketAddr::new(unmap(a), req.port)),
@@ -865,18 +909,25 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Runs one client's bytes through a proxy with a fixed list, a resolver
-/// that maps every name to a public address and a dialler that refuses,
-/// and panics if an invariant breaks: nothing is dialled that was not
-/// decided allowed, and nothing is allowed that the list does not name.
+/// Runs one client's bytes through a proxy with a fixed list (under both
+/// scopes), a resolver that maps names to public or private addresses and
+/// a dialler that refuses, and panics if an invariant breaks: nothing is
+/// dialled that was not decided allowed, nothing is allowed that the list
+/// does not name (under `allowlist`), and no special address is dialled
+/// that the list does not name (under both).
 /// For the fuzz target `egress_request` and the seed mutation test.
 #[doc(hidden)]
 pub fn check_input(data: &[u8]) {
-    struct Public;
+    /// Names under `inside.` resolve to a private address, the rest to a public one.
+    struct Mixed;
     #[async_trait::async_trait]
-    impl Resolve for Public {
-        async fn resolve(&self, _: &str) -> std::io::Result<Vec<IpAddr>> {
-            Ok(vec![IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7))])
+    impl Resolve for Mixed {
+        async fn resolve(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
+            Ok(vec![if canonical(host).starts_with("inside.") {
+                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9))
+            } else {
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7))
+            }])
         }
     }
     struct Refuse(Mutex<Vec<SocketAddr>>);
@@ -896,56 +947,59 @@ pub fn check_input(data: &[u8]) {
     let Ok(list) = Allowlist::parse(&entries) else {
         return;
     };
-    let dialler = Arc::new(Refuse(Mutex::new(Vec::new())));
-    let proxy = Proxy::new(
-        list.clone(),
-        Arc::new(Public),
-        dialler.clone(),
-        Caps::default(),
-    );
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     else {
         return;
     };
-    rt.block_on(async {
-        let (mut client, server) = tokio::io::duplex(64 << 10);
-        let send = async {
-            let _ = client.write_all(data).await;
-            let _ = client.shutdown().await;
-        };
-        tokio::join!(send, proxy.handle(server));
-    });
-    let events = proxy.events();
-    for e in &events {
-        // An unlisted target is refused as unlisted: the list is read
-        // before anything else is (a parse error or a cap may come first).
-        if list.permits(&e.host, e.port).is_err() {
-            let why = e.reason.as_deref().unwrap_or("");
+    for scope in [Scope::Only(list.clone()), Scope::Public(list.clone())] {
+        let only = matches!(scope, Scope::Only(_));
+        let dialler = Arc::new(Refuse(Mutex::new(Vec::new())));
+        let proxy = Proxy::new(scope, Arc::new(Mixed), dialler.clone(), Caps::default());
+        rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(64 << 10);
+            let send = async {
+                let _ = client.write_all(data).await;
+                let _ = client.shutdown().await;
+            };
+            tokio::join!(send, proxy.handle(server));
+        });
+        let events = proxy.events();
+        for e in &events {
+            // An unlisted target is refused as unlisted: the list is read
+            // before anything else is (a parse error or a cap may come first).
+            if only && list.permits(&e.host, e.port).is_err() {
+                let why = e.reason.as_deref().unwrap_or("");
+                assert!(
+                    !e.allowed
+                        && e.addr.is_none()
+                        && [
+                            "not on the allowlist",
+                            "raw address",
+                            "not a proxy request",
+                            "cap is reached"
+                        ]
+                        .iter()
+                        .any(|w| why.contains(w)),
+                    "an unlisted target got past the list: {e:?}"
+                );
+            }
+        }
+        let dialled = dialler.0.lock().map(|d| d.clone()).unwrap_or_default();
+        assert!(dialled.len() <= 1, "one client, one connection at most");
+        for a in &dialled {
             assert!(
-                !e.allowed
-                    && e.addr.is_none()
-                    && [
-                        "not on the allowlist",
-                        "raw address",
-                        "not a proxy request",
-                        "cap is reached"
-                    ]
-                    .iter()
-                    .any(|w| why.contains(w)),
-                "an unlisted target got past the list: {e:?}"
+                special(a.ip()).is_none() || list.names_address(a.ip()),
+                "dialled a special address no entry names: {a}"
+            );
+            assert!(
+                !only
+                    || events
+                        .last()
+                        .is_some_and(|e| list.permits(&e.host, e.port).is_ok()),
+                "dialled for an unlisted target: {events:?}"
             );
         }
-    }
-    let dialled = dialler.0.lock().map(|d| d.len()).unwrap_or(0);
-    assert!(dialled <= 1, "one client, one connection at most");
-    if dialled == 1 {
-        assert!(
-            events
-                .last()
-                .is_some_and(|e| list.permits(&e.host, e.port).is_ok()),
-            "dialled for an unlisted target: {events:?}"
-        );
     }
 }

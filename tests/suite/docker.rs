@@ -412,46 +412,121 @@ fn sixteen_concurrent_calls_then_200_calls_leave_no_container() {
 }
 
 #[test]
-fn leftovers_of_a_dead_toolgate_are_reaped_at_start() {
+fn leftovers_of_a_dead_toolgate_are_reaped_at_start_and_a_live_ones_never() {
     let rt = rt();
     let Some(_b) = backend(&rt, DockerConfig::default()) else {
         return;
     };
-    let host = String::from_utf8(std::fs::read("/proc/sys/kernel/hostname").unwrap())
-        .unwrap()
-        .trim()
-        .to_string();
-    // A container labelled as a toolgate process that no longer exists (pid 0 is never a live peer).
+    use toolgate::sandbox::docker::{LABEL_OWNER, Owner, start_time};
+    let me = Owner::current().unwrap();
+    // A live process of this namespace other than this one: a child.
     #[allow(clippy::disallowed_methods)]
-    let out = std::process::Command::new("docker")
-        .args([
-            "create",
-            "--label",
-            "toolgate=1",
-            "--label",
-            &format!("toolgate.host={host}"),
-            "--label",
-            "toolgate.pid=0",
-            IMAGE,
-            "true",
-        ])
-        .output()
+    let mut child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let _fresh = backend(&rt, DockerConfig::default()).unwrap();
+    let live = Owner {
+        pid: child.id(),
+        start: start_time(child.id()).unwrap(),
+        ..me.clone()
+    };
+    let owners = [
+        // Gone: a pid this namespace does not have.
+        (
+            "dead",
+            Owner {
+                pid: 4_000_000,
+                ..me.clone()
+            },
+            true,
+        ),
+        // Reused: the live child's pid, but another start time, so the
+        // owner that labelled it is gone though its pid is taken.
+        (
+            "reused",
+            Owner {
+                start: live.start + 1,
+                ..live.clone()
+            },
+            true,
+        ),
+        ("live", live.clone(), false),
+        // Another pid namespace (toolgate in a container beside this one,
+        // whose pids say nothing here), even with a pid that is free here.
+        (
+            "elsewhere",
+            Owner {
+                pidns: "pid:[1]".into(),
+                pid: 4_000_000,
+                ..me.clone()
+            },
+            false,
+        ),
+        // Another boot: another machine sharing the engine.
+        (
+            "other-machine",
+            Owner {
+                boot: "another-boot".into(),
+                pid: 4_000_000,
+                ..me.clone()
+            },
+            false,
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (name, owner, _) in &owners {
+        #[allow(clippy::disallowed_methods)]
+        let out = std::process::Command::new("docker")
+            .args([
+                "create",
+                "--label",
+                "toolgate=1",
+                "--label",
+                &format!("{LABEL_OWNER}={}", owner.label()),
+                "--label",
+                &format!("toolgate.test={name}"),
+                IMAGE,
+                "true",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ids.push(String::from_utf8(out.stdout).unwrap().trim().to_string());
+    }
+    // A new backend reaps at start.
+    let fresh = backend(&rt, DockerConfig::default()).unwrap();
+    for ((name, _, orphan), id) in owners.iter().zip(&ids) {
+        #[allow(clippy::disallowed_methods)]
+        let exists = std::process::Command::new("docker")
+            .args(["inspect", id])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert_eq!(exists, !orphan, "{name}: reaped = {}", !exists);
+    }
+    // The owner gone, its container goes too at the next gc.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(rt.block_on(fresh.gc(false)).unwrap() >= 1);
     #[allow(clippy::disallowed_methods)]
-    let still = std::process::Command::new("docker")
-        .args(["inspect", &id])
+    let gone = !std::process::Command::new("docker")
+        .args(["inspect", &ids[2]])
         .output()
         .unwrap()
         .status
         .success();
-    assert!(!still, "the orphan {id} was not reaped");
+    assert!(gone, "the container of an owner that died was kept");
+    // What only `gc --all` would remove (not run here: it would take the
+    // containers of tests running beside this one).
+    #[allow(clippy::disallowed_methods)]
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &ids[3], &ids[4]])
+        .output();
 }
 
 #[test]
@@ -812,6 +887,92 @@ fn between_turns_nothing_of_a_docker_session_runs() {
         "the thread was frozen between turns: {o:?}"
     );
     rt.block_on(e.close());
+}
+
+#[test]
+fn under_open_a_container_reaches_public_hosts_through_the_proxy_and_not_the_host_or_its_neighbours()
+ {
+    let rt = rt();
+    let Some(b) = backend(&rt, DockerConfig::default()) else {
+        return;
+    };
+    let Some(_net) = super::egress::Internet::new() else {
+        return;
+    };
+    let there = super::egress::THERE;
+    let home = super::common::request_line_host();
+    let ws = workspace();
+    std::fs::write(
+        ws.path().join("fetch.py"),
+        "import sys, urllib.request, urllib.error\ntry:\n    print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())\nexcept urllib.error.HTTPError as e:\n    print(e.code, e.read().decode().strip())\nexcept OSError as e:\n    print('no way out:', type(e).__name__)\n",
+    )
+    .unwrap();
+    let open = |named: Vec<String>| {
+        executor(
+            ws.path(),
+            policy(|p| {
+                p.network.run_command = toolgate::NetworkMode::Open(named.clone());
+                p.network.allow_hosts = named.clone();
+            }),
+            &b,
+        )
+    };
+    let e = open(vec![]);
+    let run = |e: &Executor, c: String| rt.block_on(e.run(&cmd(&c))).unwrap();
+    let o = run(
+        &e,
+        format!("python3 fetch.py http://{there}:8080/hello.txt"),
+    );
+    assert_eq!(o.stdout, "hello from the little internet\n\n", "{o:?}");
+    assert!(o.egress.len() == 1 && o.egress[0].allowed, "{o:?}");
+    // The docker host (its bridge address and its loopback), a neighbour
+    // container (private) and the metadata service: refused, with why.
+    for (url, kind) in [
+        (format!("http://127.0.0.1:{home}/"), "loopback"),
+        ("http://172.17.0.1/".to_string(), "private"),
+        ("http://172.17.0.3:8000/".to_string(), "private"),
+        ("http://169.254.169.254/".to_string(), "link-local"),
+    ] {
+        let o = run(&e, format!("python3 fetch.py {url}"));
+        assert!(
+            o.stdout.starts_with("403 toolgate egress: refused:"),
+            "{url}: {o:?}"
+        );
+        assert!(
+            o.egress.len() == 1
+                && o.egress[0]
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains(kind)),
+            "{url}: {o:?}"
+        );
+    }
+    // The container's own view: no interface but lo, so nothing reaches
+    // it from a neighbour either; around the proxy, no way out.
+    std::fs::write(
+        ws.path().join("ifaces.py"),
+        "print(open('/' + 'proc/net/dev').read())",
+    )
+    .unwrap();
+    let o = run(&e, "python3 ifaces.py".to_string());
+    let ifaces: Vec<&str> = o
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(i, _)| i.trim()))
+        .filter(|i| !i.contains('|'))
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{o:?}");
+    let o = run(
+        &e,
+        format!("env -u http_proxy -u HTTP_PROXY python3 fetch.py http://{there}:8080/"),
+    );
+    assert!(o.stdout.starts_with("no way out"), "{o:?}");
+    // Named by the policy, this machine's listener is reached.
+    let e = open(vec![format!("127.0.0.1:{home}")]);
+    let o = run(&e, format!("python3 fetch.py http://127.0.0.1:{home}/x"));
+    assert_eq!(o.stdout, "GET /x HTTP/1.1\n", "{o:?}");
+    use toolgate::sandbox::Backend;
+    rt.block_on(b.shutdown());
 }
 
 #[test]

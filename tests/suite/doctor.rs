@@ -124,53 +124,62 @@ fn doctor_proves_the_native_limits_bind() {
 }
 
 #[test]
-fn doctor_proves_an_allowlist_leaves_only_the_proxy_on_native_and_docker() {
+fn doctor_proves_allowlist_and_open_leave_only_the_proxy_on_native_and_docker() {
     if super::native::native().is_none() {
         return;
     }
     let _heavy = super::common::heavy();
-    let text = std::fs::read_to_string(concat!(
+    let default = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/policies/default.toml"
     ))
-    .unwrap()
-    .replace(
-        "run_command = \"none\"\nrun_code = \"none\"\nallow_hosts = []",
-        "run_command = \"allowlist\"\nrun_code = \"none\"\nallow_hosts = [\"pkgs.example\"]",
-    );
-    assert!(text.contains("run_command = \"allowlist\""));
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("allowlist.toml");
-    std::fs::write(&policy, text).unwrap();
-    let docker = std::env::var_os("TOOLGATE_REQUIRE_DOCKER").is_some_and(|v| v == "1");
-    let backends = if docker { "native,docker" } else { "native" };
-    let out = bin()
-        .args([
-            "doctor",
-            "--json",
-            "--backends",
-            backends,
-            "--require",
-            backends,
-        ])
-        .arg("--policy")
-        .arg(&policy)
-        .output()
-        .unwrap();
-    let v = stdout_json(&out);
-    let nets: Vec<&Value> = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["limit"] == "network")
-        .collect();
-    assert_eq!(nets.len(), backends.split(',').count(), "{v}");
-    for r in nets {
-        assert_eq!(r["status"], "enforced", "{r}");
-        let ev = r["evidence"].as_str().unwrap();
-        assert!(
-            ev.contains("ifaces=lo ") && ev.contains("unlisted=403"),
-            "{ev}"
+    .unwrap();
+    // Under an allowlist the proxy refuses an unlisted name, this
+    // machine's loopback and the metadata address; under open, the last two.
+    for (mode, refused) in [
+        ("allowlist", "refused=403,403,403"),
+        ("open", "refused=403,403 "),
+    ] {
+        let text = default.replace(
+            "run_command = \"none\"\nrun_code = \"none\"\nallow_hosts = []",
+            &format!(
+                "run_command = \"{mode}\"\nrun_code = \"none\"\nallow_hosts = [\"pkgs.example\"]"
+            ),
         );
+        assert!(text.contains(&format!("run_command = \"{mode}\"")));
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("net.toml");
+        std::fs::write(&policy, text).unwrap();
+        let docker = std::env::var_os("TOOLGATE_REQUIRE_DOCKER").is_some_and(|v| v == "1");
+        let backends = if docker { "native,docker" } else { "native" };
+        let out = bin()
+            .args([
+                "doctor",
+                "--json",
+                "--backends",
+                backends,
+                "--require",
+                backends,
+            ])
+            .arg("--policy")
+            .arg(&policy)
+            .output()
+            .unwrap();
+        let v = stdout_json(&out);
+        let nets: Vec<&Value> = v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["limit"] == "network")
+            .collect();
+        assert_eq!(nets.len(), backends.split(',').count(), "{v}");
+        for r in nets {
+            assert_eq!(r["status"], "enforced", "{mode}: {r}");
+            let ev = r["evidence"].as_str().unwrap();
+            assert!(
+                ev.contains("ifaces=lo ") && (ev.to_string() + " ").contains(refused),
+                "{mode}: {ev}"
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use toolgate::sandbox::egress::{Allowlist, Caps, Dial, Event, Proxy, Resolve, special};
+use toolgate::sandbox::egress::{Allowlist, Caps, Dial, Event, Proxy, Resolve, Scope, special};
 
 struct Names(HashMap<&'static str, IpAddr>);
 
@@ -140,7 +140,7 @@ async fn http_host() -> (u16, Arc<Mutex<Vec<String>>>) {
 
 async fn proxy(allow: &[String], caps: Caps) -> (u16, Arc<Proxy>) {
     let p = Proxy::new(
-        Allowlist::parse(allow).unwrap(),
+        Scope::Only(Allowlist::parse(allow).unwrap()),
         names(),
         Arc::new(LoopbackOnly),
         caps,
@@ -617,7 +617,9 @@ fn a_listed_name_with_a_public_address_is_reached_without_naming_the_address() {
             ("inside.test", "10.9.9.9".parse().unwrap()),
         ])));
         let p = Proxy::new(
-            Allowlist::parse(&["pkgs.test:8080".into(), "inside.test:8080".into()]).unwrap(),
+            Scope::Only(
+                Allowlist::parse(&["pkgs.test:8080".into(), "inside.test:8080".into()]).unwrap(),
+            ),
             resolver,
             Arc::new(OursOnly),
             Caps::default(),
@@ -648,5 +650,84 @@ fn a_listed_name_with_a_public_address_is_reached_without_naming_the_address() {
             got.starts_with("HTTP/1.1 403") && got.contains("private address"),
             "{got}"
         );
+    });
+}
+
+#[test]
+fn under_open_any_public_host_is_reached_and_no_special_address_unless_named() {
+    let Some(_net) = Internet::new() else { return };
+    let rt = rt();
+    rt.block_on(async {
+        let (echo, seen) = echo_host().await;
+        let resolver = Arc::new(Names(HashMap::from([
+            ("anything.test", THERE.parse().unwrap()),
+            ("inside.test", "10.9.9.9".parse().unwrap()),
+            ("meta.test", "169.254.169.254".parse().unwrap()),
+            ("home.test", "127.0.0.1".parse().unwrap()),
+            ("mapped.test", "::ffff:127.0.0.1".parse().unwrap()),
+        ])));
+        let open = |named: &[String]| {
+            Proxy::new(
+                Scope::Public(Allowlist::parse(named).unwrap()),
+                resolver.clone(),
+                Arc::new(OursOnly),
+                Caps::default(),
+            )
+        };
+        let serve = |p: Arc<Proxy>| async move {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            tokio::spawn(p.serve(l));
+            port
+        };
+        let p = open(&[]);
+        let port = serve(p.clone()).await;
+        // A public host no entry names, by name and by address.
+        for target in ["anything.test:8080", "198.51.100.2:8080"] {
+            let got = through(
+                port,
+                &format!("GET http://{target}/hello.txt HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+                &[],
+            )
+            .await;
+            assert!(
+                got.ends_with("hello from the little internet\n"),
+                "{target}: {got}"
+            );
+            assert!(last(&p).allowed);
+        }
+        // The host (loopback), another sandbox or a container (private),
+        // the metadata service (link-local), however named: refused
+        // before anything is dialled (OursOnly would fail the test).
+        for (target, kind) in [
+            ("home.test:80", "loopback"),
+            ("mapped.test:80", "loopback"),
+            (&*format!("127.0.0.1:{echo}"), "loopback"),
+            ("[::1]:80", "loopback"),
+            ("inside.test:80", "private"),
+            ("172.17.0.2:80", "private"),
+            ("meta.test:80", "link-local"),
+            ("169.254.169.254:80", "link-local"),
+            ("[fd00::1]:443", "unique-local"),
+            ("100.64.0.1:443", "CGNAT"),
+        ] {
+            let got = through(port, &connect(target), &[]).await;
+            assert!(got.starts_with("HTTP/1.1 403"), "{target}: {got}");
+            let e = last(&p);
+            assert!(
+                !e.allowed && e.reason.as_deref().is_some_and(|r| r.contains(kind)),
+                "{target}: {e:?}"
+            );
+        }
+        assert_eq!(*seen.lock().unwrap(), 0, "the host's listener was reached");
+        // Named by address, the host's listener is reached; a tunnel may
+        // carry anything (every public name is allowed, so there is no
+        // fronting to stop).
+        let p = open(&[format!("127.0.0.1:{echo}")]);
+        let port = serve(p.clone()).await;
+        let got = through(port, &connect(&format!("127.0.0.1:{echo}")), b"not tls").await;
+        assert!(got.ends_with("not tls"), "{got}");
+        assert!(last(&p).allowed);
+        assert_eq!(*seen.lock().unwrap(), 1);
     });
 }

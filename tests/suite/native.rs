@@ -459,12 +459,6 @@ fn where_it_cannot_run_calls_are_refused_not_degraded() {
         .unwrap();
     let err = rt().block_on(e.run(&cmd("echo hi"))).unwrap_err();
     assert!(err.to_string().contains("native"), "{err}");
-    // A network mode the backend cannot enforce is refused at load.
-    let e = Policy::builtin_default().with(|s| {
-        s.backends.run_command = BackendKind::Native;
-        s.network.run_command = toolgate::NetworkMode::Open;
-    });
-    assert!(e.unwrap_err().to_string().contains("native"));
 }
 
 #[test]
@@ -751,6 +745,73 @@ fn under_an_allowlist_the_egress_proxy_is_the_only_way_out() {
         (Some("127.0.0.2"), Some(false)),
         "{call}"
     );
+}
+
+#[test]
+fn under_open_a_public_host_is_reached_but_not_the_host_another_sandbox_or_the_metadata_service() {
+    if native().is_none() {
+        return;
+    }
+    let Some(_net) = super::egress::Internet::new() else {
+        return;
+    };
+    let there = super::egress::THERE;
+    let home = super::common::request_line_host();
+    let ws = tempfile::tempdir().unwrap();
+    let open = |named: Vec<String>| {
+        executor(
+            ws.path(),
+            policy(|s| {
+                s.network.run_command = toolgate::NetworkMode::Open(named.clone());
+                s.network.allow_hosts = named.clone();
+            }),
+        )
+    };
+    let e = open(vec![]);
+    // A public host no entry names: reached, through the proxy.
+    let o = ok(
+        &e,
+        &format!("curl -s --max-time 10 http://{there}:8080/hello.txt"),
+    );
+    assert_eq!(o.stdout, "hello from the little internet\n", "{o:?}");
+    assert!(o.egress.len() == 1 && o.egress[0].allowed, "{o:?}");
+    // This machine (a listener the test started on its loopback), a
+    // container or another sandbox (private), the metadata service, IPv6
+    // loopback: refused before anything is dialled, each with its reason.
+    for (url, kind) in [
+        (format!("http://127.0.0.1:{home}/"), "loopback"),
+        (format!("http://[::1]:{home}/"), "loopback"),
+        ("http://172.17.0.2/".to_string(), "private"),
+        (
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+            "link-local",
+        ),
+        ("https://169.254.169.254/".to_string(), "link-local"),
+    ] {
+        let o = run(&e, &format!("curl -s --max-time 10 {url}"));
+        assert!(
+            o.egress.len() == 1
+                && !o.egress[0].allowed
+                && o.egress[0]
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains(kind)),
+            "{url}: {o:?}"
+        );
+    }
+    // Around the proxy: nothing (only lo, where only the proxy listens).
+    let o = run(
+        &e,
+        &format!("curl -s --max-time 5 --noproxy '*' http://{there}:8080/hello.txt"),
+    );
+    assert_eq!(o.exit_code, Some(7), "{o:?}");
+    // Named by the policy, this machine's listener is reached.
+    let e = open(vec![format!("127.0.0.1:{home}")]);
+    let o = ok(
+        &e,
+        &format!("curl -s --max-time 10 http://127.0.0.1:{home}/x"),
+    );
+    assert_eq!(o.stdout, "GET /x HTTP/1.1", "{o:?}");
 }
 
 #[test]

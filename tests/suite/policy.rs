@@ -295,7 +295,7 @@ fn changes_to_a_loaded_policy_are_validated_again() {
         (
             // The wasm backend has no network to give.
             "network.run_code",
-            p.with(|s| s.network.run_code = toolgate::NetworkMode::Open)
+            p.with(|s| s.network.run_code = toolgate::NetworkMode::Open(vec![]))
                 .unwrap_err(),
         ),
     ];

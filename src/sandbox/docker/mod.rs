@@ -25,13 +25,11 @@ use super::pool::{Capped, Lease, Slot, WarmPool};
 use super::{Backend, Job, Program, RawOutput, SandboxError};
 use crate::call::Language;
 use crate::outcome::LimitHit;
-use crate::plan::{BackendKind, MountAccess, NetworkMode, Plan};
+use crate::plan::{BackendKind, MountAccess, Plan};
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
-use bollard::models::{
-    ContainerCreateBody, ExecConfig, HostConfig, NetworkCreateRequest, ResourcesUlimits,
-};
+use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, ResourcesUlimits};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
@@ -53,9 +51,9 @@ pub const LABEL: &str = "toolgate";
 const LABEL_INSTANCE: &str = "toolgate.instance";
 const LABEL_PID: &str = "toolgate.pid";
 const LABEL_HOST: &str = "toolgate.host";
+/// The owning process, in a form that survives pid reuse: see [`Owner`].
+pub const LABEL_OWNER: &str = "toolgate.owner";
 const LABEL_CALL: &str = "toolgate.call";
-/// The bridge network used for `network = "open"`.
-pub const OPEN_NETWORK: &str = "toolgate-open";
 /// The image recipe (no registry needed), embedded for `toolgate images build`.
 pub const BUILD_SCRIPT: &str = include_str!("../../../sandboxes/docker/build-image.sh");
 
@@ -100,7 +98,6 @@ struct Profile {
     pids: u32,
     file_size: u64,
     cpu_secs: u64,
-    network: String,
     /// The host directory to bind, or `None` for a directory of the
     /// container's own to which a stage is lent per call.
     workspace: Option<(Option<PathBuf>, MountAccess)>,
@@ -108,12 +105,6 @@ struct Profile {
 
 impl Profile {
     fn of(plan: &Plan) -> Result<Profile, SandboxError> {
-        let network = match &plan.network {
-            NetworkMode::None => "none".to_string(),
-            NetworkMode::Open => OPEN_NETWORK.to_string(),
-            // No network but `lo`, where the call's egress proxy listens.
-            NetworkMode::Allowlist(_) => "none".to_string(),
-        };
         Ok(Profile {
             image: plan
                 .image
@@ -123,7 +114,6 @@ impl Profile {
             pids: plan.limits.pids,
             file_size: plan.limits.file_size,
             cpu_secs: plan.limits.cpu_time.as_secs_f64().ceil().max(1.0) as u64,
-            network,
             workspace: plan
                 .mounts
                 .first()
@@ -156,6 +146,8 @@ struct Inner {
     docker: Docker,
     cfg: DockerConfig,
     instance: String,
+    /// [`Owner`] label of this process (empty if unreadable: never judged).
+    owner: String,
     uid: String,
     /// Containers alive at once, and warm ones per profile.
     pool: WarmPool<Profile, Warm>,
@@ -186,12 +178,74 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-fn pid_alive(pid: i32) -> bool {
-    // Signal 0 checks existence; EPERM means it exists but is not ours.
-    !matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-        Err(nix::errno::Errno::ESRCH)
-    )
+/// The process that owns a container, as `gc` can judge it: the boot it
+/// runs in, its pid namespace, its pid and its start time (clock ticks
+/// after boot). A pid reused by another process has another start time;
+/// a process in another pid namespace (toolgate in a container beside
+/// this one) or on another machine (a shared remote engine) cannot be
+/// seen from here, so its containers are never judged orphans: only the
+/// operator's `gc --all` removes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub boot: String,
+    pub pidns: String,
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl Owner {
+    /// This process.
+    pub fn current() -> Option<Owner> {
+        let pid = std::process::id();
+        Some(Owner {
+            boot: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()?
+                .trim()
+                .to_string(),
+            pidns: std::fs::read_link("/proc/self/ns/pid")
+                .ok()?
+                .display()
+                .to_string(),
+            pid,
+            start: start_time(pid)?,
+        })
+    }
+
+    pub fn label(&self) -> String {
+        format!("{} {} {} {}", self.boot, self.pidns, self.pid, self.start)
+    }
+
+    pub fn parse(label: &str) -> Option<Owner> {
+        let mut f = label.split(' ');
+        let o = Owner {
+            boot: f.next()?.to_string(),
+            pidns: f.next()?.to_string(),
+            pid: f.next()?.parse().ok()?,
+            start: f.next()?.parse().ok()?,
+        };
+        f.next().is_none().then_some(o)
+    }
+
+    /// Whether a container labelled `label` is an orphan as seen by
+    /// `here`, given how to read a pid's start time: its owner ran in this
+    /// boot and pid namespace and is gone (no such pid, or a pid now
+    /// another process's). Anything else — unreadable label, another
+    /// boot, another namespace, the owner alive — is not.
+    pub fn orphaned(label: &str, here: &Owner, start_of: impl Fn(u32) -> Option<u64>) -> bool {
+        let Some(o) = Owner::parse(label) else {
+            return false;
+        };
+        o.boot == here.boot && o.pidns == here.pidns && start_of(o.pid) != Some(o.start)
+    }
+}
+
+/// A process's start time (field 22 of `/proc/PID/stat`), if it exists.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // from the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl DockerBackend {
@@ -216,6 +270,7 @@ impl DockerBackend {
                 pool: WarmPool::new(cfg.max_containers, cfg.pool_size, MAX_POOL_PROFILES),
                 cfg,
                 instance: uuid::Uuid::new_v4().simple().to_string(),
+                owner: Owner::current().map(|o| o.label()).unwrap_or_default(),
                 uid,
                 cleanup: Mutex::new(Vec::new()),
                 sessions: session::Sessions::default(),
@@ -232,18 +287,18 @@ impl DockerBackend {
     }
 
     /// Removes toolgate containers: with `all`, every one; otherwise those
-    /// whose owning process on this host is gone. Returns how many.
+    /// whose owning process is provably gone ([`Owner::orphaned`]): never
+    /// a live instance's, wherever it runs. Returns how many.
     pub async fn gc(&self, all: bool) -> Result<usize, SandboxError> {
         let list = self.labelled(LABEL).await?;
-        let host = hostname();
+        let here = Owner::current();
         let mut n = 0;
         for c in list {
             let labels = c.labels.unwrap_or_default();
-            let orphan = labels.get(LABEL_HOST) == Some(&host)
-                && labels
-                    .get(LABEL_PID)
-                    .and_then(|p| p.parse::<i32>().ok())
-                    .is_some_and(|p| !pid_alive(p) || p == 0);
+            let orphan = match (&here, labels.get(LABEL_OWNER)) {
+                (Some(here), Some(owner)) => Owner::orphaned(owner, here, start_time),
+                _ => false,
+            };
             if (all || orphan)
                 && let Some(id) = c.id
             {
@@ -331,40 +386,9 @@ impl DockerBackend {
         }
     }
 
-    async fn ensure_network(&self, name: &str) -> Result<(), SandboxError> {
-        if name == "none"
-            || self
-                .inner
-                .docker
-                .inspect_network(
-                    name,
-                    None::<bollard::query_parameters::InspectNetworkOptions>,
-                )
-                .await
-                .is_ok()
-        {
-            return Ok(());
-        }
-        let req = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(LABEL.to_string(), "1".to_string())])),
-            ..Default::default()
-        };
-        match self.inner.docker.create_network(req).await {
-            Ok(_) => Ok(()),
-            // Another process created it first.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(internal("create network")(e)),
-        }
-    }
-
     /// Creates and starts an idle container for `profile`.
     async fn create(&self, p: &Profile, call: &str, slot: Slot) -> Result<Warm, SandboxError> {
         self.ensure_image(&p.image).await?;
-        self.ensure_network(&p.network).await?;
         let dir = match &p.workspace {
             Some((None, _)) => Some(super::stage::sandbox_dir(
                 BackendKind::Docker,
@@ -400,7 +424,9 @@ impl DockerBackend {
         }
         let host_config = HostConfig {
             binds: Some(binds),
-            network_mode: Some(p.network.clone()),
+            // Only `lo`, under every network mode: where there is a way
+            // out, it is the call's egress proxy listening there.
+            network_mode: Some("none".into()),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
             readonly_rootfs: Some(true),
@@ -439,6 +465,7 @@ impl DockerBackend {
             (LABEL_INSTANCE.to_string(), self.inner.instance.clone()),
             (LABEL_PID.to_string(), std::process::id().to_string()),
             (LABEL_HOST.to_string(), hostname()),
+            (LABEL_OWNER.to_string(), self.inner.owner.clone()),
             (LABEL_CALL.to_string(), call.to_string()),
         ]);
         let body = ContainerCreateBody {
@@ -452,7 +479,7 @@ impl DockerBackend {
                 "LANG=C.UTF-8".into(),
             ]),
             labels: Some(labels),
-            network_disabled: Some(p.network == "none"),
+            network_disabled: Some(true),
             host_config: Some(host_config),
             ..Default::default()
         };
@@ -543,7 +570,7 @@ impl DockerBackend {
         .chain(extra)
         .map(|s| s.to_string())
         .collect();
-        if matches!(plan.network, NetworkMode::Allowlist(_)) {
+        if plan.network.proxied() {
             env.extend(
                 super::egress::proxy_env()
                     .into_iter()
@@ -562,9 +589,9 @@ impl DockerBackend {
         id: &str,
         plan: &Plan,
     ) -> Result<Option<super::egress::Serving>, SandboxError> {
-        let NetworkMode::Allowlist(hosts) = &plan.network else {
+        if !plan.network.proxied() {
             return Ok(None);
-        };
+        }
         let pid = self
             .inner
             .docker
@@ -591,7 +618,7 @@ impl DockerBackend {
                 detail: "the egress proxy needs the docker engine on this host (a network allowlist is enforced from inside the container's network namespace)".into(),
             });
         }
-        super::egress::serve_in(pid, hosts, "docker").map(Some)
+        super::egress::serve_in(pid, &plan.network, "docker")
     }
 
     /// Reads a cgroup v1/v2 counter of a local container (`key value` lines).

@@ -31,7 +31,7 @@ use super::pool::{Capped, Lease, Slot, WarmPool};
 use super::{Backend, Job, Program, RawOutput, SandboxError};
 use crate::call::Language;
 use crate::outcome::LimitHit;
-use crate::plan::{BackendKind, MountAccess, NetworkMode, Plan};
+use crate::plan::{BackendKind, MountAccess, Plan};
 pub use cgroup::Hierarchy;
 use child::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, Spec, Step};
 use std::ffi::CString;
@@ -421,7 +421,7 @@ impl NativeBackend {
             .collect();
         env.push(("HOME".into(), home.display().to_string()));
         env.push(("TMPDIR".into(), "/tmp".into()));
-        if matches!(plan.network, NetworkMode::Allowlist(_)) {
+        if plan.network.proxied() {
             // The one way out: the egress proxy's listener on this
             // namespace's `lo`. Tools read these.
             env.retain(|(n, _)| !super::egress::replaced_by_proxy_env(n));
@@ -1163,11 +1163,6 @@ impl Backend for NativeBackend {
     async fn execute(&self, plan: &Plan, job: &Job) -> Result<RawOutput, SandboxError> {
         let started = Instant::now();
         self.shared.usable()?;
-        if plan.network == NetworkMode::Open {
-            return Err(SandboxError::Unsupported(
-                "the native backend offers lo, or the egress proxy under an allowlist; not an open network".into(),
-            ));
-        }
         let argv = Self::argv(job)?;
         if let (Some(c), Some(m)) = (&job.cwd, plan.mounts.first()) {
             super::working_dir(&m.host, c)?;
@@ -1189,19 +1184,14 @@ impl Backend for NativeBackend {
                 w
             }
         };
-        // Under an allowlist the call's egress proxy listens on the
-        // sandbox's `lo` and dials from toolgate's own network.
-        let serving = match &plan.network {
-            NetworkMode::Allowlist(hosts) => {
-                match super::egress::serve_in(w.child.id(), hosts, "native") {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        self.dispose(w, Duration::ZERO);
-                        return Err(e);
-                    }
-                }
+        // Under `allowlist` and `open` the call's egress proxy listens on
+        // the sandbox's `lo` and dials from toolgate's own network.
+        let serving = match super::egress::serve_in(w.child.id(), &plan.network, "native") {
+            Ok(s) => s,
+            Err(e) => {
+                self.dispose(w, Duration::ZERO);
+                return Err(e);
             }
-            _ => None,
         };
         let mut result = self.run(&mut w, plan, job, &argv, started).await;
         if let (Some(s), Ok(out)) = (serving, &mut result) {
