@@ -110,6 +110,41 @@ fn mac(key: &[u8], hash: &str) -> String {
     hex::encode(m.finalize().into_bytes())
 }
 
+/// One entry's line (without its newline) and hash: `fields` after
+/// `seq`, `ts_ms` and `prev`, hashed, and keyed when `key` is given. The
+/// one way an entry is made, whether it goes to a file or a database.
+pub fn compose(
+    seq: u64,
+    prev: &str,
+    fields: Map<String, Value>,
+    key: Option<&[u8]>,
+) -> Result<(String, String), serde_json::Error> {
+    let mut body = Map::new();
+    body.insert("seq".into(), Value::from(seq));
+    body.insert("ts_ms".into(), Value::from(crate::units::now_ms() as u64));
+    body.insert("prev".into(), Value::from(prev.to_string()));
+    for (k, v) in fields {
+        if !matches!(k.as_str(), "seq" | "ts_ms" | "prev" | "hash" | "hmac") {
+            body.insert(k, v);
+        }
+    }
+    let body = serde_json::to_string(&Value::Object(body))?;
+    let hash = sha(&body);
+    let mut line = format!("{},\"hash\":\"{hash}\"", &body[..body.len() - 1]);
+    if let Some(k) = key {
+        line.push_str(&format!(",\"hmac\":\"{}\"", mac(k, &hash)));
+    }
+    line.push('}');
+    Ok((line, hash))
+}
+
+/// The seq and hash of an entry's line, if it is one.
+pub fn head_of(line: &str) -> Option<(u64, String)> {
+    let l = split_line(line)?;
+    let v: Value = serde_json::from_str(&l.body).ok()?;
+    Some((v.get("seq")?.as_u64()?, l.hash.to_string()))
+}
+
 /// Reads the last complete entry: (hash, seq). Fails on a torn tail.
 fn read_tail(file: &mut File, path: &Path) -> Result<(u64, String, u64), AuditError> {
     let io = |source| AuditError::Io {
@@ -298,23 +333,9 @@ impl AuditLog {
             path: self.path.display().to_string(),
             detail: "seq at its maximum".into(),
         })?;
-        let mut body = Map::new();
-        body.insert("seq".into(), Value::from(seq));
-        body.insert("ts_ms".into(), Value::from(crate::units::now_ms() as u64));
-        body.insert("prev".into(), Value::from(st.last_hash.clone()));
-        for (k, v) in fields {
-            if !matches!(k.as_str(), "seq" | "ts_ms" | "prev" | "hash" | "hmac") {
-                body.insert(k, v);
-            }
-        }
-        let body = serde_json::to_string(&Value::Object(body))
+        let (mut line, hash) = compose(seq, &st.last_hash, fields, self.key.as_deref())
             .map_err(|e| io(std::io::Error::other(e)))?;
-        let hash = sha(&body);
-        let mut line = format!("{},\"hash\":\"{hash}\"", &body[..body.len() - 1]);
-        if let Some(k) = &self.key {
-            line.push_str(&format!(",\"hmac\":\"{}\"", mac(k, &hash)));
-        }
-        line.push_str("}\n");
+        line.push('\n');
         // One write of the whole line (O_APPEND), then fsync.
         st.file.write_all(line.as_bytes()).map_err(io)?;
         st.file.sync_data().map_err(io)?;

@@ -48,27 +48,95 @@ impl Refusal {
     }
 }
 
+/// What a principal has used in total, as a store keeps it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    pub calls: u64,
+    pub wall: f64,
+    pub cpu: f64,
+}
+
+/// Milliseconds in the windows.
+pub const MINUTE_MS: u64 = 60_000;
+pub const HOUR_MS: u64 = 3_600_000;
+
+/// The one judgement every store makes: may `principal` start one more
+/// call at `now` (ms), given its totals and the start times (ms, oldest
+/// first) of its calls in the last hour?
+pub fn judge(
+    principal: &str,
+    b: &Budgets,
+    used: &Totals,
+    recent: &[u64],
+    now: u64,
+) -> Result<(), Refusal> {
+    let p = || principal.to_string();
+    let spent = |what: String| Refusal::Budget {
+        principal: p(),
+        what,
+    };
+    if let Some(max) = b.calls
+        && used.calls >= max
+    {
+        return Err(spent(format!("{max} calls")));
+    }
+    if let Some(max) = b.wall_seconds
+        && used.wall >= max
+    {
+        return Err(spent(format!("{max} wall seconds")));
+    }
+    if let Some(max) = b.cpu_seconds
+        && used.cpu >= max
+    {
+        return Err(spent(format!("{max} CPU seconds")));
+    }
+    for (limit, window, name) in [
+        (b.per_minute, MINUTE_MS, "minute"),
+        (b.per_hour, HOUR_MS, "hour"),
+    ] {
+        let Some(limit) = limit else { continue };
+        let inside: Vec<u64> = recent
+            .iter()
+            .copied()
+            .filter(|t| now.saturating_sub(*t) < window)
+            .collect();
+        if inside.len() >= limit as usize {
+            // The oldest call in the window leaves it first.
+            let oldest = inside.first().copied().unwrap_or(now);
+            let retry_after =
+                Duration::from_millis(window.saturating_sub(now.saturating_sub(oldest)))
+                    .max(Duration::from_secs(1));
+            return Err(Refusal::Rate {
+                principal: p(),
+                limit,
+                window: name,
+                retry_after,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct Usage {
-    recent: VecDeque<Instant>,
-    calls: u64,
-    wall: f64,
-    cpu: f64,
+    /// Start times (ms after the limiter's origin) within the last hour.
+    recent: VecDeque<u64>,
+    totals: Totals,
 }
 
-/// Tracks usage per principal against one set of [`Budgets`].
+/// Tracks usage per principal against one set of [`Budgets`], in this
+/// process's memory (the embedded store's).
 pub struct Limiter {
     budgets: Budgets,
+    origin: Instant,
     usage: Mutex<HashMap<String, Usage>>,
 }
-
-const MINUTE: Duration = Duration::from_secs(60);
-const HOUR: Duration = Duration::from_secs(3600);
 
 impl Limiter {
     pub fn new(budgets: Budgets) -> Limiter {
         Limiter {
             budgets,
+            origin: Instant::now(),
             usage: Mutex::new(HashMap::new()),
         }
     }
@@ -83,67 +151,37 @@ impl Limiter {
         self.admit_at(principal, Instant::now())
     }
 
+    /// [`Limiter::admit`] judged under `budgets` instead of the limiter's
+    /// own (a store keeps the usage; the caller says the limits).
+    pub fn admit_under(&self, budgets: &Budgets, principal: &str) -> Result<(), Refusal> {
+        self.judge_at(budgets, principal, Instant::now())
+    }
+
     fn admit_at(&self, principal: &str, now: Instant) -> Result<(), Refusal> {
-        let b = &self.budgets;
+        self.judge_at(&self.budgets, principal, now)
+    }
+
+    fn judge_at(&self, budgets: &Budgets, principal: &str, now: Instant) -> Result<(), Refusal> {
+        let now = now.saturating_duration_since(self.origin).as_millis() as u64;
         let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         let u = all.entry(principal.to_string()).or_default();
-        let p = || principal.to_string();
-        if let Some(max) = b.calls
-            && u.calls >= max
-        {
-            return Err(Refusal::Budget {
-                principal: p(),
-                what: format!("{max} calls"),
-            });
-        }
-        if let Some(max) = b.wall_seconds
-            && u.wall >= max
-        {
-            return Err(Refusal::Budget {
-                principal: p(),
-                what: format!("{max} wall seconds"),
-            });
-        }
-        if let Some(max) = b.cpu_seconds
-            && u.cpu >= max
-        {
-            return Err(Refusal::Budget {
-                principal: p(),
-                what: format!("{max} CPU seconds"),
-            });
-        }
         // Forget what is older than the longest window.
         while u
             .recent
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= HOUR)
+            .is_some_and(|t| now.saturating_sub(*t) >= HOUR_MS)
         {
             u.recent.pop_front();
         }
-        for (limit, window, name) in [(b.per_minute, MINUTE, "minute"), (b.per_hour, HOUR, "hour")]
-        {
-            let Some(limit) = limit else { continue };
-            let inside: Vec<&Instant> = u
-                .recent
-                .iter()
-                .filter(|t| now.duration_since(**t) < window)
-                .collect();
-            if inside.len() >= limit as usize {
-                // The oldest call in the window leaves it first.
-                let oldest = inside.first().map_or(now, |t| **t);
-                let retry_after = window
-                    .saturating_sub(now.duration_since(oldest))
-                    .max(Duration::from_secs(1));
-                return Err(Refusal::Rate {
-                    principal: p(),
-                    limit,
-                    window: name,
-                    retry_after,
-                });
-            }
-        }
+        judge(
+            principal,
+            budgets,
+            &u.totals,
+            u.recent.make_contiguous(),
+            now,
+        )?;
         u.recent.push_back(now);
-        u.calls += 1;
+        u.totals.calls += 1;
         Ok(())
     }
 
@@ -151,8 +189,8 @@ impl Limiter {
     pub fn charge(&self, principal: &str, wall: Duration, cpu: Option<Duration>) {
         let mut all = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         let u = all.entry(principal.to_string()).or_default();
-        u.wall += wall.as_secs_f64();
-        u.cpu += cpu.map_or(0.0, |c| c.as_secs_f64());
+        u.totals.wall += wall.as_secs_f64();
+        u.totals.cpu += cpu.map_or(0.0, |c| c.as_secs_f64());
     }
 }
 

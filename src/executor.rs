@@ -50,6 +50,7 @@ pub struct ExecutorBuilder {
     native: Option<crate::sandbox::native::NativeConfig>,
     docker: Option<Arc<dyn Backend>>,
     audit: Option<Arc<crate::audit::AuditLog>>,
+    state: Option<Arc<dyn crate::state::Store>>,
     principal: String,
     budgets: crate::budget::Budgets,
     max_running: Option<usize>,
@@ -63,9 +64,18 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Appends an entry for every call to `log` (fsynced before returning).
+    /// Appends an entry for every call to `log` (fsynced before returning),
+    /// kept by the embedded state store.
     pub fn audit(mut self, log: Arc<crate::audit::AuditLog>) -> Self {
         self.audit = Some(log);
+        self
+    }
+
+    /// Keeps confirmations, budgets and the audit chain in `store` (one
+    /// shared by several services: `state::postgres`). Not with
+    /// [`ExecutorBuilder::audit`]: the store keeps the chain.
+    pub fn state(mut self, store: Arc<dyn crate::state::Store>) -> Self {
+        self.state = Some(store);
         self
     }
 
@@ -132,9 +142,19 @@ impl ExecutorBuilder {
                 detail: "not a directory".into(),
             });
         }
+        let state: Arc<dyn crate::state::Store> = match (self.state, self.audit) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Usage(
+                    "an audit log and a state store were both given: the store keeps the audit chain"
+                        .into(),
+                ));
+            }
+            (Some(s), None) => s,
+            (None, audit) => Arc::new(crate::state::Memory::new(audit, crate::state::KEEP_CALLS)),
+        };
         // What records or runs the calls may not be something a call rewrites.
-        if let Some(log) = &self.audit {
-            refuse_inside(&workspace, log.path(), "the audit log")?;
+        if let Some(path) = state.audit_path() {
+            refuse_inside(&workspace, path, "the audit log")?;
         }
         if let Some(cfg) = &self.wasm {
             refuse_inside(&workspace, &cfg.cache_dir, "the compiled-runtime cache")?;
@@ -157,10 +177,10 @@ impl ExecutorBuilder {
             running: self
                 .max_running
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
-            gate: Arc::new(gate::Gate::new()),
-            audit: self.audit,
+            gate: Arc::new(gate::Gate::new(state.clone())),
+            state,
             principal: self.principal,
-            limiter: Arc::new(crate::budget::Limiter::new(self.budgets)),
+            budgets: self.budgets,
             redactor: Arc::new(redactor),
             redact: self.policy.redaction().enabled,
             policy: Arc::new(self.policy),
@@ -182,7 +202,8 @@ pub struct Executor {
     /// Calls executing at once (after any confirmation), when bounded.
     running: Option<Arc<tokio::sync::Semaphore>>,
     gate: Arc<gate::Gate>,
-    audit: Option<Arc<crate::audit::AuditLog>>,
+    /// Confirmations (through the gate), budgets and the audit chain.
+    state: Arc<dyn crate::state::Store>,
     principal: String,
     policy: Arc<Policy>,
     redactor: Arc<Redactor>,
@@ -193,7 +214,7 @@ pub struct Executor {
     wasm: Option<WasmBackend>,
     native: Option<Arc<crate::sandbox::native::NativeBackend>>,
     docker: Option<Arc<dyn Backend>>,
-    limiter: Arc<crate::budget::Limiter>,
+    budgets: crate::budget::Budgets,
 }
 
 impl Executor {
@@ -207,6 +228,7 @@ impl Executor {
             native: Some(Default::default()),
             docker: None,
             audit: None,
+            state: None,
             principal: "local".into(),
             budgets: crate::budget::Budgets::default(),
             max_running: None,
@@ -278,7 +300,7 @@ impl Executor {
 
     /// The Prometheus text of [`Executor::metrics`] with the current
     /// pending confirmations and warm sandboxes.
-    pub fn render_metrics(&self) -> String {
+    pub async fn render_metrics(&self) -> String {
         let mut warm = Vec::new();
         if let Some(w) = &self.wasm {
             warm.push(("wasm", w.warm()));
@@ -290,7 +312,7 @@ impl Executor {
             warm.push((d.kind().as_str(), d.warm()));
         }
         self.metrics.render(&Gauges {
-            pending_confirmations: self.gate.pending().len(),
+            pending_confirmations: self.gate.pending().await.map_or(0, |p| p.len()),
             warm,
         })
     }
@@ -402,6 +424,30 @@ impl Executor {
         self.run_with(call, principal, None).await
     }
 
+    /// Runs a call asked on a service that stopped, with the answer it was
+    /// given since (from [`crate::state::Store::orphans`]) standing in for
+    /// the gate: judged again now, like every approved call; run if it was
+    /// approved, denied if not.
+    pub async fn run_answered(
+        &self,
+        call: &ToolCall,
+        principal: &str,
+        answer: Answer,
+    ) -> Result<Outcome, Error> {
+        struct Recorded(Answer);
+        #[async_trait::async_trait]
+        impl Approver for Recorded {
+            async fn decide(&self, req: &crate::gate::ConfirmationRequest) -> Answer {
+                Answer {
+                    confirmation_id: req.id.clone(),
+                    ..self.0.clone()
+                }
+            }
+        }
+        self.run_with(call, principal, Some(&Recorded(answer)))
+            .await
+    }
+
     /// Like [`Executor::run_as`], with `approver` answering this call's
     /// confirmation instead of the configured one (an MCP client's
     /// elicitation, a chat message).
@@ -443,24 +489,43 @@ impl Executor {
         let span = tracing::Span::current();
         span.record("decision", dry.verdict.decision.as_str());
         span.record("backend", dry.plan.backend.as_str());
-        let result = match self.limiter.admit(principal) {
-            Err(refusal) => Err(Error::Refused(refusal)),
-            Ok(()) => {
+        let admitted = self
+            .state
+            .admit(crate::state::CALLS, principal, &self.budgets)
+            .await;
+        let result = match admitted {
+            // Without the store no budget can be judged: nothing runs.
+            Err(e) => Err(Error::Internal {
+                op: "state store",
+                detail: e.to_string(),
+            }),
+            Ok(Err(refusal)) => Err(Error::Refused(refusal)),
+            Ok(Ok(())) => {
                 let approver = approver.unwrap_or(self.approver.as_ref());
                 let r = self
                     .decide_and_execute(call, &dry, t0, approver, principal)
                     .await;
                 if let Ok(o) = &r {
-                    self.limiter.charge(
-                        principal,
-                        Duration::from_secs_f64(o.duration_ms / 1e3),
-                        o.cpu_ms.map(|c| Duration::from_secs_f64(c / 1e3)),
-                    );
+                    // A charge lost to a store failure is logged, not fatal:
+                    // the call has run and its outcome must be returned.
+                    if let Err(e) = self
+                        .state
+                        .charge(
+                            crate::state::CALLS,
+                            principal,
+                            Duration::from_secs_f64(o.duration_ms / 1e3),
+                            o.cpu_ms.map(|c| Duration::from_secs_f64(c / 1e3)),
+                        )
+                        .await
+                    {
+                        tracing::warn!(error = %e, "a call's usage was not charged");
+                    }
                 }
                 r
             }
         };
-        self.stage(Stage::Audit, || self.audit(call, principal, &dry, &result))?;
+        self.stage_async(Stage::Audit, self.audit(call, principal, &dry, &result))
+            .await?;
         let status = result.as_ref().map(|o| o.status).map_err(Error::kind);
         self.count(&dry.tool, Some(&dry), &status);
         match &status {
@@ -486,8 +551,13 @@ impl Executor {
     }
 
     /// The rate limits and budgets this executor enforces.
-    pub fn limiter(&self) -> &crate::budget::Limiter {
-        &self.limiter
+    pub fn budgets(&self) -> &crate::budget::Budgets {
+        &self.budgets
+    }
+
+    /// Where confirmations, budgets and the audit chain are kept.
+    pub fn state(&self) -> &Arc<dyn crate::state::Store> {
+        &self.state
     }
 
     async fn decide_and_execute(
@@ -539,9 +609,11 @@ impl Executor {
             }
             Decision::Allow => {}
         }
-        self.stage(Stage::Audit, || {
-            self.audit_intent(call, principal, dry, &plan, answer.as_ref())
-        })?;
+        self.stage_async(
+            Stage::Audit,
+            self.audit_intent(call, principal, dry, &plan, answer.as_ref()),
+        )
+        .await?;
         let (mut o, staged) = {
             // Only running calls hold a slot; a pending confirmation does not.
             let _slot = match &self.running {
@@ -619,21 +691,21 @@ impl Executor {
         }
     }
 
-    fn append(
-        &self,
-        log: &crate::audit::AuditLog,
-        rec: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(), Error> {
-        log.append(&rec).map(|_| ()).map_err(|e| Error::Internal {
-            op: "audit",
-            detail: e.to_string(),
-        })
+    async fn append(&self, rec: serde_json::Map<String, serde_json::Value>) -> Result<(), Error> {
+        self.state
+            .audit(rec)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Internal {
+                op: "audit",
+                detail: e.to_string(),
+            })
     }
 
     /// The intent entry, fsynced before the call has any effect: if toolgate
     /// dies while the call runs, the log still says what was started. An
     /// audit failure here fails the call before it runs.
-    fn audit_intent(
+    async fn audit_intent(
         &self,
         call: &ToolCall,
         principal: &str,
@@ -641,9 +713,9 @@ impl Executor {
         plan: &Plan,
         answer: Option<&Answer>,
     ) -> Result<(), Error> {
-        let Some(log) = &self.audit else {
+        if !self.state.audits() {
             return Ok(());
-        };
+        }
         let mut m = self.audit_record("intent", call, principal, dry);
         m.insert(
             "backend".into(),
@@ -657,21 +729,21 @@ impl Executor {
             "confirmation".into(),
             serde_json::to_value(answer).unwrap_or_default(),
         );
-        self.append(log, m)
+        self.append(m).await
     }
 
     /// Writes the call's result entry (fsynced) before anything is returned.
     /// An audit failure fails the call: no unrecorded outcome leaves.
-    fn audit(
+    async fn audit(
         &self,
         call: &ToolCall,
         principal: &str,
         dry: &DryRun,
         result: &Result<Outcome, Error>,
     ) -> Result<(), Error> {
-        let Some(log) = &self.audit else {
+        if !self.state.audits() {
             return Ok(());
-        };
+        }
         let mut m = self.audit_record("call", call, principal, dry);
         match result {
             Ok(o) => {
@@ -714,7 +786,7 @@ impl Executor {
                 );
             }
         }
-        self.append(log, m)
+        self.append(m).await
     }
 
     /// The output filter, on every field that reaches the model.
@@ -832,6 +904,13 @@ impl Executor {
             created_unix_ms: now,
             expires_unix_ms: now + self.ttl.as_millis(),
             session_scope_available: dry.verdict.session_approvable,
+            // A shared store keeps the call so that another service can
+            // run it once answered, should this one stop meanwhile.
+            resume: self
+                .state
+                .shared()
+                .then(|| serde_json::to_string(call).ok())
+                .flatten(),
         }
     }
 

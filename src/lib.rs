@@ -22,7 +22,8 @@
 //! | output filter | [`filter`] | secret rules, host secrets, URL allowlist; pure |
 //! | audit | [`audit`] | hash-chained, fsynced JSON lines; `verify` |
 //! | pipeline | [`Executor`] | decide → confirm → prepare → execute → filter → audit |
-//! | budgets | [`budget`] | rate limits and totals per principal |
+//! | budgets | [`budget`] | rate limits and totals per principal: one judgement for every store |
+//! | state | [`state`] | what services share: confirmations, call records, budgets, the audit chain; embedded (memory + file) or PostgreSQL |
 //! | metrics | [`metrics`] | counters and stage latencies, Prometheus text |
 //! | assembly | [`service`] | the executor with its backends and audit log, for services and the CLI |
 //! | servers | [`server`] | HTTP API (`serve`) and MCP over stdio (`mcp`) |
@@ -57,6 +58,7 @@ pub mod policy;
 pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod state;
 pub mod tools;
 pub mod units;
 pub mod workpath;

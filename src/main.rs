@@ -327,6 +327,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<i32> {
     opts.approver = Arc::new(toolgate::gate::External);
     opts.confirmation_ttl = Duration::from_secs(a.confirmation_ttl);
     opts.max_running = Some(cfg.max_concurrent);
+    opts.state = a.state.clone();
     opts.budgets = toolgate::budget::Budgets {
         per_minute: a.calls_per_minute,
         per_hour: a.calls_per_hour,
@@ -336,8 +337,8 @@ fn serve(a: ServeArgs) -> anyhow::Result<i32> {
     };
     tokio_rt()?.block_on(async move {
         let svc = service::start(opts).await?;
-        tracing::info!(path = %svc.audit_path.display(), "audit log");
-        let app = http::App::new(svc.executor, tokens, Some(svc.audit), cfg);
+        tracing::info!(at = %svc.audit, instance = toolgate::state::instance(), "audit chain");
+        let app = http::App::new(svc.executor, tokens, cfg);
         http::serve(
             app,
             a.listen,
@@ -367,7 +368,7 @@ fn mcp(a: McpArgs) -> anyhow::Result<i32> {
     tokio_rt()?.block_on(async move {
         let ttl = opts.confirmation_ttl;
         let svc = service::start(opts).await?;
-        tracing::info!(path = %svc.audit_path.display(), "audit log");
+        tracing::info!(at = %svc.audit, "audit chain");
         toolgate::server::mcp::McpServer::new(svc.executor, a.principal, ttl)
             .serve_stdio()
             .await

@@ -6,9 +6,11 @@
 //! Defaults (written on [`Options::new`]): `ask` answered by
 //! [`DenyAll`](crate::gate::DenyAll), confirmations pending for
 //! [`gate::DEFAULT_TTL`], no budgets, the
-//! workspace is the current directory, and the audit log is the one named
-//! by `--audit`, else by the policy, else (services only) a per-user file
-//! outside any workspace.
+//! workspace is the current directory, the state store is the embedded
+//! one, and the audit log is the one named by `--audit`, else by the
+//! policy, else (services only) a per-user file outside any workspace.
+//! With a shared store (`--state postgres://…`) the audit chain is the
+//! store's and no file is written.
 
 use crate::audit::AuditLog;
 use crate::budget::Budgets;
@@ -46,6 +48,8 @@ pub struct Options {
     /// Calls executing at once (default: unbounded); a call waiting for
     /// its confirmation holds no slot.
     pub max_running: Option<usize>,
+    /// The state store's URL (`postgres://…`); `None`: the embedded one.
+    pub state: Option<String>,
 }
 
 impl Options {
@@ -58,6 +62,7 @@ impl Options {
             budgets: Budgets::default(),
             confirmation_ttl: gate::DEFAULT_TTL,
             max_running: None,
+            state: None,
         }
     }
 
@@ -102,11 +107,11 @@ impl Options {
     }
 }
 
-/// A started service: the executor and the audit log it writes.
+/// A started service: the executor, and where its audit chain is kept
+/// (a file's path or the store's URL, for its startup line).
 pub struct Service {
     pub executor: Arc<Executor>,
-    pub audit: Arc<AuditLog>,
-    pub audit_path: PathBuf,
+    pub audit: String,
 }
 
 /// Where a long-running service writes its audit log when neither the
@@ -147,13 +152,40 @@ pub fn open_audit(path: &Path) -> Result<AuditLog, Error> {
 /// call with why it is missing), warm wasm and native pools, and an audit log (the
 /// per-user default when none is named).
 pub async fn start(o: Options) -> Result<Service, Error> {
-    let audit_path = o.audit_path().unwrap_or_else(default_audit_path);
     let ws = o.workspace_dir()?;
-    let audit = Arc::new(o.open_audit_outside(&ws, &audit_path)?);
     let uses_docker = routes_to_docker(&o.policy);
+    let (store, audit) = match o.state.clone() {
+        Some(url) => {
+            if o.audit_path().is_some() {
+                return Err(Error::Usage(
+                    "--audit (or the policy's [audit] path) and --state were both given: a shared store keeps the audit chain"
+                        .into(),
+                ));
+            }
+            let store = crate::state::open(Some(&url), None, crate::state::KEEP_CALLS)
+                .await
+                .map_err(|e| Error::Internal {
+                    op: "open the state store",
+                    detail: e.to_string(),
+                })?;
+            let shown = store.describe();
+            (store, shown)
+        }
+        None => {
+            let path = o.audit_path().unwrap_or_else(default_audit_path);
+            let log = Arc::new(o.open_audit_outside(&ws, &path)?);
+            (
+                Arc::new(crate::state::Memory::new(
+                    Some(log),
+                    crate::state::KEEP_CALLS,
+                )) as Arc<dyn crate::state::Store>,
+                path.display().to_string(),
+            )
+        }
+    };
     let mut b = o
         .builder(ws)
-        .audit(audit.clone())
+        .state(store)
         .wasm(Some(WasmConfig {
             pool_size: SERVICE_WASM_POOL,
             ..Default::default()
@@ -168,7 +200,6 @@ pub async fn start(o: Options) -> Result<Service, Error> {
     Ok(Service {
         executor: Arc::new(b.build()?),
         audit,
-        audit_path,
     })
 }
 

@@ -52,9 +52,28 @@ pub fn audit(a: AuditCmd) -> anyhow::Result<i32> {
         audit::read_entries(f).map_err(|e| Error::from(toolgate::CallError::Read(e.to_string())))
     };
     let (file, query, tail) = match a {
-        AuditCmd::Verify { files, json } => {
+        AuditCmd::Export { state } => {
+            let lines = store_lines(&state)?;
+            let mut out = std::io::stdout().lock();
+            for l in lines {
+                writeln!(out, "{l}")?;
+            }
+            return Ok(exit::OK);
+        }
+        AuditCmd::Verify { files, state, json } => {
             let key = audit::AuditLog::key_from_env();
-            let (ok, v, line) = match audit::verify(&files, key.as_deref()) {
+            let checked = match state {
+                Some(url) => {
+                    let mut text = store_lines(&url)?.join("\n");
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    let name = toolgate::state::postgres::without_password(&url);
+                    audit::verify_contents(&[(name, text.into_bytes())], key.as_deref())
+                }
+                None => audit::verify(&files, key.as_deref()),
+            };
+            let (ok, v, line) = match checked {
                 Ok(v) => (
                     true,
                     serde_json::json!({"ok": true, "verified": v}),
@@ -103,6 +122,27 @@ pub fn audit(a: AuditCmd) -> anyhow::Result<i32> {
         writeln!(out, "{e}")?;
     }
     Ok(exit::OK)
+}
+
+/// A shared store's audit chain, oldest first.
+fn store_lines(url: &str) -> anyhow::Result<Vec<String>> {
+    if !url.contains("://") {
+        return Err(Error::Usage(
+            "--state names a shared store (postgres://…); the embedded store's chain is its audit file".into(),
+        )
+        .into());
+    }
+    let unavailable = |e: toolgate::state::StateError| Error::Internal {
+        op: "state store",
+        detail: e.to_string(),
+    };
+    let lines = tokio_rt()?.block_on(async {
+        let store = toolgate::state::open(Some(url), None, 0)
+            .await
+            .map_err(unavailable)?;
+        store.audit_lines().await.map_err(unavailable)
+    })?;
+    Ok(lines.unwrap_or_default())
 }
 
 /// Streams stdin through the policy's filter to stdout (or one JSON object).

@@ -145,6 +145,11 @@ pub struct ServeArgs {
     /// the OpenAPI document states it.
     #[arg(long, default_value_t = 3600)]
     pub max_wait: u64,
+    /// Share confirmations, call records, budgets and the audit chain with
+    /// every service given the same store: postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    /// (better from the environment: the password stays off the command line).
+    #[arg(long, env = "TOOLGATE_STATE", hide_env_values = true)]
+    pub state: Option<String>,
     /// Log lines on stderr: `human` or `json` (level from RUST_LOG, default info).
     #[arg(long, value_enum, default_value = "human")]
     pub log_format: LogFormat,
@@ -249,12 +254,27 @@ pub enum ImagesCmd {
 
 #[derive(Subcommand)]
 pub enum AuditCmd {
-    /// Check the hash chain (and HMACs with TOOLGATE_AUDIT_KEY) of FILEs, oldest first.
+    /// Check the hash chain (and HMACs with TOOLGATE_AUDIT_KEY) of FILEs,
+    /// oldest first, or of a shared store's chain (--state).
     Verify {
-        #[arg(required = true)]
+        #[arg(required_unless_present = "state")]
         files: Vec<PathBuf>,
+        /// The state store whose chain to check (postgres://…).
+        #[arg(
+            long,
+            env = "TOOLGATE_STATE",
+            hide_env_values = true,
+            conflicts_with = "files"
+        )]
+        state: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Print a shared store's audit chain as JSON lines, exactly as a file
+    /// holds them (`audit verify FILE` checks the result).
+    Export {
+        #[arg(long, env = "TOOLGATE_STATE", hide_env_values = true)]
+        state: String,
     },
     /// Print the last N entries as JSON lines.
     Tail {

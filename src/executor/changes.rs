@@ -270,6 +270,8 @@ impl Executor {
             expires_unix_ms: now + self.ttl.as_millis(),
             // Changes found after a run are confirmed one run at a time.
             session_scope_available: false,
+            // The call has run: nothing to take over.
+            resume: None,
         };
         self.gate.confirm(approver, req, self.ttl).await
     }

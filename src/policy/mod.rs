@@ -23,7 +23,7 @@ use command::{CommandPolicy, CommandRule};
 use inspect::{Flag, Inspector};
 use paths::{Access, AccessSel, PathPolicy, PathRule};
 pub use paths::{FsView, ViewRule};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 pub use settings::{
     BackendChoice, BackendKind, DockerSettings, Limits, MountAccess, NativeSettings, NetworkMode,
     NetworkPolicy, Settings,
@@ -45,7 +45,7 @@ pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
 ];
 
 /// Allow < Ask < Deny: `max` is "strictest wins".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
     Allow,
@@ -73,7 +73,7 @@ impl Decision {
 }
 
 /// A rule that matched, with what it matched.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MatchedRule {
     pub id: String,
     pub decision: Decision,

@@ -9,9 +9,9 @@
 
 use super::auth::{Principal, Tokens};
 use super::request::{self, RequestError};
-use crate::audit::AuditLog;
-use crate::budget::{Budgets, Limiter};
+use crate::budget::Budgets;
 use crate::gate::Scope;
+use crate::state::{CallRecord, REQUESTS};
 use crate::{Decision, Error, Executor, ToolCall};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
@@ -22,7 +22,7 @@ use axum::routing::{MethodRouter, any, delete, get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,8 +52,6 @@ pub struct Config {
     /// How long shutdown waits for calls in flight before closing the
     /// sandboxes under them.
     pub drain: Duration,
-    /// Finished calls kept for `GET /v1/calls/{id}`.
-    pub keep_calls: usize,
     /// Longest `?wait` a call request may ask for (a request holds a
     /// connection that long).
     pub max_wait: Duration,
@@ -70,7 +68,6 @@ impl Default for Config {
                 ..Budgets::default()
             },
             drain: Duration::from_secs(30),
-            keep_calls: 10_000,
             max_wait: request::MAX_WAIT,
         }
     }
@@ -139,7 +136,6 @@ impl Settings {
             },
             drain: self.drain,
             max_wait: self.max_wait,
-            ..Default::default()
         };
         Ok((tokens, cfg))
     }
@@ -177,37 +173,26 @@ impl CallState {
     }
 }
 
-struct CallRecord {
-    principal: String,
-    state: watch::Receiver<CallState>,
-}
-
-/// Shared state of the service.
+/// Shared state of the service. Call records, confirmations, request
+/// rates and the audit chain live in the executor's state store, so
+/// services sharing one (PostgreSQL) answer for each other's calls.
 pub struct App {
     exec: Arc<Executor>,
     tokens: Tokens,
-    audit: Option<Arc<AuditLog>>,
-    requests: Limiter,
     slots: Arc<Semaphore>,
-    calls: Mutex<(HashMap<String, CallRecord>, VecDeque<String>)>,
+    /// The calls running here, to wait on them without polling.
+    running: Mutex<HashMap<String, watch::Receiver<CallState>>>,
     inflight: Arc<AtomicUsize>,
     cfg: Config,
 }
 
 impl App {
-    pub fn new(
-        exec: Arc<Executor>,
-        tokens: Tokens,
-        audit: Option<Arc<AuditLog>>,
-        cfg: Config,
-    ) -> Arc<App> {
+    pub fn new(exec: Arc<Executor>, tokens: Tokens, cfg: Config) -> Arc<App> {
         Arc::new(App {
             exec,
             tokens,
-            audit,
-            requests: Limiter::new(cfg.requests.clone()),
             slots: Arc::new(Semaphore::new(cfg.max_concurrent)),
-            calls: Mutex::new((HashMap::new(), VecDeque::new())),
+            running: Mutex::new(HashMap::new()),
             inflight: Arc::new(AtomicUsize::new(0)),
             cfg,
         })
@@ -217,43 +202,36 @@ impl App {
         &self.exec
     }
 
-    fn calls(&self) -> std::sync::MutexGuard<'_, (HashMap<String, CallRecord>, VecDeque<String>)> {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<CallState>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a new call as running under `id`, forgetting the oldest
-    /// finished calls beyond the cap; `None` when the id is taken.
-    fn register(
+    /// Records a new call as running under `id`: `Ok(None)` when the id is
+    /// taken (on any service sharing the store).
+    async fn register(
         &self,
         id: &str,
         principal: &str,
-    ) -> Option<(watch::Sender<CallState>, watch::Receiver<CallState>)> {
+    ) -> Result<Option<(watch::Sender<CallState>, watch::Receiver<CallState>)>, Error> {
+        let fresh = self
+            .exec
+            .state()
+            .start_call(id, principal)
+            .await
+            .map_err(state_down)?;
+        if !fresh {
+            return Ok(None);
+        }
         let (tx, rx) = watch::channel(CallState::Running);
-        let mut c = self.calls();
-        if c.0.contains_key(id) {
-            return None;
-        }
-        c.0.insert(
-            id.to_string(),
-            CallRecord {
-                principal: principal.to_string(),
-                state: rx.clone(),
-            },
-        );
-        c.1.push_back(id.to_string());
-        while c.1.len() > self.cfg.keep_calls {
-            let Some(old) = c.1.pop_front() else { break };
-            let done =
-                c.0.get(&old)
-                    .is_some_and(|r| matches!(*r.state.borrow(), CallState::Done { .. }));
-            if done {
-                c.0.remove(&old);
-            } else {
-                c.1.push_back(old);
-                break;
-            }
-        }
-        Some((tx, rx))
+        self.running().insert(id.to_string(), rx.clone());
+        Ok(Some((tx, rx)))
+    }
+}
+
+fn state_down(e: crate::state::StateError) -> Error {
+    Error::Internal {
+        op: "state store",
+        detail: e.to_string(),
     }
 }
 
@@ -331,12 +309,22 @@ async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next)
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     };
-    if let Err(refusal) = app.requests.admit(&p.name) {
-        return too_many(
-            refusal.retry_after().unwrap_or(Duration::from_secs(60)),
-            "rate_limited",
-            &refusal.to_string(),
-        );
+    match app
+        .exec
+        .state()
+        .admit(REQUESTS, &p.name, &app.cfg.requests)
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(refusal)) => {
+            return too_many(
+                refusal.retry_after().unwrap_or(Duration::from_secs(60)),
+                "rate_limited",
+                &refusal.to_string(),
+            );
+        }
+        // Fail closed: no rate can be judged without the store.
+        Err(e) => return error_response(&app.exec, &state_down(e)),
     }
     req.extensions_mut().insert(p);
     next.run(req).await
@@ -360,9 +348,7 @@ async fn record(State(app): State<Arc<App>>, req: Request, next: Next) -> Respon
     ] {
         h.insert(k, HeaderValue::from_static(v));
     }
-    if path != "/healthz"
-        && let Some(log) = &app.audit
-    {
+    if path != "/healthz" && app.exec.state().audits() {
         let principal = res
             .extensions()
             .get::<Principal>()
@@ -375,7 +361,11 @@ async fn record(State(app): State<Arc<App>>, req: Request, next: Next) -> Respon
             "path": crate::call::shorten(&path, 200),
             "status": res.status().as_u16(),
         });
-        if log.append(&entry).is_err() {
+        let entry = match entry {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        if app.exec.state().audit(entry).await.is_err() {
             // No unrecorded request is answered as if it were fine.
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -482,16 +472,20 @@ async fn post_call_inner(
             }
         }
     };
-    let Some((tx, rx)) = app.register(&call.id, &p.name) else {
-        return error(
-            StatusCode::CONFLICT,
-            "duplicate_id",
-            "a call with this id exists",
-        );
+    let (tx, rx) = match app.register(&call.id, &p.name).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return error(
+                StatusCode::CONFLICT,
+                "duplicate_id",
+                "a call with this id exists",
+            );
+        }
+        Err(e) => return error_response(&app.exec, &e),
     };
     let id = call.id.clone();
     let permit = Arc::new(Mutex::new(permit));
-    spawn_call(&app, call, p.name.clone(), permit.clone(), tx);
+    spawn_call(&app, call, p.name.clone(), permit.clone(), tx, None);
     let mut rx = rx;
     if ask && let Some(pending) = still_pending(&app, &id, &mut rx, q.wait).await {
         return pending;
@@ -525,20 +519,46 @@ fn spawn_call(
     principal: String,
     permit: Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
     tx: watch::Sender<CallState>,
+    answered: Option<crate::gate::Answer>,
 ) {
-    let exec = app.exec.clone();
+    let app = app.clone();
     let inflight = app.inflight.clone();
     inflight.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(async move {
-        let done = match exec.run_as(&call, &principal).await {
+        let exec = &app.exec;
+        let ran = match answered {
+            Some(a) => exec.run_answered(&call, &principal, a).await,
+            None => exec.run_as(&call, &principal).await,
+        };
+        let done = match ran {
             Ok(o) => CallState::Done {
                 status: StatusCode::OK,
                 body: serde_json::to_value(&o).unwrap_or(Value::Null),
                 retry_after: None,
             },
-            Err(e) => error_state(&exec, &e),
+            Err(e) => error_state(exec, &e),
         };
+        // The record first: once this service forgets the call, any
+        // service sharing the store answers for it.
+        if let CallState::Done {
+            status,
+            body,
+            retry_after,
+        } = &done
+            && let Err(e) = exec
+                .state()
+                .finish_call(
+                    &call.id,
+                    status.as_u16(),
+                    body,
+                    retry_after.map(|d| d.as_secs()),
+                )
+                .await
+        {
+            tracing::warn!(error = %e, "a call's result was not recorded in the state store");
+        }
         let _ = tx.send(done);
+        app.running().remove(&call.id);
         drop(permit.lock().ok().and_then(|mut p| p.take()));
         inflight.fetch_sub(1, Ordering::SeqCst);
     });
@@ -555,14 +575,8 @@ async fn still_pending(
 ) -> Option<Response> {
     let gate_id = async {
         loop {
-            if let Some(c) = app
-                .exec
-                .gate()
-                .pending()
-                .into_iter()
-                .find(|c| c.call_id == id)
-            {
-                return Some(c.id);
+            if let Some(c) = app.exec.gate().pending_for(id).await {
+                return Some(c);
             }
             if matches!(*rx.borrow(), CallState::Done { .. }) {
                 return None;
@@ -589,7 +603,7 @@ async fn confirmation_or_done(
         if matches!(*rx.borrow(), CallState::Done { .. }) {
             return None;
         }
-        if let Some(c) = app.exec.gate().pending_for(id) {
+        if let Some(c) = app.exec.gate().pending_for(id).await {
             return Some(c);
         }
         // Woken at once when the call finishes; else look again. A call
@@ -627,31 +641,36 @@ async fn get_call(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Response {
-    let rec = app
-        .calls()
-        .0
-        .get(&id)
-        .map(|r| (r.principal.clone(), r.state.borrow().clone()));
-    let r = match rec {
-        None => error(StatusCode::NOT_FOUND, "not_found", "no such call"),
-        Some((owner, _)) if owner != p.name && !p.approve => {
+    let local = app.running().get(&id).map(|rx| rx.borrow().clone());
+    let rec = match app.exec.state().call(&id).await {
+        Ok(r) => r,
+        Err(e) => return tag(error_response(&app.exec, &state_down(e)), &p),
+    };
+    let r = match (rec, local) {
+        (None, _) => error(StatusCode::NOT_FOUND, "not_found", "no such call"),
+        (Some(CallRecord { principal, .. }), _) if principal != p.name && !p.approve => {
             error(StatusCode::NOT_FOUND, "not_found", "no such call")
         }
-        Some((_, s @ CallState::Done { .. })) => s.response(),
-        Some((_, CallState::Running)) => {
-            let conf = app
-                .exec
-                .gate()
-                .pending()
-                .into_iter()
-                .find(|c| c.call_id == id)
-                .map(|c| c.id);
-            match conf {
-                Some(c) => Json(json!({"id": id, "status": "pending", "confirmation_id": c}))
-                    .into_response(),
-                None => Json(json!({"id": id, "status": "running"})).into_response(),
-            }
+        (_, Some(s @ CallState::Done { .. })) => s.response(),
+        (
+            Some(CallRecord {
+                done: Some((status, body, retry_after)),
+                ..
+            }),
+            _,
+        ) => CallState::Done {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+            retry_after: retry_after.map(Duration::from_secs),
         }
+        .response(),
+        // Running here or on another service: waiting for a human, or not.
+        (Some(_), _) => match app.exec.gate().pending_for(&id).await {
+            Some(c) => {
+                Json(json!({"id": id, "status": "pending", "confirmation_id": c})).into_response()
+            }
+            None => Json(json!({"id": id, "status": "running"})).into_response(),
+        },
     };
     tag(r, &p)
 }
@@ -663,7 +682,11 @@ async fn list_confirmations(
     if !p.approve {
         return tag(error(StatusCode::FORBIDDEN, "forbidden", "forbidden"), &p);
     }
-    tag(Json(app.exec.gate().pending()).into_response(), &p)
+    let r = match app.exec.gate().pending().await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => gate_error(e),
+    };
+    tag(r, &p)
 }
 
 #[derive(Deserialize)]
@@ -686,7 +709,7 @@ async fn answer_confirmation(
     }
     // An id that is not pending is answered for what it is (404, 410, 409)
     // before the body is judged.
-    if let Err(e) = app.exec.gate().answerable(&id) {
+    if let Err(e) = app.exec.gate().answerable(&id).await {
         return tag(gate_error(e), &p);
     }
     // Any content type: curl's default form type must not be a trap.
@@ -721,6 +744,7 @@ async fn answer_confirmation(
         .exec
         .gate()
         .answer(&id, body.approve, scope, &p.name, note)
+        .await
     {
         Ok(()) => Json(json!({"confirmation_id": id, "approved": body.approve, "by": p.name}))
             .into_response(),
@@ -743,6 +767,11 @@ fn gate_error(e: crate::gate::GateError) -> Response {
         e @ crate::gate::GateError::OwnCall(_) => {
             error(StatusCode::FORBIDDEN, "own_call", &e.to_string())
         }
+        e @ crate::gate::GateError::Unavailable(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &e.to_string(),
+        ),
         e => error(StatusCode::CONFLICT, "answered", &e.to_string()),
     }
 }
@@ -791,30 +820,27 @@ async fn audit_query(
         Ok(q) => q,
         Err(e) => return tag(bad_request(&app.exec, e), &p),
     };
-    let Some(log) = &app.audit else {
-        return tag(
-            error(
-                StatusCode::NOT_FOUND,
-                "no_audit_log",
-                "the service has no audit log",
-            ),
-            &p,
-        );
+    let lines = match app.exec.state().audit_lines().await {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return tag(
+                error(
+                    StatusCode::NOT_FOUND,
+                    "no_audit_log",
+                    "the service has no audit log",
+                ),
+                &p,
+            );
+        }
+        Err(e) => return tag(error_response(&app.exec, &state_down(e)), &p),
     };
     let (query, limit) = (q.query, q.limit);
-    let r = match crate::audit::read_entries(log.path()) {
-        Ok(entries) => {
-            let hits: Vec<Value> = entries.into_iter().filter(|e| query.matches(e)).collect();
-            let start = hits.len().saturating_sub(limit);
-            Json(&hits[start..]).into_response()
-        }
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            &e.to_string(),
-        ),
-    };
-    tag(r, &p)
+    let hits: Vec<Value> = crate::audit::parse_entries(&lines.join("\n"))
+        .into_iter()
+        .filter(|e| query.matches(e))
+        .collect();
+    let start = hits.len().saturating_sub(limit);
+    tag(Json(&hits[start..]).into_response(), &p)
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
@@ -823,7 +849,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.exec.render_metrics(),
+        app.exec.render_metrics().await,
     )
         .into_response()
 }
@@ -833,6 +859,51 @@ async fn openapi(State(app): State<Arc<App>>, Extension(p): Extension<Principal>
         Json(super::openapi::document_for(&app.cfg)).into_response(),
         &p,
     )
+}
+
+/// How often a service sharing its store says it is alive and looks for
+/// calls to take over.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Silence after which a service counts as stopped.
+const STALE: Duration = Duration::from_secs(10);
+
+/// With a shared store: heartbeats, and calls whose service stopped while
+/// they waited for a human, taken over once answered (run if approved,
+/// denied if not) so their record and audit entry are written.
+async fn sweep(app: Arc<App>) {
+    let state = app.exec.state().clone();
+    if !state.shared() {
+        return;
+    }
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.heartbeat().await {
+            tracing::warn!(error = %e, "heartbeat not recorded");
+        }
+        let orphans = match state.orphans(STALE).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for calls to take over");
+                continue;
+            }
+        };
+        for o in orphans {
+            // The first service to take it runs it; the others skip it.
+            if !matches!(state.take(&o.confirmation).await, Ok(true)) {
+                continue;
+            }
+            let Ok(call) = ToolCall::parse(&o.call) else {
+                tracing::warn!(confirmation = %o.confirmation, "a call to take over does not parse");
+                continue;
+            };
+            tracing::info!(call_id = %crate::call::shorten(&call.id, 128), "taking over a call whose service stopped");
+            let (tx, rx) = watch::channel(CallState::Running);
+            app.running().insert(call.id.clone(), rx);
+            let permit = Arc::new(Mutex::new(None));
+            spawn_call(&app, call, o.principal, permit, tx, Some(o.answer));
+        }
+    }
 }
 
 /// Listens on `addr` and serves until `shutdown` resolves; then rejects
@@ -859,6 +930,7 @@ pub async fn serve(
         detail: e.to_string(),
     })?;
     on_listen(local);
+    let sweeper = tokio::spawn(sweep(app.clone()));
     let exec = app.exec.clone();
     let stop = async move {
         shutdown.await;
@@ -879,6 +951,7 @@ pub async fn serve(
     while app.inflight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    sweeper.abort();
     app.exec.close().await;
     // Let killed calls write their audit entries.
     let grace = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -27,7 +27,7 @@ fn read(path: &str) -> ToolCall {
 
 async fn pending_ids(e: &Executor, n: usize) -> Vec<String> {
     for _ in 0..200 {
-        let p = e.gate().pending();
+        let p = e.gate().pending().await.unwrap();
         if p.len() >= n {
             return p.into_iter().map(|r| r.id).collect();
         }
@@ -35,7 +35,7 @@ async fn pending_ids(e: &Executor, n: usize) -> Vec<String> {
     }
     panic!(
         "expected {n} pending confirmations, have {}",
-        e.gate().pending().len()
+        e.gate().pending().await.unwrap().len()
     );
 }
 
@@ -55,11 +55,13 @@ async fn expiry_rejects_and_a_late_answer_is_an_error() {
     assert_eq!(o.confirmation.as_ref().unwrap().by, "expired");
     assert!(o.stdout.is_empty());
     assert_eq!(
-        e.gate().answer(&id, true, Scope::Once, "op", None),
+        e.gate().answer(&id, true, Scope::Once, "op", None).await,
         Err(GateError::Expired(id.clone()))
     );
     assert_eq!(
-        e.gate().answer("conf_nope", true, Scope::Once, "op", None),
+        e.gate()
+            .answer("conf_nope", true, Scope::Once, "op", None)
+            .await,
         Err(GateError::Unknown("conf_nope".into()))
     );
 }
@@ -70,7 +72,7 @@ async fn reject_and_approve_by_id_with_a_note() {
     let e = exec(ws.path(), Duration::from_secs(30));
     let h = spawn(&e, read(".env"));
     let id = pending_ids(&e, 1).await.remove(0);
-    let req = &e.gate().pending()[0];
+    let req = &e.gate().pending().await.unwrap()[0];
     assert_eq!(req.tool, "read_file");
     assert!(
         req.reasons.iter().any(|r| r.contains("credential")),
@@ -79,6 +81,7 @@ async fn reject_and_approve_by_id_with_a_note() {
     );
     e.gate()
         .answer(&id, false, Scope::Once, "alice", Some("no".into()))
+        .await
         .unwrap();
     let o = h.await.unwrap();
     assert_eq!(
@@ -86,7 +89,7 @@ async fn reject_and_approve_by_id_with_a_note() {
         (Status::Denied, "alice")
     );
     assert_eq!(
-        e.gate().answer(&id, true, Scope::Once, "bob", None),
+        e.gate().answer(&id, true, Scope::Once, "bob", None).await,
         Err(GateError::Answered(id))
     );
 
@@ -94,6 +97,7 @@ async fn reject_and_approve_by_id_with_a_note() {
     let id = pending_ids(&e, 1).await.remove(0);
     e.gate()
         .answer(&id, true, Scope::Once, "alice", Some("ok for now".into()))
+        .await
         .unwrap();
     let o = h.await.unwrap();
     assert_eq!(o.status, Status::Completed);
@@ -111,13 +115,17 @@ async fn approve_once_asks_again_but_session_covers_the_same_rule_only() {
     // Once: the next call asks again.
     let h = spawn(&e, read(".env"));
     let id = pending_ids(&e, 1).await.remove(0);
-    e.gate().answer(&id, true, Scope::Once, "op", None).unwrap();
+    e.gate()
+        .answer(&id, true, Scope::Once, "op", None)
+        .await
+        .unwrap();
     assert_eq!(h.await.unwrap().status, Status::Completed);
     let h = spawn(&e, read("config/.env.local"));
     let id = pending_ids(&e, 1).await.remove(0);
     // Session: this and later calls asked by the same rule pass.
     e.gate()
         .answer(&id, true, Scope::Session, "op", None)
+        .await
         .unwrap();
     assert_eq!(h.await.unwrap().status, Status::Completed);
     let o = e.run(&read(".env")).await.unwrap();
@@ -132,6 +140,7 @@ async fn approve_once_asks_again_but_session_covers_the_same_rule_only() {
     let id = pending_ids(&e, 1).await.remove(0);
     e.gate()
         .answer(&id, false, Scope::Once, "op", None)
+        .await
         .unwrap();
     assert_eq!(h.await.unwrap().status, Status::Denied);
     assert!(!ws.path().join(".github/workflows/ci.yml").exists());
@@ -149,6 +158,8 @@ async fn concurrent_confirmations_are_independent() {
     let by_call: Vec<(String, String)> = e
         .gate()
         .pending()
+        .await
+        .unwrap()
         .into_iter()
         .map(|r| (r.id, r.args["path"].as_str().unwrap().to_string()))
         .collect();
@@ -157,15 +168,17 @@ async fn concurrent_confirmations_are_independent() {
     assert_eq!(ids.len(), 2);
     e.gate()
         .answer(key_id, true, Scope::Once, "op", None)
+        .await
         .unwrap();
     assert_eq!(b.await.unwrap().status, Status::Completed);
     assert_eq!(
-        e.gate().pending().len(),
+        e.gate().pending().await.unwrap().len(),
         1,
         "the other confirmation is still pending"
     );
     e.gate()
         .answer(env_id, false, Scope::Once, "op", None)
+        .await
         .unwrap();
     assert_eq!(a.await.unwrap().status, Status::Denied);
 }
@@ -195,7 +208,10 @@ fn dry_run_creates_no_confirmation() {
     let e = exec(ws.path(), Duration::from_secs(30));
     let d = e.check(&read(".env")).unwrap();
     assert!(d.plan.confirmation);
-    assert!(e.gate().pending().is_empty());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert!(rt.block_on(e.gate().pending()).unwrap().is_empty());
 }
 
 fn cmd(c: &str) -> ToolCall {
@@ -277,15 +293,16 @@ async fn no_principal_answers_its_own_call() {
     let e2 = e.clone();
     let h = tokio::spawn(async move { e2.run_as(&read(".env"), "lead").await.unwrap() });
     let id = pending_ids(&e, 1).await.remove(0);
-    assert_eq!(e.gate().pending()[0].principal, "lead");
+    assert_eq!(e.gate().pending().await.unwrap()[0].principal, "lead");
     assert_eq!(
-        e.gate().answer(&id, true, Scope::Once, "lead", None),
+        e.gate().answer(&id, true, Scope::Once, "lead", None).await,
         Err(GateError::OwnCall(id.clone()))
     );
     // Still pending; another principal's answer counts.
-    assert_eq!(e.gate().pending().len(), 1);
+    assert_eq!(e.gate().pending().await.unwrap().len(), 1);
     e.gate()
         .answer(&id, true, Scope::Once, "reviewer", None)
+        .await
         .unwrap();
     let o = h.await.unwrap();
     assert_eq!(o.status, Status::Completed, "{o:?}");

@@ -15,5 +15,6 @@ mod native_escape;
 mod observability;
 mod policy;
 mod redaction;
+mod scaleout;
 mod serve;
 mod wasm;

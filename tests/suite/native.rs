@@ -549,14 +549,14 @@ fn pooled(ws: &Path, p: Policy, n: usize) -> Executor {
 /// Waits (bounded) until the executor's native pool holds a sandbox.
 fn wait_warm(e: &Executor) {
     let t = std::time::Instant::now();
-    while !e
-        .render_metrics()
+    while !rt()
+        .block_on(e.render_metrics())
         .contains("toolgate_pool_warm{backend=\"native\"} 1")
     {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "no warm native sandbox: {}",
-            e.render_metrics()
+            rt().block_on(e.render_metrics())
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -596,7 +596,7 @@ fn a_warm_sandbox_runs_one_call_and_the_next_call_sees_nothing_of_it() {
     assert!(pids.iter().all(|&p| p == pids[0] && p < 8), "{lines}");
     rt().block_on(e.close());
     assert!(
-        e.render_metrics()
+        rt().block_on(e.render_metrics())
             .contains("toolgate_pool_warm{backend=\"native\"} 0"),
         "close empties the pool"
     );

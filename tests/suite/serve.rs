@@ -64,7 +64,7 @@ fn svc(cfg: Config, budgets: Budgets) -> Svc {
         .build()
         .unwrap();
     Svc {
-        app: App::new(Arc::new(exec), tokens(), Some(log), cfg),
+        app: App::new(Arc::new(exec), tokens(), cfg),
         audit,
         _dirs: (dir, adir),
     }
@@ -681,7 +681,13 @@ fn every_request_is_audited_with_its_principal() {
 }
 
 /// A minimal HTTP/1.1 client over a loopback socket.
-async fn raw(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+pub(super) async fn raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
