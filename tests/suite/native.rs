@@ -867,4 +867,16 @@ fn a_sandbox_reaches_a_listed_host_of_the_little_internet_only_through_the_proxy
     );
     assert_eq!(o.exit_code, Some(7), "{o:?}");
     assert!(o.egress.is_empty());
+    // A DNS query (a UDP datagram to port 53 of the little internet's host)
+    // fails in the sandbox itself: no route, so no packet leaves; and no
+    // IPv6 route but lo's.
+    let probe = format!(
+        "python3 -c \"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ntry:\n    s.sendto(b'q', ('{there}', 53)); print('sent')\nexcept OSError as e:\n    print('errno', e.errno)\"; grep -vc ' lo$' /proc/net/ipv6_route"
+    );
+    let raw = sh_on(&b, ows.path(), &p, MountAccess::ReadWrite, &probe);
+    assert_eq!(
+        text(&raw.stdout),
+        format!("errno {}\n0\n", libc::ENETUNREACH),
+        "{raw:?}"
+    );
 }
