@@ -81,6 +81,10 @@ pub enum Error {
     /// A rate limit or budget refused the call before it ran. Exit code 13.
     #[error(transparent)]
     Refused(crate::budget::Refusal),
+    /// The state store cannot be reached or read: nothing is decided
+    /// without it. Exit code 4, HTTP 503.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 impl Error {
@@ -100,6 +104,8 @@ impl Error {
             Error::Internal { .. } => exit::INTERNAL,
             Error::Refused(_) => exit::REFUSED,
             Error::Usage(_) => exit::BAD_INPUT,
+            Error::State(crate::state::StateError::BadUrl(_)) => exit::BAD_INPUT,
+            Error::State(_) => exit::UNAVAILABLE,
         }
     }
 
@@ -123,6 +129,8 @@ impl Error {
             Error::Usage(_) => "usage",
             Error::Refused(crate::budget::Refusal::Rate { .. }) => "rate_limited",
             Error::Refused(crate::budget::Refusal::Budget { .. }) => "budget_exhausted",
+            Error::State(crate::state::StateError::BadUrl(_)) => "usage",
+            Error::State(_) => "state_unavailable",
         }
     }
 }
@@ -136,6 +144,8 @@ impl Error {
             Error::Sandbox(SandboxError::Unsupported(_) | SandboxError::Workspace { .. }) => 400,
             Error::Refused(_) => 429,
             Error::Sandbox(SandboxError::Unavailable { .. } | SandboxError::Runtime { .. }) => 503,
+            Error::State(crate::state::StateError::BadUrl(_)) => 400,
+            Error::State(_) => 503,
             // A policy is the operator's, not the caller's: a service error.
             Error::Policy(_) => 500,
             Error::Sandbox(SandboxError::Internal { .. }) | Error::Internal { .. } => 500,

@@ -495,10 +495,7 @@ impl Executor {
             .await;
         let result = match admitted {
             // Without the store no budget can be judged: nothing runs.
-            Err(e) => Err(Error::Internal {
-                op: "state store",
-                detail: e.to_string(),
-            }),
+            Err(e) => Err(Error::State(e)),
             Ok(Err(refusal)) => Err(Error::Refused(refusal)),
             Ok(Ok(())) => {
                 let approver = approver.unwrap_or(self.approver.as_ref());

@@ -162,12 +162,7 @@ pub async fn start(o: Options) -> Result<Service, Error> {
                         .into(),
                 ));
             }
-            let store = crate::state::open(Some(&url), None, crate::state::KEEP_CALLS)
-                .await
-                .map_err(|e| Error::Internal {
-                    op: "open the state store",
-                    detail: e.to_string(),
-                })?;
+            let store = crate::state::open(Some(&url), None, crate::state::KEEP_CALLS).await?;
             let shown = store.describe();
             (store, shown)
         }

@@ -132,10 +132,7 @@ fn store_lines(url: &str) -> anyhow::Result<Vec<String>> {
         )
         .into());
     }
-    let unavailable = |e: toolgate::state::StateError| Error::Internal {
-        op: "state store",
-        detail: e.to_string(),
-    };
+    let unavailable = Error::State;
     let lines = tokio_rt()?.block_on(async {
         let store = toolgate::state::open(Some(url), None, 0)
             .await

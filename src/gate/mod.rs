@@ -176,6 +176,15 @@ pub trait Ledger: Send + Sync {
     ) -> Result<Option<(ConfirmationRequest, Option<Answer>)>, GateError>;
     /// Unanswered confirmations whose expiry has not passed, oldest first.
     async fn pending(&self) -> Result<Vec<ConfirmationRequest>, GateError>;
+    /// The id of call `call_id`'s unanswered confirmation, if it has one.
+    async fn pending_for(&self, call_id: &str) -> Result<Option<String>, GateError> {
+        Ok(self
+            .pending()
+            .await?
+            .into_iter()
+            .find(|r| r.call_id == call_id)
+            .map(|r| r.id))
+    }
     /// Remembers that `principal` approved `rules` for the session.
     async fn approve_rules(&self, principal: &str, rules: &[String]) -> Result<(), GateError>;
     /// Whether `principal` approved every one of `rules` for the session.
@@ -378,12 +387,7 @@ impl Gate {
 
     /// The pending confirmation of call `call_id`, if there is one.
     pub async fn pending_for(&self, call_id: &str) -> Option<String> {
-        self.pending()
-            .await
-            .ok()?
-            .into_iter()
-            .find(|r| r.call_id == call_id)
-            .map(|r| r.id)
+        self.ledger.pending_for(call_id).await.ok().flatten()
     }
 
     /// `Ok` while `id` is pending; else why it cannot be answered

@@ -229,10 +229,7 @@ impl App {
 }
 
 fn state_down(e: crate::state::StateError) -> Error {
-    Error::Internal {
-        op: "state store",
-        detail: e.to_string(),
-    }
+    Error::State(e)
 }
 
 /// The handler of a documented route. Routes exist only through
@@ -574,6 +571,9 @@ async fn still_pending(
     wait: Option<Duration>,
 ) -> Option<Response> {
     let gate_id = async {
+        // Looked up in the store (a query when it is shared): soon after
+        // the call starts, then less often.
+        let mut pause = Duration::from_millis(2);
         loop {
             if let Some(c) = app.exec.gate().pending_for(id).await {
                 return Some(c);
@@ -581,7 +581,8 @@ async fn still_pending(
             if matches!(*rx.borrow(), CallState::Done { .. }) {
                 return None;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     };
     let conf = tokio::time::timeout(Duration::from_secs(5), gate_id)

@@ -73,7 +73,7 @@ pub const ROUTES: &[Route] = &[
         responses: &[
             (200, "Outcome or status"),
             (404, "no such call"),
-            (500, "the state store is unavailable"),
+            (503, "the state store is unavailable"),
         ],
         query: &[],
         ok: "CallStatus",

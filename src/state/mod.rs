@@ -232,6 +232,9 @@ impl Ledger for Memory {
     ) -> Result<Vec<crate::gate::ConfirmationRequest>, crate::gate::GateError> {
         self.ledger.pending().await
     }
+    async fn pending_for(&self, call_id: &str) -> Result<Option<String>, crate::gate::GateError> {
+        self.ledger.pending_for(call_id).await
+    }
     async fn approve_rules(
         &self,
         principal: &str,

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
         instance text NOT NULL, request text NOT NULL, created_ms bigint NOT NULL,
         expires_ms bigint NOT NULL, answer text);
      CREATE INDEX toolgate_confirmations_open ON toolgate_confirmations (created_ms) WHERE answer IS NULL;
+     CREATE INDEX toolgate_confirmations_call ON toolgate_confirmations (call_id);
      CREATE TABLE toolgate_session_rules (
         principal text NOT NULL, rule text NOT NULL, PRIMARY KEY (principal, rule));
      CREATE TABLE toolgate_usage (
@@ -84,7 +85,7 @@ fn ms(v: u128) -> i64 {
 }
 
 impl Postgres {
-    /// Connects, with a pool of [`POOL`] connections, and brings the
+    /// Connects, with a pool of 16 connections, and brings the
     /// schema up to date. `key` keys the audit chain's HMACs.
     pub async fn connect(url: &str, key: Option<Vec<u8>>) -> Result<Postgres, StateError> {
         let shown = without_password(url);
@@ -282,6 +283,20 @@ impl Ledger for Postgres {
                     .map_err(|e| self.gate_down(e))
             })
             .collect()
+    }
+
+    async fn pending_for(&self, call_id: &str) -> Result<Option<String>, GateError> {
+        let c = self.client().await.map_err(|e| self.gate_down(e))?;
+        let row = c
+            .query_opt(
+                "SELECT id FROM toolgate_confirmations
+                 WHERE call_id = $1 AND answer IS NULL AND expires_ms > $2
+                 ORDER BY created_ms DESC LIMIT 1",
+                &[&call_id, &ms(crate::units::now_ms())],
+            )
+            .await
+            .map_err(|e| self.gate_down(e))?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn approve_rules(&self, principal: &str, rules: &[String]) -> Result<(), GateError> {

@@ -692,3 +692,41 @@ fn a_call_whose_service_stopped_while_it_waited_is_taken_over_once_answered() {
     assert_eq!((of("intent", "t2"), of("call", "t2")), (0, 1));
     verified(&fleet.db.url);
 }
+
+#[test]
+fn a_store_that_is_bad_or_unreachable_stops_the_service_with_a_clear_line() {
+    let ws = super::common::workspace();
+    for (url, code, kind) in [
+        ("mysql://u:hunter2-secret@localhost/db", 2, "usage"),
+        (
+            "postgres://u:hunter2-secret@127.0.0.1:1/db",
+            4,
+            "state_unavailable",
+        ),
+    ] {
+        let out = bin()
+            .args(["serve", "--json", "--listen", "127.0.0.1:0"])
+            .args(["--workspace", ws.path().to_str().unwrap()])
+            .env("TOOLGATE_STATE", url)
+            .env("TOOLGATE_TOKEN", AGENT)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(code), "{url}: {all}");
+        assert!(!all.contains("hunter2"), "{all}");
+        // One JSON line on stdout (`--json`).
+        let v = super::common::stdout_json(&out);
+        assert_eq!(v["error"]["kind"], kind, "{v}");
+        // The chain of a store that cannot be reached cannot be verified.
+        let out = bin()
+            .args(["audit", "verify", "--state", url])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{url}");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"));
+    }
+}
