@@ -162,7 +162,7 @@ pub async fn start(o: Options) -> Result<Service, Error> {
                         .into(),
                 ));
             }
-            let store = crate::state::open(Some(&url), None, crate::state::KEEP_CALLS).await?;
+            let store = crate::state::connect(&url).await?;
             let shown = store.describe();
             (store, shown)
         }

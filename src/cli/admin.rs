@@ -126,20 +126,11 @@ pub fn audit(a: AuditCmd) -> anyhow::Result<i32> {
 
 /// A shared store's audit chain, oldest first.
 fn store_lines(url: &str) -> anyhow::Result<Vec<String>> {
-    if !url.contains("://") {
-        return Err(Error::Usage(
-            "--state names a shared store (postgres://…); the embedded store's chain is its audit file".into(),
-        )
-        .into());
-    }
-    let unavailable = Error::State;
     let lines = tokio_rt()?.block_on(async {
-        let store = toolgate::state::open(Some(url), None, 0)
-            .await
-            .map_err(unavailable)?;
-        store.audit_lines().await.map_err(unavailable)
-    })?;
-    Ok(lines.unwrap_or_default())
+        let store = toolgate::state::connect(url).await?;
+        store.audit_lines().await
+    });
+    Ok(lines.map_err(Error::State)?.unwrap_or_default())
 }
 
 /// Streams stdin through the policy's filter to stdout (or one JSON object).

@@ -318,8 +318,9 @@ const POLL: Duration = Duration::from_millis(100);
 /// Pending confirmations of one executor, kept in its [`Ledger`].
 pub struct Gate {
     ledger: Arc<dyn Ledger>,
-    /// Confirmations this process waits on, to wake them at once.
-    waiting: Mutex<HashMap<String, oneshot::Sender<Delivery>>>,
+    /// Confirmations this process waits on (by id, with their call's id),
+    /// to wake them at once.
+    waiting: Mutex<HashMap<String, (String, oneshot::Sender<Delivery>)>>,
     closed: AtomicBool,
 }
 
@@ -376,7 +377,7 @@ impl Gate {
         self.ledger.settle(id, &a, Some(by)).await?;
         // The waiter may be here (woken now) or on another service (it
         // finds the answer in the ledger).
-        if let Some(tx) = lock(&self.waiting).remove(id) {
+        if let Some((_, tx)) = lock(&self.waiting).remove(id) {
             let _ = tx.send(Delivery {
                 answer: a,
                 recorded: true,
@@ -388,6 +389,15 @@ impl Gate {
     /// The pending confirmation of call `call_id`, if there is one.
     pub async fn pending_for(&self, call_id: &str) -> Option<String> {
         self.ledger.pending_for(call_id).await.ok().flatten()
+    }
+
+    /// The confirmation this process waits on for call `call_id`, if any:
+    /// for a call running here, no store is asked.
+    pub fn waiting_for(&self, call_id: &str) -> Option<String> {
+        lock(&self.waiting)
+            .iter()
+            .find(|(_, (c, _))| c == call_id)
+            .map(|(id, _)| id.clone())
     }
 
     /// `Ok` while `id` is pending; else why it cannot be answered
@@ -456,7 +466,7 @@ impl Gate {
             return reject("unavailable", e.to_string());
         }
         let (tx, rx) = oneshot::channel();
-        lock(&self.waiting).insert(req.id.clone(), tx);
+        lock(&self.waiting).insert(req.id.clone(), (req.call_id.clone(), tx));
         let elsewhere = async {
             if !self.ledger.shared() {
                 return std::future::pending().await;
@@ -535,10 +545,10 @@ impl Gate {
     /// Rejects everything this process waits on and every later request.
     pub fn shutdown(&self) -> usize {
         self.closed.store(true, Ordering::SeqCst);
-        let drained: Vec<(String, oneshot::Sender<Delivery>)> =
+        let drained: Vec<(String, (String, oneshot::Sender<Delivery>))> =
             lock(&self.waiting).drain().collect();
         let n = drained.len();
-        for (id, tx) in drained {
+        for (id, (_, tx)) in drained {
             let _ = tx.send(Delivery {
                 answer: Answer {
                     confirmation_id: id,

@@ -571,18 +571,16 @@ async fn still_pending(
     wait: Option<Duration>,
 ) -> Option<Response> {
     let gate_id = async {
-        // Looked up in the store (a query when it is shared): soon after
-        // the call starts, then less often.
-        let mut pause = Duration::from_millis(2);
+        // The call runs here, so its confirmation is this gate's: no store
+        // is asked while polling.
         loop {
-            if let Some(c) = app.exec.gate().pending_for(id).await {
+            if let Some(c) = app.exec.gate().waiting_for(id) {
                 return Some(c);
             }
             if matches!(*rx.borrow(), CallState::Done { .. }) {
                 return None;
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     };
     let conf = tokio::time::timeout(Duration::from_secs(5), gate_id)
@@ -604,7 +602,7 @@ async fn confirmation_or_done(
         if matches!(*rx.borrow(), CallState::Done { .. }) {
             return None;
         }
-        if let Some(c) = app.exec.gate().pending_for(id).await {
+        if let Some(c) = app.exec.gate().waiting_for(id) {
             return Some(c);
         }
         // Woken at once when the call finishes; else look again. A call

@@ -35,7 +35,7 @@ pub enum StateError {
     Corrupt { store: String, detail: String },
     #[error("{0}")]
     Audit(#[from] AuditError),
-    #[error("invalid state store {0:?}: expected `embedded` or postgres://USER@HOST[:PORT]/DB")]
+    #[error("invalid state store {0:?}: expected postgres://USER@HOST[:PORT]/DB")]
     BadUrl(String),
 }
 
@@ -135,20 +135,15 @@ pub struct Orphan {
     pub answer: crate::gate::Answer,
 }
 
-/// Opens the store a URL names: `embedded` (or nothing) for [`Memory`]
-/// with `audit`, `postgres://…` for [`postgres::Postgres`] (`audit` must
-/// then be `None`: the chain is in the database).
-pub async fn open(
-    url: Option<&str>,
-    audit: Option<Arc<AuditLog>>,
-    keep_calls: usize,
-) -> Result<Arc<dyn Store>, StateError> {
-    match url {
-        None | Some("embedded") => Ok(Arc::new(Memory::new(audit, keep_calls))),
-        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Ok(Arc::new(
-            postgres::Postgres::connect(u, AuditLog::key_from_env()).await?,
-        )),
-        Some(u) => Err(StateError::BadUrl(postgres::without_password(u))),
+/// Connects to the shared store `url` names (`postgres://…`). The
+/// embedded store has no URL: it is [`Memory`], made directly.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StateError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(
+            postgres::Postgres::connect(url, AuditLog::key_from_env()).await?,
+        ))
+    } else {
+        Err(StateError::BadUrl(postgres::without_password(url)))
     }
 }
 

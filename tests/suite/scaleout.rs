@@ -270,20 +270,16 @@ fn the_embedded_and_postgres_stores_keep_the_same_promises() {
 fn a_bad_store_url_is_refused_without_its_password() {
     let rt = rt();
     let e = rt
-        .block_on(toolgate::state::open(
-            Some("mysql://u:hunter2-secret@localhost/db"),
-            None,
-            10,
+        .block_on(toolgate::state::connect(
+            "mysql://u:hunter2-secret@localhost/db",
         ))
         .err()
         .unwrap();
     assert!(!e.to_string().contains("hunter2"), "{e}");
     // A server that is not there: a clear error, no password.
     let e = rt
-        .block_on(toolgate::state::open(
-            Some("postgres://u:hunter2-secret@127.0.0.1:1/db"),
-            None,
-            10,
+        .block_on(toolgate::state::connect(
+            "postgres://u:hunter2-secret@127.0.0.1:1/db",
         ))
         .err()
         .unwrap();
