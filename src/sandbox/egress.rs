@@ -467,19 +467,19 @@ impl Proxy {
                 return;
             }
         };
-        // A tunnel's first bytes decide before anything is dialled: TLS
-        // whose ClientHello names the CONNECT host.
+        // A tunnel opens before anything is dialled; its first bytes are
+        // kept to be sent on.
         let mut hello = Vec::new();
-        if req.connect && matches!(self.scope, Scope::Public(_)) {
+        if req.connect {
             let _ = client
                 .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 .await;
             hello = head.rest.clone();
-        } else if req.connect {
-            let _ = client
-                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                .await;
-            hello = head.rest.clone();
+        }
+        // Under an allowlist, those bytes must be TLS whose ClientHello
+        // names the CONNECT host (under open every public name is allowed:
+        // nothing to front for).
+        if req.connect && matches!(self.scope, Scope::Only(_)) {
             let sni =
                 tokio::time::timeout(HEAD_TIMEOUT, client_hello_sni(&mut client, &mut hello)).await;
             let checked = match sni {
