@@ -75,16 +75,8 @@ pub fn parse(text: &str) -> Result<Vec<RuleSpec>, FilterError> {
             id: r.id.clone(),
             detail,
         };
-        if r.id.is_empty()
-            || !r
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(bad(
-                "an id is letters, digits, '-', '_' and '.' (it names the [REDACTED:id] marker)"
-                    .into(),
-            ));
+        if !super::valid_id(&r.id) {
+            return Err(bad(super::ID_RULE.into()));
         }
         let allow = r
             .allowlist

@@ -2,26 +2,32 @@
 //! error text, reasons) passes through here.
 //!
 //! - Secrets by pattern (`policies/secrets/rules.toml`): an Aho-Corasick
-//!   pass finds each rule's keywords; only rules whose keywords occur run
-//!   their regex, and only on the lines around the hits (multi-line rules —
-//!   private keys — on the whole text). Entropy and placeholder checks keep
-//!   ordinary hashes, identifiers and `${VARS}` out.
+//!   DFA (`scan`) finds each rule's keywords; only rules whose keywords
+//!   occur run their regex, and only on the lines around the hits
+//!   (multi-line rules — private keys — on the whole text). Entropy and
+//!   placeholder checks keep ordinary hashes, identifiers and `${VARS}` out.
 //! - The host's own secrets, by literal value: environment variables whose
 //!   names match the policy's `redaction.secret_env` globs, and lines of
 //!   `redaction.secret_files`, plus their base64, URL and hex encodings.
 //! - URLs whose host is not in the policy's `network.allow_hosts` (links
-//!   and markdown images are an exfiltration channel).
+//!   and markdown images are an exfiltration channel), on the lines that
+//!   hold a `://` (one of the keywords).
+//!
+//! A replacement can make a new match next to it, so the text is filtered
+//! until nothing changes; the passes after the first read only the changed
+//! lines, with the first pass's keyword hits carried over (`Seen`).
 //!
 //! Secrets become `[REDACTED:kind]`, blocked URLs `[BLOCKED-URL]`; the
 //! report counts kinds and never holds a secret. Redacting twice changes
 //! nothing.
 
 pub mod gitleaks;
+mod scan;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The embedded rule set.
 pub const RULES: &str = include_str!("../../policies/secrets/rules.toml");
@@ -144,11 +150,28 @@ enum Kind {
     Url,
 }
 
+/// Keyword hits a pass keeps for the next (a few MiB; a text dense with
+/// keywords past this is read again instead).
+const KEEP_HITS: usize = 1 << 18;
+/// Text read for keywords at a time.
+const HIT_BLOCK: usize = 1 << 20;
+
+/// What a pass read of a text, carried into the text it wrote (see
+/// [`Redactor::rewrite`]) so that the next pass reads only what changed.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Every keyword hit, sorted by end; `None` when there were more than
+    /// [`KEEP_HITS`].
+    hits: Option<Vec<scan::Hit>>,
+    /// The markers in the text, sorted.
+    marks: Vec<(usize, usize)>,
+}
+
 /// The compiled filter. Build once per policy; cheap to share.
 #[derive(Debug)]
 pub struct Redactor {
     rules: Vec<Rule>,
-    keywords: AhoCorasick,
+    keywords: scan::Keywords,
     keyword_rules: Vec<Vec<usize>>,
     /// Rules without keywords: they read all of the text.
     always: Vec<usize>,
@@ -158,17 +181,21 @@ pub struct Redactor {
     /// The link pattern, the allowed hosts as written (lowercase) and as
     /// the `hosts` grammar reads them (parsed once).
     url: Option<(Regex, Vec<String>, crate::hosts::HostList)>,
+    /// The keyword pattern `://`, which finds the lines links can be on.
+    url_keyword: usize,
     /// URLs to this machine pass the URL filter (see [`is_loopback`]).
     loopback_urls: bool,
-    /// Keywords of the rules that read across lines, with the rule each
-    /// pattern belongs to; `None` when no such rule has keywords.
-    multiline_keywords: Option<(AhoCorasick, Vec<usize>)>,
     /// Rules that read across lines and have no keywords.
     multiline_always: Vec<usize>,
+    /// A keyword or host secret holds `[` or `]` (see
+    /// [`Redactor::find_again`]).
+    brackets: bool,
     /// The markers this redactor writes. Rules never match into one, so
     /// filtering filtered text changes nothing (found by `redact_seeded`:
     /// `-u name[REDACTED:cli-credentials]` read as a new `user:value`).
     markers: AhoCorasick,
+    /// What every marker starts with.
+    marker_starts: AhoCorasick,
 }
 
 impl Redactor {
@@ -208,6 +235,12 @@ impl Redactor {
                 s.group
             };
             let built_in = i < builtin.len();
+            if !valid_id(&s.id) {
+                return Err(FilterError::Rule {
+                    id: s.id.clone(),
+                    detail: ID_RULE.into(),
+                });
+            }
             if group > groups || (built_in && s.keywords.is_empty()) {
                 return Err(FilterError::Rule {
                     id: s.id.clone(),
@@ -248,24 +281,22 @@ impl Redactor {
                 stopwords,
             });
         }
-        // A DFA: the automatic choice falls back to an NFA past about a
-        // hundred patterns, which read ordinary text at half the speed.
         // One automaton reads the text once for the rules' keywords and
         // the host's secret values (those compared exactly after a hit).
-        // No prefilter: with two-letter keywords (`sk`, `-p`) its candidates
-        // come every few bytes, and restarting the automaton at each cost
-        // more than the plain DFA loop (74 -> 92 MiB/s on ordinary text).
+        // Every link holds `://`: the URL pattern reads only lines with one.
+        let url_keyword = kw.iter().position(|k| k == "://").unwrap_or_else(|| {
+            kw.push("://".into());
+            keyword_rules.push(Vec::new());
+            kw.len() - 1
+        });
         let literals = encodings(host_secrets);
-        let keywords = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .prefilter(false)
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-            .build(kw.iter().chain(&literals))
-            .map_err(|e| FilterError::Rules(e.to_string()))?;
+        let brackets = kw.iter().chain(&literals).any(|k| k.contains(['[', ']']));
+        let keywords =
+            scan::Keywords::new(kw.iter().chain(&literals)).map_err(FilterError::Rules)?;
         let url = match allow_hosts {
             Some(h) => Some((
                 Regex::new(
-                    r#"(?i)(?-u:\b)(?:https?|ftp|wss?)://([^\s/?#<>"'\\`)\]]+)[^\s<>"'\\`)\]]*"#,
+                    r#"(?i)(?-u:\b)(?:https?|ftp|wss?)://[^\s/?#<>"'\\`)\]]+[^\s<>"'\\`)\]]*"#,
                 )
                 .map_err(|e| FilterError::Rules(e.to_string()))?,
                 h.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -280,26 +311,12 @@ impl Redactor {
             .map(|r| format!("[REDACTED:{}]", r.id))
             .collect();
         marks.extend(["[REDACTED:host-secret]".into(), "[BLOCKED-URL]".into()]);
+        // Read only where one of the two fixed prefixes is (`marks`).
         let markers = AhoCorasickBuilder::new()
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .start_kind(aho_corasick::StartKind::Anchored)
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
             .build(&marks)
             .map_err(|e| FilterError::Rules(e.to_string()))?;
-        let (ml, ml_rule): (Vec<&str>, Vec<usize>) = specs
-            .iter()
-            .zip(&rules)
-            .enumerate()
-            .filter(|(_, (_, r))| r.multiline)
-            .flat_map(|(i, (s, _))| s.keywords.iter().map(move |k| (k.as_str(), i)))
-            .unzip();
-        let multiline_keywords = if ml.is_empty() {
-            None
-        } else {
-            let ac = AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .build(&ml)
-                .map_err(|e| FilterError::Rules(e.to_string()))?;
-            Some((ac, ml_rule))
-        };
         let multiline_always = rules
             .iter()
             .enumerate()
@@ -319,10 +336,13 @@ impl Redactor {
             always,
             literals,
             url,
+            url_keyword,
             loopback_urls: true,
-            multiline_keywords,
             multiline_always,
             markers,
+            marker_starts: AhoCorasick::new(["[REDACTED:", "[BLOCKED-URL]"])
+                .map_err(|e| FilterError::Rules(e.to_string()))?,
+            brackets,
         })
     }
 
@@ -340,62 +360,97 @@ impl Redactor {
     }
 
     fn find_opt(&self, text: &str, urls: bool) -> Vec<(usize, usize, Kind)> {
-        self.find_in(text, &[(0, text.len())], urls)
+        let mut seen = Seen::default();
+        self.first_pass(text, urls, &mut seen)
     }
 
-    /// [`Redactor::find_opt`] on the parts `ranges` of `text` (sorted,
-    /// disjoint, whole lines), each read as if it were all of the text.
+    /// A full pass; `seen` gets what it read (keyword hits, markers).
+    fn first_pass(&self, text: &str, urls: bool, seen: &mut Seen) -> Vec<(usize, usize, Kind)> {
+        seen.marks = self.marks(text);
+        seen.hits = Some(Vec::new());
+        self.find_in(text, &[(0, text.len())], urls, seen, true)
+    }
+
+    /// Finds what to replace in the parts `ranges` of `text` (sorted,
+    /// disjoint, whole lines), each read as if it were all of the text,
+    /// between the markers `seen.marks`. Keyword hits are read from the
+    /// text when `read` (and added to `seen.hits` while that is `Some`, up
+    /// to [`KEEP_HITS`]), else taken from `seen.hits`.
     fn find_in(
         &self,
         text: &str,
         ranges: &[(usize, usize)],
         urls: bool,
+        seen: &mut Seen,
+        read: bool,
     ) -> Vec<(usize, usize, Kind)> {
         let mut spans: Vec<(usize, usize, Kind)> = Vec::new();
         // Which rules to run, and where: lines around keyword hits.
         let mut windows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
+        let mut block = Vec::new();
+        let mut link_lines: Vec<(usize, usize)> = Vec::new();
+        let urls = urls && self.url.is_some();
         for &(rs, re) in ranges {
             let sub = &text[rs..re];
-            for m in self.keywords.find_overlapping_iter(sub) {
-                let p = m.pattern().as_usize();
-                if let Some(lit) = p
-                    .checked_sub(self.keyword_rules.len())
-                    .and_then(|i| self.literals.get(i))
-                {
-                    if sub[m.start()..m.end()] == **lit {
-                        spans.push((rs + m.start(), rs + m.end(), Kind::HostSecret));
-                    }
-                    continue;
+            link_lines.clear();
+            let mut link_at = |start: usize| {
+                let b = sub.as_bytes();
+                let ls = memchr::memrchr(b'\n', &b[..start]).map_or(0, |p| p + 1);
+                if link_lines.last().is_none_or(|&(_, e)| ls > e) {
+                    let le = memchr::memchr(b'\n', &b[start..]).map_or(b.len(), |p| start + p);
+                    link_lines.push((ls, le));
                 }
-                let (ls, le) = line_around(sub, m.start(), m.end());
-                for &r in &self.keyword_rules[p] {
-                    let rule = &self.rules[r];
-                    let le = if rule.next_line && le < sub.len() {
-                        line_around(sub, le + 1, le + 1).1
-                    } else {
-                        le
-                    };
-                    let (ls, le) = (rs + ls, rs + le);
-                    let w = &mut windows[r];
-                    if rule.multiline {
-                        if w.last() != Some(&(rs, re)) {
-                            w.push((rs, re));
+            };
+            if !read {
+                let hits = seen.hits.as_deref().unwrap_or_default();
+                let first = hits.partition_point(|h| h.end <= rs);
+                for h in hits[first..].iter().take_while(|h| h.end <= re) {
+                    let start = h.end - self.keywords.len_of(h.pattern);
+                    if start >= rs {
+                        self.hit(sub, (rs, re), start - rs, h, &mut windows, &mut spans);
+                        if urls && h.pattern == self.url_keyword {
+                            link_at(start - rs);
                         }
-                    } else if w.last().is_none_or(|&(_, e)| ls > e) {
-                        w.push((ls, le));
-                    } else if let Some(last) = w.last_mut() {
-                        last.1 = last.1.max(le);
                     }
+                }
+            } else {
+                // In blocks, so that text dense with keywords holds at most
+                // a block's hits at a time.
+                let mut from = 0;
+                while from < sub.len() {
+                    let to = (from + HIT_BLOCK).min(sub.len());
+                    block.clear();
+                    self.keywords.find(sub.as_bytes(), from, to, &mut block);
+                    for h in &block {
+                        let start = h.end - self.keywords.len_of(h.pattern);
+                        self.hit(sub, (rs, re), start, h, &mut windows, &mut spans);
+                        if urls && h.pattern == self.url_keyword {
+                            link_at(start);
+                        }
+                    }
+                    if let Some(kept) = &mut seen.hits {
+                        if kept.len() + block.len() > KEEP_HITS {
+                            seen.hits = None;
+                        } else {
+                            kept.extend(block.iter().map(|h| scan::Hit {
+                                end: rs + h.end,
+                                pattern: h.pattern,
+                            }));
+                        }
+                    }
+                    from = to;
                 }
             }
+            // A link is on one line (it holds no white space), so reading
+            // the lines with `://` finds what reading all of `sub` would.
             if let Some((url, allow, list)) = self.url.as_ref().filter(|_| urls) {
-                for caps in url.captures_iter(sub) {
-                    let (Some(all), Some(host)) = (caps.get(0), caps.get(1)) else {
-                        continue;
-                    };
-                    let local = self.loopback_urls && is_loopback(host.as_str());
-                    if !local && !host_allowed(host.as_str(), allow, list) {
-                        spans.push((rs + all.start(), rs + all.end(), Kind::Url));
+                for &(ls, le) in &link_lines {
+                    for all in url.find_iter(&sub[ls..le]) {
+                        let host = url_host(all.as_str());
+                        let local = self.loopback_urls && is_loopback(host);
+                        if !local && !host_allowed(host, allow, list) {
+                            spans.push((rs + ls + all.start(), rs + ls + all.end(), Kind::Url));
+                        }
                     }
                 }
             }
@@ -403,22 +458,77 @@ impl Redactor {
         for &r in &self.always {
             windows[r] = ranges.to_vec();
         }
-        // Markers already in the text (rare: checked for cheaply first).
-        let marks: Vec<(usize, usize)> =
-            if text.contains("[REDACTED:") || text.contains("[BLOCKED-URL]") {
-                self.markers
-                    .find_iter(text)
-                    .map(|m| (m.start(), m.end()))
-                    .collect()
-            } else {
-                Vec::new()
-            };
         for (r, ws) in windows.iter().enumerate() {
             for &w in ws {
-                self.run_rule(r, text, w, &marks, &mut spans);
+                self.run_rule(r, text, w, &seen.marks, &mut spans);
             }
         }
         merge(spans)
+    }
+
+    /// One keyword hit at `start` (relative to `sub`, the range `range` of
+    /// the text): a host secret is compared exactly; a rule's keyword adds
+    /// the lines around it to the rule's windows.
+    fn hit(
+        &self,
+        sub: &str,
+        (rs, re): (usize, usize),
+        start: usize,
+        h: &scan::Hit,
+        windows: &mut [Vec<(usize, usize)>],
+        spans: &mut Vec<(usize, usize, Kind)>,
+    ) {
+        let end = start + self.keywords.len_of(h.pattern);
+        let p = h.pattern;
+        if let Some(lit) = p
+            .checked_sub(self.keyword_rules.len())
+            .and_then(|i| self.literals.get(i))
+        {
+            if sub.as_bytes()[start..end] == *lit.as_bytes() {
+                spans.push((rs + start, rs + end, Kind::HostSecret));
+            }
+            return;
+        }
+        let (ls, le) = line_around(sub, start, end);
+        for &r in &self.keyword_rules[p] {
+            let rule = &self.rules[r];
+            let le = if rule.next_line && le < sub.len() {
+                line_around(sub, le + 1, le + 1).1
+            } else {
+                le
+            };
+            let (ls, le) = (rs + ls, rs + le);
+            let w = &mut windows[r];
+            if rule.multiline {
+                if w.last() != Some(&(rs, re)) {
+                    w.push((rs, re));
+                }
+            } else if w.last().is_none_or(|&(_, e)| ls > e) {
+                w.push((ls, le));
+            } else if let Some(last) = w.last_mut() {
+                last.1 = last.1.max(le);
+            }
+        }
+    }
+
+    /// The markers this redactor writes that are in `text`, in order: each
+    /// starts with one of two fixed strings, found by a vector search
+    /// (`marker_starts`), and the marker set is read only there.
+    fn marks(&self, text: &str) -> Vec<(usize, usize)> {
+        let b = text.as_bytes();
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        for p in self.marker_starts.find_iter(b).map(|m| m.start()) {
+            if out.last().is_some_and(|&(_, e)| p < e) {
+                continue;
+            }
+            let input = aho_corasick::Input::new(b)
+                .span(p..b.len())
+                .anchored(aho_corasick::Anchored::Yes);
+            if let Some(m) = self.markers.find(input) {
+                out.push((m.start(), m.end()));
+            }
+        }
+        out
     }
 
     /// Runs rule `r` on `text[window]`, between the markers `marks`.
@@ -434,7 +544,12 @@ impl Redactor {
         // Rules run on the text between markers, never across one.
         for (ws_start, ws_end) in between(w_start, w_end, marks) {
             let hay = &text[ws_start..ws_end];
-            for caps in rule.regex.captures_iter(hay) {
+            // Groups only where there is a match: most windows have none,
+            // and a plain search is several times faster than one for groups.
+            for m in rule.regex.find_iter(hay) {
+                let Some(caps) = rule.regex.captures_at(hay, m.start()) else {
+                    continue;
+                };
                 let Some(g) = caps.get(rule.group) else {
                     continue;
                 };
@@ -448,6 +563,14 @@ impl Redactor {
                 }
                 spans.push((ws_start + g.start(), ws_start + g.end(), Kind::Rule(r)));
             }
+        }
+    }
+
+    fn marker_len(&self, k: Kind) -> usize {
+        match k {
+            Kind::Rule(r) => "[REDACTED:]".len() + self.rules[r].id.len(),
+            Kind::HostSecret => "[REDACTED:host-secret]".len(),
+            Kind::Url => "[BLOCKED-URL]".len(),
         }
     }
 
@@ -482,13 +605,15 @@ impl Redactor {
     /// `redact_seeded`); each pass only shrinks the text outside markers,
     /// and the bound is far above the two or three passes that happen.
     fn settle(&self, text: &str, urls: bool, report: &mut Report) -> Option<String> {
-        let mut spans = self.find_opt(text, urls);
+        let mut seen = Seen::default();
+        let mut spans = self.first_pass(text, urls, &mut seen);
         if spans.is_empty() {
             return None;
         }
         let mut out = self.apply(text, &spans, report);
         for _ in 0..8 {
-            spans = self.find_again(&out, urls);
+            let written = self.rewrite(&mut seen, &spans);
+            spans = self.find_again(&out, urls, &mut seen, &written);
             if spans.is_empty() {
                 break;
             }
@@ -497,25 +622,89 @@ impl Redactor {
         Some(out)
     }
 
-    /// [`Redactor::find_opt`] on text this filter has just rewritten. Only
-    /// lines holding a marker changed, and single-line rules, literals and
-    /// URLs see one line at a time (windows never cross a newline), so
-    /// only those lines can match anew; the rest is read again only when a
-    /// multi-line rule could run. Same result as a full pass, without
-    /// reading megabytes twice when there is one blocked URL in them.
-    fn find_again(&self, text: &str, urls: bool) -> Vec<(usize, usize, Kind)> {
+    /// Carries `seen` into the text [`Redactor::apply`] makes of `spans`:
+    /// hits and markers inside a replaced span are gone, the rest move by
+    /// what the replacements before them changed in length. Returns the
+    /// markers written (they are in `seen.marks` too). The text's markers
+    /// are then those written and the ones that were there, moved: a
+    /// marker has `[` only first and `]` only last (ids hold no bracket),
+    /// so one that overlaps a written marker is that marker.
+    fn rewrite(&self, seen: &mut Seen, spans: &[(usize, usize, Kind)]) -> Vec<(usize, usize)> {
+        // `shift[j]`: the change in length the spans before span j make.
+        let mut shift: Vec<isize> = Vec::with_capacity(spans.len() + 1);
+        let mut written = Vec::with_capacity(spans.len());
+        let mut total: isize = 0;
+        for &(s, e, k) in spans {
+            shift.push(total);
+            let at = s.checked_add_signed(total).unwrap_or(s);
+            let len = self.marker_len(k);
+            written.push((at, at + len));
+            total += len as isize - (e - s) as isize;
+        }
+        shift.push(total);
+        // Where `[s, e)` is after the rewrite, or `None` if a span overlaps
+        // it. Spans are sorted and disjoint: only the first one ending after
+        // `s` can overlap it, and every span is wholly before or after a
+        // kept `[s, e)`, so kept things stay in order.
+        let moved = |s: usize, e: usize| {
+            let j = spans.partition_point(|sp| sp.1 <= s);
+            if spans.get(j).is_some_and(|&(ss, _, _)| ss < e) {
+                return None;
+            }
+            Some(s.checked_add_signed(shift[j]).unwrap_or(s))
+        };
+        if let Some(hits) = &mut seen.hits {
+            hits.retain_mut(|h| {
+                let len = self.keywords.len_of(h.pattern);
+                match moved(h.end - len, h.end) {
+                    Some(ns) => {
+                        h.end = ns + len;
+                        true
+                    }
+                    None => false,
+                }
+            });
+        }
+        let mut marks: Vec<(usize, usize)> = seen
+            .marks
+            .iter()
+            .filter_map(|&(s, e)| moved(s, e).map(|ns| (ns, ns + (e - s))))
+            .collect();
+        marks.extend(&written);
+        marks.sort_unstable();
+        seen.marks = marks;
+        written
+    }
+
+    /// [`Redactor::find_opt`] on text this filter has just rewritten, with
+    /// what the last pass read (`seen`, carried over by
+    /// [`Redactor::rewrite`]) and the markers it `written`. Only lines
+    /// holding a written marker changed, and single-line rules, literals
+    /// and URLs see one line at a time (windows never cross a newline), so
+    /// only those lines can match anew; a keyword occurrence that is new
+    /// overlaps a written marker, so only the bytes around those are read
+    /// for keywords; the rest is read again only when a multi-line rule
+    /// could run. Same result as a full pass, without reading megabytes
+    /// twice when there is one blocked URL in them.
+    fn find_again(
+        &self,
+        text: &str,
+        urls: bool,
+        seen: &mut Seen,
+        written: &[(usize, usize)],
+    ) -> Vec<(usize, usize, Kind)> {
         let b = text.as_bytes();
         // A two-line rule reads a changed line with the one above or below.
         let two_line = self.rules.iter().any(|r| r.next_line);
         let mut regions: Vec<(usize, usize)> = Vec::new();
-        for m in self.markers.find_iter(text) {
-            if regions.last().is_some_and(|&(_, e)| m.start() <= e) {
+        for &(ms, me) in written {
+            if regions.last().is_some_and(|&(_, e)| ms <= e) {
                 continue;
             }
             let line_start = |at: usize| memchr::memrchr(b'\n', &b[..at]).map_or(0, |p| p + 1);
             let line_end = |at: usize| memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |p| at + p);
-            let mut ls = line_start(m.start());
-            let mut le = line_end(m.end());
+            let mut ls = line_start(ms);
+            let mut le = line_end(me);
             if two_line {
                 if ls > 0 {
                     ls = line_start(ls - 1);
@@ -529,29 +718,96 @@ impl Redactor {
                 _ => regions.push((ls, le)),
             }
         }
-        let mut spans = self.find_in(text, &regions, urls);
+        // Keyword occurrences that overlap a written marker; any other was
+        // in the last text and is in `seen.hits`, moved.
+        if let Some(hits) = &mut seen.hits {
+            let mut new = Vec::new();
+            if self.brackets {
+                // A keyword with a bracket can cross a marker's edge: the
+                // bytes around each are read.
+                let back = self.keywords.longest().saturating_sub(1);
+                let mut near: Vec<(usize, usize)> = Vec::new();
+                for &(ms, me) in written {
+                    let (s, e) = (ms.saturating_sub(back), (me + back).min(b.len()));
+                    match near.last_mut() {
+                        Some(last) if s <= last.1 => last.1 = e,
+                        _ => near.push((s, e)),
+                    }
+                }
+                let mut found = Vec::new();
+                for (s, e) in near {
+                    found.clear();
+                    self.keywords.find(&b[s..e], 0, e - s, &mut found);
+                    new.extend(found.iter().map(|h| scan::Hit {
+                        end: s + h.end,
+                        pattern: h.pattern,
+                    }));
+                }
+            } else {
+                // One without lies inside the marker (a marker starts with
+                // `[` and ends with `]`): each kind of marker is read once.
+                let mut inside: HashMap<&[u8], Vec<scan::Hit>> = HashMap::new();
+                for &(ms, me) in written {
+                    let m = &b[ms..me];
+                    let found = inside.entry(m).or_insert_with(|| {
+                        let mut v = Vec::new();
+                        self.keywords.find(m, 0, m.len(), &mut v);
+                        v
+                    });
+                    new.extend(found.iter().map(|h| scan::Hit {
+                        end: ms + h.end,
+                        pattern: h.pattern,
+                    }));
+                }
+            }
+            if !new.is_empty() {
+                hits.extend(new);
+                hits.sort_unstable_by_key(|h| (h.end, h.pattern));
+                hits.dedup();
+            }
+        }
+        let read = seen.hits.is_none();
+        let mut spans = self.find_in(text, &regions, urls, seen, read);
         // A multi-line rule can match anew anywhere: those rules whose
         // keywords occur (only they) read the whole text again.
         let mut again = self.multiline_always.clone();
-        if let Some((ac, rule_of)) = &self.multiline_keywords {
-            again.extend(
-                ac.find_overlapping_iter(text)
-                    .map(|m| rule_of[m.pattern().as_usize()]),
-            );
+        match &seen.hits {
+            Some(hits) => {
+                for h in hits {
+                    again.extend(self.multiline_rules_of(h.pattern));
+                }
+            }
+            None => {
+                // Too many hits to keep: the whole text is read for them.
+                let mut found = Vec::new();
+                let mut from = 0;
+                while from < b.len() {
+                    let to = (from + HIT_BLOCK).min(b.len());
+                    found.clear();
+                    self.keywords.find(b, from, to, &mut found);
+                    for h in &found {
+                        again.extend(self.multiline_rules_of(h.pattern));
+                    }
+                    from = to;
+                }
+            }
         }
         again.sort_unstable();
         again.dedup();
-        if !again.is_empty() {
-            let marks: Vec<(usize, usize)> = self
-                .markers
-                .find_iter(text)
-                .map(|m| (m.start(), m.end()))
-                .collect();
-            for r in again {
-                self.run_rule(r, text, (0, text.len()), &marks, &mut spans);
-            }
+        for r in again {
+            self.run_rule(r, text, (0, text.len()), &seen.marks, &mut spans);
         }
         merge(spans)
+    }
+
+    /// The multi-line rules keyword pattern `p` belongs to.
+    fn multiline_rules_of(&self, p: usize) -> impl Iterator<Item = usize> + '_ {
+        self.keyword_rules
+            .get(p)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&r| self.rules[r].multiline)
     }
 
     /// Redacts `text`; the report says what was done.
@@ -677,15 +933,9 @@ fn line_around(text: &str, start: usize, end: usize) -> (usize, usize) {
     // Lines longer than this are windowed around the hit instead.
     const MAX: usize = 4096;
     let lo = start.saturating_sub(MAX);
-    let ls = b[lo..start]
-        .iter()
-        .rposition(|&c| c == b'\n')
-        .map_or(lo, |p| lo + p + 1);
+    let ls = memchr::memrchr(b'\n', &b[lo..start]).map_or(lo, |p| lo + p + 1);
     let hi = (end + MAX).min(b.len());
-    let le = b[end..hi]
-        .iter()
-        .position(|&c| c == b'\n')
-        .map_or(hi, |p| end + p);
+    let le = memchr::memchr(b'\n', &b[end..hi]).map_or(hi, |p| end + p);
     let mut ls = ls;
     while !text.is_char_boundary(ls) {
         ls += 1;
@@ -696,6 +946,18 @@ fn line_around(text: &str, start: usize, end: usize) -> (usize, usize) {
     }
     (ls, le.max(ls))
 }
+
+/// What a rule id may be made of: it names the `[REDACTED:id]` marker,
+/// and a marker has no bracket inside (see [`Redactor::rewrite`]).
+pub(crate) fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+pub(crate) const ID_RULE: &str =
+    "an id is letters, digits, '-', '_' and '.' (it names the [REDACTED:id] marker)";
 
 /// Shannon entropy in bits per character.
 pub fn entropy(s: &str) -> f64 {
@@ -980,6 +1242,14 @@ fn is_placeholder(v: &str, next: Option<char>, generic: bool) -> bool {
 /// IPv4-mapped), or the unspecified `0.0.0.0` / `::`. Strict: anything
 /// that does not parse as exactly one of these (`127.1`, a decimal
 /// address, `localhost.evil.example`, a zone) is not.
+/// The host part of a link the URL pattern matched: what follows `://`
+/// up to the first `/`, `?` or `#` (the pattern's group 1, without a
+/// second search for groups).
+fn url_host(link: &str) -> &str {
+    let rest = link.split_once("://").map_or(link, |(_, r)| r);
+    rest.split(['/', '?', '#']).next().unwrap_or(rest)
+}
+
 fn is_loopback(host: &str) -> bool {
     use std::net::{Ipv4Addr, Ipv6Addr};
     let host = host.rsplit('@').next().unwrap_or(host);
@@ -1178,13 +1448,10 @@ mod tests {
         out
     }
 
-    #[test]
-    fn rereading_only_the_changed_lines_gives_the_full_pass_result() {
-        let r = Redactor::with(
-            &["hunter2-s3cret-value".into()],
-            Some(&["ok.example".into()]),
-        )
-        .unwrap();
+    /// Neighbours from every rule's examples and negatives glued with
+    /// different separators: what one replacement leaves next to another
+    /// is where a new match could appear.
+    fn glued(extra: &[&str]) -> Vec<String> {
         let specs = rule_specs().unwrap();
         let pieces: Vec<String> = specs
             .iter()
@@ -1198,18 +1465,115 @@ mod tests {
                     "plain words, nothing here",
                     "\n",
                 ]
-                .map(String::from),
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string()),
             )
             .collect();
-        // Neighbours glued with different separators: what one replacement
-        // leaves next to another is where a new match could appear.
+        let mut out = Vec::new();
         for (i, a) in pieces.iter().enumerate() {
             let b = &pieces[(i * 7 + 3) % pieces.len()];
             let c = &pieces[(i * 13 + 5) % pieces.len()];
             for sep in ["", " ", "\n", "=", ":"] {
-                let text = format!("{a}{sep}{b}{sep}{c}");
-                assert_eq!(r.redact(&text).0, settle_full(&r, &text), "{text:?}");
+                out.push(format!("{a}{sep}{b}{sep}{c}"));
             }
+        }
+        out
+    }
+
+    #[test]
+    fn rereading_only_the_changed_lines_gives_the_full_pass_result() {
+        let r = Redactor::with(
+            &["hunter2-s3cret-value".into()],
+            Some(&["ok.example".into()]),
+        )
+        .unwrap();
+        for text in glued(&[]) {
+            assert_eq!(r.redact(&text).0, settle_full(&r, &text), "{text:?}");
+        }
+    }
+
+    fn spec(id: &str, keyword: &str, regex: &str, multiline: bool) -> RuleSpec {
+        RuleSpec {
+            id: id.into(),
+            keywords: vec![keyword.into()],
+            regex: regex.into(),
+            group: 1,
+            entropy: None,
+            generic: false,
+            examples: vec![],
+            negatives: vec![],
+            multiline,
+            next_line: false,
+            allow_match: vec![],
+            allow: vec![],
+        }
+    }
+
+    /// An id names a marker, which holds no bracket inside.
+    #[test]
+    fn a_rule_id_with_a_bracket_is_refused() {
+        for id in ["x]y", "[x", "", "a b"] {
+            let e = Redactor::with_rules(&[], None, &[spec(id, "k", "k(x)", false)]).unwrap_err();
+            assert!(e.to_string().contains("an id is"), "{id}: {e}");
+        }
+        assert!(Redactor::with_rules(&[], None, &[spec("a-b_c.d", "k", "k(x)", false)]).is_ok());
+    }
+
+    /// A keyword or host secret with a bracket can cross a written
+    /// marker's edge: the bytes around markers are read for keywords then.
+    #[test]
+    fn keywords_across_a_marker_edge_are_found_again() {
+        // The keyword is not in the match: rules never read a marker.
+        let rule = spec("bracket-token", "]tok", r"tok([a-z0-9]{12})", false);
+        let r = Redactor::with_rules(&["hunter2-s3cret-zz".into()], Some(&[]), &[rule]).unwrap();
+        assert!(r.brackets);
+        let text = "xhunter2-s3cret-zztokabcdef123456 and https://evil.example/tokabcdef654321";
+        for text in glued(&[text, "]tokabcdef123456"]) {
+            assert_eq!(r.redact(&text).0, settle_full(&r, &text), "{text:?}");
+        }
+        // The replacement ends in `]`, which makes `]tok` after it.
+        assert_eq!(
+            r.redact(text).0,
+            "x[REDACTED:host-secret]tok[REDACTED:bracket-token] and [BLOCKED-URL]"
+        );
+    }
+
+    /// A multi-line rule whose keyword is far from a change runs again
+    /// after it: its hit is carried over from the last pass or, past
+    /// [`KEEP_HITS`] hits (none kept), found by reading all of the text.
+    /// The same result as full passes either way.
+    #[test]
+    fn a_multiline_rule_runs_again_wherever_its_keyword_is() {
+        // Matches at the start of what it reads: a marker's end.
+        let rule = spec("after-a-marker", "zmark", r"^tok([a-z0-9]{12})", true);
+        let r = Redactor::with_rules(&["hunter2-s3cret-zz".into()], Some(&[]), &[rule]).unwrap();
+        let tail = "\nsee https://evil.example/x\nhunter2-s3cret-zztokabcdef123456\n";
+        let want = "\nsee [BLOCKED-URL]\n[REDACTED:host-secret]tok[REDACTED:after-a-marker]\n";
+        for dense in [0, KEEP_HITS / 3 + 1] {
+            let text = format!("zmark\n{}{tail}", "sk key -p ".repeat(dense));
+            let mut seen = Seen::default();
+            r.first_pass(&text, true, &mut seen);
+            assert_eq!(seen.hits.is_none(), dense > 0, "hits kept for {dense}");
+            let (out, _) = r.redact(&text);
+            assert!(
+                out.ends_with(want),
+                "{dense}: {}",
+                &out[out.len().saturating_sub(100)..]
+            );
+            assert_eq!(out, settle_full(&r, &text));
+        }
+    }
+
+    #[test]
+    fn a_links_host_is_what_precedes_its_path_query_or_fragment() {
+        for (link, host) in [
+            ("https://a.example/x", "a.example"),
+            ("http://u:p@b.example:8080?q", "u:p@b.example:8080"),
+            ("wss://c.example#f", "c.example"),
+            ("ftp://d.example", "d.example"),
+        ] {
+            assert_eq!(url_host(link), host);
         }
     }
 
