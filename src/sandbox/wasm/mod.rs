@@ -482,6 +482,16 @@ impl WasmBackend {
         name: &str,
         progress: &dyn runtime::Progress,
     ) -> Result<bool, WasmError> {
+        let _cache = runtime::lock_cache(&self.inner.config.cache_dir);
+        self.compile_if_missing(name, progress)
+    }
+
+    /// [`WasmBackend::ensure_compiled`] with the cache already locked.
+    fn compile_if_missing(
+        &self,
+        name: &str,
+        progress: &dyn runtime::Progress,
+    ) -> Result<bool, WasmError> {
         let spec = runtime::spec(name)?;
         let dir = &self.inner.config.cache_dir;
         let digest =
@@ -561,6 +571,8 @@ impl WasmBackend {
         }
         let spec = runtime::spec(name)?;
         let dir = self.inner.config.cache_dir.clone();
+        // And one at a time across processes, through the check below.
+        let _cache = runtime::lock_cache(&dir);
         let say = |m: &str| eprintln!("toolgate: {m}");
         if runtime::installed_digest(&dir, &spec.name).is_none() {
             if !self.inner.config.auto_install {
@@ -574,7 +586,7 @@ impl WasmBackend {
             ));
             runtime::install(&dir, &spec, None, None, &say)?;
         }
-        self.ensure_compiled(&spec.name, &say)?;
+        self.compile_if_missing(&spec.name, &say)?;
         let digest =
             runtime::installed_digest(&dir, &spec.name).ok_or_else(|| WasmError::NotInstalled {
                 name: spec.name.clone(),

@@ -66,6 +66,25 @@ pub fn spec(name: &str) -> Result<RuntimeSpec, WasmError> {
         .ok_or_else(|| WasmError::UnknownRuntime(name.to_string()))
 }
 
+/// Holds the cache for this process until dropped: installing, compiling
+/// and checking a runtime happen under it, so two toolgate processes that
+/// start cold do not interleave their writes (a pre-initialised runtime
+/// differs from one compile to the next: one process's artifact with the
+/// other's digest is refused at every load after). `None` when the cache
+/// cannot be written: it is then only read, and there is nothing to
+/// interleave (a missing runtime fails on its own).
+pub fn lock_cache(dir: &Path) -> Option<std::fs::File> {
+    std::fs::create_dir_all(dir).ok()?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))
+        .ok()?;
+    f.lock().ok()?;
+    Some(f)
+}
+
 /// The per-user cache directory.
 pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("TOOLGATE_HOME").filter(|d| !d.is_empty()) {
@@ -390,6 +409,26 @@ pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cache lock is an `flock` other processes wait on.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a second process, to be held off
+    fn the_cache_lock_holds_off_other_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = || {
+            std::process::Command::new("flock")
+                .args(["-n", "-E", "9"])
+                .arg(dir.path().join(".lock"))
+                .arg("true")
+                .status()
+                .unwrap()
+                .code()
+        };
+        let held = lock_cache(dir.path()).unwrap();
+        assert_eq!(other(), Some(9), "taken while held");
+        drop(held);
+        assert_eq!(other(), Some(0), "free once dropped");
+    }
 
     #[test]
     fn stale_artifacts_of_a_runtime_go_and_nothing_else() {
